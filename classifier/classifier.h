@@ -1,0 +1,180 @@
+/*
+ * classifier.h: text in, verdict out.
+ *
+ * Four parts, used in this order for each message:
+ *   spim_tok_*     the tokenizer for short, obfuscated IM text: it turns
+ *                  bytes (repaired to valid UTF-8 first) into distinct
+ *                  64-bit token keys, bounded by SPIM_TOK_MAX;
+ *   (the caller's counts lookup fills spam/ham counts of each token: the
+ *    classifier never sees the store; see struct spim_counts_ops)
+ *   spim_bayes_*   the Robinson/Fisher chi-square spam probability;
+ *   spim_rules_*   Hyperscan multi-pattern rules from a rules file;
+ *   spim_verdict_* the combination into deliver, tag or block, with reasons.
+ * spim_classify() runs them all. Nothing here is thread-affine except the
+ * scratch: one struct spim_scan per thread.
+ */
+#ifndef SPIM_CLASSIFIER_H
+#define SPIM_CLASSIFIER_H
+
+#include "spim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- Tokenizer ------------------------------------------------------------ */
+
+/* Upper bound on the distinct tokens of one message (the rest is ignored). */
+#define SPIM_TOK_MAX 1024
+/* Upper bound on the bytes of one message the tokenizer reads. */
+#define SPIM_TOK_MAX_INPUT (64 * 1024)
+
+/* What a token stands for; part of its hash, so kinds never collide. */
+enum spim_tok_kind {
+    SPIM_TOK_WORD = 1,
+    SPIM_TOK_URL,    /* a URL, a registrable domain or a path word of one */
+    SPIM_TOK_NUMBER, /* a number shape, money, percentage */
+    SPIM_TOK_PHONE,  /* a phone number or a short code */
+    SPIM_TOK_BIGRAM, /* two neighbouring words */
+    SPIM_TOK_META,   /* length bucket, has-url, share of capitals, ... */
+    SPIM_TOK_EMOJI,
+};
+
+/* Optional per-message facts that become meta tokens (all may be NULL/0). */
+struct spim_tok_meta {
+    struct spim_slice sender_domain;
+};
+
+/*
+ * Tokenizes text[0..len) into at most cap distinct tokens (keys set, counts
+ * zero) and returns how many were written. Any bytes are accepted: invalid
+ * UTF-8 is repaired, input beyond SPIM_TOK_MAX_INPUT is ignored.
+ * If emit is not NULL it is called for every token (duplicates included)
+ * with its kind and normalised text, for tests and `classify --tokens`.
+ */
+size_t spim_tok_text(const char *text, size_t len, const struct spim_tok_meta *meta,
+                     struct spim_token *out, size_t cap,
+                     void (*emit)(void *ud, enum spim_tok_kind kind, const char *s, size_t n),
+                     void *ud);
+
+/* The key of one token of a kind and normalised text (what spim_tok_text hashes). */
+uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n);
+
+/*
+ * Writes a valid UTF-8 copy of in to out (every invalid sequence becomes
+ * U+FFFD) and returns its length; out must hold 3 * len bytes.
+ */
+size_t spim_utf8_repair(const char *in, size_t len, char *out);
+
+/* --- Bayes ----------------------------------------------------------------- */
+
+struct spim_bayes_params {
+    double s;              /* strength of the prior (Robinson's s), e.g. 0.45 */
+    double x;              /* prior of an unknown token, e.g. 0.5 */
+    double min_dev;        /* ignore tokens with |f(w) - 0.5| below this */
+    unsigned max_tokens;   /* use at most the this many most extreme tokens */
+};
+
+/* The defaults chosen for IM text; see docs/classifier.md. */
+void spim_bayes_defaults(struct spim_bayes_params *p);
+
+/*
+ * Fisher/Robinson chi-square combination: returns the spam probability in
+ * [0, 1] (0.5 when nothing is known). toks carry counts from the store.
+ * *used, if not NULL, gets the number of tokens that took part.
+ */
+double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spim_totals *tot,
+                       const struct spim_bayes_params *p, unsigned *used);
+
+/* --- Rules ---------------------------------------------------------------- */
+
+/*
+ * A rules file: one rule per line, blank lines and '#' comments ignored:
+ *     NAME  SCORE  /PATTERN/FLAGS
+ * NAME is [A-Za-z0-9_]{1,63}, SCORE a decimal (negative for ham signs),
+ * PATTERN a Hyperscan (PCRE-like) regex, FLAGS letters of i (caseless),
+ * s (dot matches newline), m (multi-line), u (UTF-8 and Unicode classes).
+ * Patterns match the normalised text (NFKC, case-folded, format characters
+ * removed) as well as the raw text repaired to UTF-8.
+ */
+struct spim_rules;
+
+#define SPIM_RULES_MAX_HITS 32
+
+struct spim_rule_hits {
+    unsigned n;
+    const char *names[SPIM_RULES_MAX_HITS]; /* borrowed from the rules */
+    double score;                           /* sum of the matched rules' scores */
+};
+
+/* Loads and compiles path; on error diag names the file and line. */
+int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag *diag);
+/* Frees; NULL is a no-op. No scan may be using it. */
+void spim_rules_free(struct spim_rules *r);
+unsigned spim_rules_count(const struct spim_rules *r);
+
+/* --- Verdict ---------------------------------------------------------------- */
+
+enum spim_action {
+    SPIM_DELIVER = 0,
+    SPIM_TAG = 1,
+    SPIM_BLOCK = 2,
+};
+
+/* Name of an action: "deliver", "tag", "block". */
+const char *spim_action_name(enum spim_action a);
+
+struct spim_thresholds {
+    double tag_score;   /* score >= this: tag */
+    double block_score; /* score >= this: block */
+    double bayes_weight; /* points the Bayes probability is worth: weight * (p - 0.5) * 2 */
+};
+
+void spim_thresholds_defaults(struct spim_thresholds *t);
+
+struct spim_verdict {
+    enum spim_action action;
+    double spam_probability; /* Bayes, 0..1 */
+    double score;            /* bayes points + rule scores */
+    unsigned tokens;         /* distinct tokens of the message */
+    unsigned tokens_used;    /* tokens that took part in the probability */
+    struct spim_rule_hits hits;
+};
+
+/* Combines a probability and rule hits into *v with thresholds t. */
+void spim_verdict_make(double prob, const struct spim_rule_hits *hits,
+                       const struct spim_thresholds *t, struct spim_verdict *v);
+
+/* Writes the rule names of v comma-separated into buf; returns the length. */
+size_t spim_verdict_rules(const struct spim_verdict *v, char *buf, size_t cap);
+
+/* --- Classification ----------------------------------------------------------- */
+
+/* The seam to the store: fills ham/spam counts of toks and the totals. */
+struct spim_counts_ops {
+    int (*lookup)(void *ud, struct spim_token *toks, size_t n, struct spim_totals *totals);
+};
+
+/* Per-thread working memory: Hyperscan scratch and token buffers. */
+struct spim_scan;
+
+/* rules may be NULL (Bayes only). The scan borrows rules; free it first. */
+int spim_scan_new(const struct spim_rules *rules, struct spim_scan **out);
+void spim_scan_free(struct spim_scan *s);
+
+/*
+ * Tokenizes, looks up, scores and matches text; fills *v. Counts come from
+ * ops->lookup(ud, ...). Returns 0 or the lookup's error.
+ */
+int spim_classify(struct spim_scan *s, const struct spim_counts_ops *ops, void *ud,
+                  const struct spim_bayes_params *bp, const struct spim_thresholds *t,
+                  const char *text, size_t len, const struct spim_tok_meta *meta,
+                  struct spim_verdict *v);
+
+/*
+ * Tokens of the text, for training: writes at most cap distinct keys to out
+ * and returns the count (the same tokens spim_classify looks up).
+ */
+size_t spim_scan_tokens(struct spim_scan *s, const char *text, size_t len,
+                        const struct spim_tok_meta *meta, struct spim_token *out, size_t cap);
+
+#endif

@@ -1,0 +1,59 @@
+/* spim.c: the shared error strings, diagnostics, hash and clocks. */
+#include "spim.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+const char *spim_strerror(int err)
+{
+    switch (err) {
+    case SPIM_OK:
+        return "success";
+#define XX(name, msg)                                                                              \
+    case SPIM_E##name:                                                                             \
+        return msg;
+        SPIM_ERR_MAP(XX)
+#undef XX
+    default:
+        return "unknown error";
+    }
+}
+
+void spim_diag_set(struct spim_diag *d, const char *file, unsigned line, unsigned column,
+                   const char *fmt, ...)
+{
+    va_list ap;
+
+    if (d == NULL)
+        return;
+    snprintf(d->file, sizeof(d->file), "%s", file ? file : "");
+    d->line = line;
+    d->column = column;
+    va_start(ap, fmt);
+    vsnprintf(d->msg, sizeof(d->msg), fmt, ap);
+    va_end(ap);
+}
+
+uint64_t spim_hash64(const void *p, size_t len, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, len, seed);
+}
+
+int64_t spim_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+uint64_t spim_mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

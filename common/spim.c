@@ -57,3 +57,39 @@ uint64_t spim_mono_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+static int log_level = SPIM_LOG_INFO;
+
+void spim_log_set_level(int level)
+{
+    log_level = level;
+}
+
+int spim_log_enabled(int level)
+{
+    return level <= log_level;
+}
+
+void spim_log(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+    va_list ap;
+
+    if (level > log_level)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ spimfilter %s: ",
+                          ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    va_start(ap, fmt);
+    if (n < sizeof(line))
+        vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    va_end(ap);
+    /* one write per line, so lines of several threads do not interleave */
+    fprintf(stderr, "%s\n", line);
+}

@@ -79,4 +79,11 @@ uint64_t spim_hash64(const void *p, size_t len, uint64_t seed);
 int64_t spim_now_us(void);
 uint64_t spim_mono_ns(void);
 
+/* --- Logging: one line per event to stderr, with a level. --- */
+enum spim_log_level { SPIM_LOG_ERR = 0, SPIM_LOG_WARN, SPIM_LOG_INFO, SPIM_LOG_DEBUG };
+/* The most verbose level printed (default SPIM_LOG_INFO). */
+void spim_log_set_level(int level);
+int spim_log_enabled(int level);
+void spim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -92,9 +92,9 @@ enum spim_quar_status {
 };
 
 struct spim_quar_entry {
-    uint64_t id;      /* set by put */
-    int64_t time_us;  /* wall clock of the block */
-    uint32_t status;  /* enum spim_quar_status */
+    uint64_t id;     /* set by put */
+    int64_t time_us; /* wall clock of the block */
+    uint32_t status; /* enum spim_quar_status */
     double score;
     double spam_probability;
     uint64_t dedup_key;
@@ -116,14 +116,13 @@ int spim_quar_put(struct spim_store *st, const struct spim_quar_entry *e, uint64
  * Reads one record. The slices of *out point into *buf_out, which the caller
  * frees with free(). SPIM_ENOTFOUND for an unknown id.
  */
-int spim_quar_get(struct spim_store *st, uint64_t id, struct spim_quar_entry *out,
-                  void **buf_out);
+int spim_quar_get(struct spim_store *st, uint64_t id, struct spim_quar_entry *out, void **buf_out);
 /*
  * Calls cb for every record, newest first, inside one read transaction: the
  * slices live only during the call. cb returns 0 to go on, non-zero to stop.
  */
-int spim_quar_foreach(struct spim_store *st,
-                      int (*cb)(const struct spim_quar_entry *e, void *ud), void *ud);
+int spim_quar_foreach(struct spim_store *st, int (*cb)(const struct spim_quar_entry *e, void *ud),
+                      void *ud);
 /* Removes a record and its de-duplication key. SPIM_ENOTFOUND if absent. */
 int spim_quar_delete(struct spim_store *st, uint64_t id);
 /* Changes the status of a record. SPIM_ENOTFOUND if absent. */

@@ -1,0 +1,82 @@
+/*
+ * classifier_int.h: what the files of classifier/ share and nobody else sees.
+ *
+ * The tokenizer's working memory (so a struct spim_scan can keep one and the
+ * hot path does not allocate per message), the normaliser that the rules
+ * also match against, and the Hyperscan matching state of one scan. Only
+ * rules.c includes Hyperscan; the others see an opaque struct spim__rmatch.
+ */
+#ifndef SPIM_CLASSIFIER_INT_H
+#define SPIM_CLASSIFIER_INT_H
+
+#include "classifier.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Slots of the de-duplication set: a power of two, at least 2 * SPIM_TOK_MAX. */
+#define SPIM__TOK_SET_SLOTS 4096
+
+/*
+ * Codepoints the normaliser may produce from SPIM_TOK_MAX_INPUT bytes.
+ * NFKC can expand one codepoint into up to 18 (U+FDFA); real text grows by
+ * far less, and input that would overflow is shortened and retried.
+ */
+#define SPIM__NORM_CPS (4 * SPIM_TOK_MAX_INPUT)
+
+/*
+ * Working memory of the tokenizer, sized once for the largest input:
+ * rep holds the repaired input, cps the normalised text (first as
+ * codepoints, then re-encoded in place as UTF-8), set the keys seen in the
+ * current message.
+ */
+struct spim__tok_ws {
+    char *rep;       /* 3 * SPIM_TOK_MAX_INPUT bytes */
+    int32_t *cps;    /* SPIM__NORM_CPS + 1 codepoints */
+    uint64_t *set;   /* SPIM__TOK_SET_SLOTS keys */
+    size_t rep_len;  /* valid bytes in rep after spim__tok_prepare */
+    size_t norm_len; /* valid bytes of UTF-8 at (char *)cps */
+};
+
+/* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */
+int spim__tok_ws_init(struct spim__tok_ws *ws);
+void spim__tok_ws_fini(struct spim__tok_ws *ws);
+
+/*
+ * Repairs text (at most SPIM_TOK_MAX_INPUT bytes of it) into ws->rep and
+ * normalises that into ws->cps (NFKC, case fold, default-ignorable and
+ * format characters removed). Afterwards spim__tok_norm(ws) is valid UTF-8
+ * of ws->norm_len bytes, NUL-terminated.
+ */
+void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len);
+
+static inline const char *spim__tok_norm(const struct spim__tok_ws *ws)
+{
+    return (const char *)ws->cps;
+}
+
+/*
+ * Tokenizes the text prepared in ws into out (at most cap distinct keys,
+ * cap itself capped at SPIM_TOK_MAX); emit as in spim_tok_text.
+ */
+size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
+                     struct spim_token *out, size_t cap,
+                     void (*emit)(void *ud, enum spim_tok_kind kind, const char *s, size_t n),
+                     void *ud);
+
+/* The Hyperscan scratch and match marks of one scan, owned by it. */
+struct spim__rmatch;
+
+/* For rules with no patterns *out is NULL and matching finds nothing. */
+int spim__rmatch_new(const struct spim_rules *r, struct spim__rmatch **out);
+void spim__rmatch_free(struct spim__rmatch *m);
+
+/*
+ * Matches the rules against both texts (either may have length 0) and fills
+ * *hits with every rule that matched at least one of them, once, in file
+ * order. Both texts must be valid UTF-8 (HS_FLAG_UTF8 requires it).
+ */
+void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const char *a,
+                       size_t alen, const char *b, size_t blen, struct spim_rule_hits *hits);
+
+#endif

@@ -1,0 +1,389 @@
+/*
+ * rules.c: a rules file compiled into one Hyperscan block-mode database.
+ *
+ * All patterns go into a single hs_compile_multi() so that a message is
+ * scanned once however many rules there are; each pattern's id is its index,
+ * which maps a match, and a compile error (hs_compile_error_t.expression),
+ * back to the rule and its line in the file. The database is immutable and
+ * shared by every scan; each scan owns a scratch cloned from the prototype
+ * allocated here, since Hyperscan scratch may not be used by two threads.
+ * This is the only file that includes Hyperscan.
+ */
+#include "classifier_int.h"
+
+#include <errno.h>
+#include <hs/hs.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest line of a rules file; a longer one is an error, not a truncation. */
+#define RULE_LINE_MAX 4096
+#define RULE_NAME_MAX 63
+/* More rules than any sane file has; bounds the arrays grown while reading. */
+#define RULES_MAX 100000
+
+struct rule {
+    char name[RULE_NAME_MAX + 1];
+    double score;
+    unsigned line;
+};
+
+struct spim_rules {
+    struct rule *rules;
+    unsigned n;
+    hs_database_t *db;     /* NULL when n == 0 */
+    hs_scratch_t *scratch; /* prototype for hs_clone_scratch */
+};
+
+struct spim__rmatch {
+    hs_scratch_t *scratch;
+    unsigned char *marks; /* one per rule: matched in this message */
+    unsigned n;
+};
+
+/* Patterns and flags while reading, freed once compiled. */
+struct pending {
+    char **exprs;
+    unsigned *flags;
+    unsigned *ids;
+    unsigned cap;
+};
+
+static int is_name_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+static int grow(struct spim_rules *r, struct pending *pd)
+{
+    unsigned ncap = pd->cap ? pd->cap * 2 : 32;
+    void *p;
+
+    if (ncap > RULES_MAX)
+        ncap = RULES_MAX;
+    p = realloc(r->rules, ncap * sizeof(*r->rules));
+    if (p == NULL)
+        return SPIM_ENOMEM;
+    r->rules = p;
+    p = realloc(pd->exprs, ncap * sizeof(*pd->exprs));
+    if (p == NULL)
+        return SPIM_ENOMEM;
+    pd->exprs = p;
+    p = realloc(pd->flags, ncap * sizeof(*pd->flags));
+    if (p == NULL)
+        return SPIM_ENOMEM;
+    pd->flags = p;
+    p = realloc(pd->ids, ncap * sizeof(*pd->ids));
+    if (p == NULL)
+        return SPIM_ENOMEM;
+    pd->ids = p;
+    pd->cap = ncap;
+    return 0;
+}
+
+/*
+ * Parses one line (NUL-terminated, newline stripped) into rule r->n and its
+ * pending pattern. Returns 1 for a rule, 0 for a blank or comment line, or
+ * SPIM_EPARSE / SPIM_ENOMEM with diag set.
+ */
+static int parse_line(struct spim_rules *r, struct pending *pd, char *line, const char *path,
+                      unsigned lineno, struct spim_diag *diag)
+{
+    char *p = line, *end, *pat, *slash, *f;
+    size_t nl, len;
+    unsigned hsflags = HS_FLAG_SINGLEMATCH, i;
+    double score;
+    struct rule *ru;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0' || *p == '#')
+        return 0;
+    len = strlen(p);
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\r'))
+        p[--len] = '\0';
+
+    for (nl = 0; is_name_char(p[nl]); nl++)
+        ;
+    if (nl == 0 || nl > RULE_NAME_MAX || (p[nl] != ' ' && p[nl] != '\t')) {
+        spim_diag_set(diag, path, lineno, (unsigned)(p - line) + 1,
+                      "expected NAME ([A-Za-z0-9_]{1,63}) SCORE /PATTERN/FLAGS");
+        return SPIM_EPARSE;
+    }
+    for (i = 0; i < r->n; i++) {
+        if (strlen(r->rules[i].name) == nl && memcmp(r->rules[i].name, p, nl) == 0) {
+            spim_diag_set(diag, path, lineno, (unsigned)(p - line) + 1,
+                          "rule %.*s: already defined on line %u", (int)nl, p, r->rules[i].line);
+            return SPIM_EPARSE;
+        }
+    }
+    p[nl] = '\0';
+    end = p + nl + 1;
+    while (*end == ' ' || *end == '\t')
+        end++;
+    errno = 0;
+    score = strtod(end, &f);
+    if (f == end || errno != 0 || !isfinite(score) || (*f != ' ' && *f != '\t')) {
+        spim_diag_set(diag, path, lineno, (unsigned)(end - line) + 1,
+                      "rule %s: expected a decimal score", p);
+        return SPIM_EPARSE;
+    }
+    while (*f == ' ' || *f == '\t')
+        f++;
+    pat = f;
+    slash = strrchr(pat, '/');
+    if (*pat != '/' || slash == pat) {
+        spim_diag_set(diag, path, lineno, (unsigned)(pat - line) + 1,
+                      "rule %s: expected /PATTERN/FLAGS", p);
+        return SPIM_EPARSE;
+    }
+    for (f = slash + 1; *f; f++) {
+        switch (*f) {
+        case 'i':
+            hsflags |= HS_FLAG_CASELESS;
+            break;
+        case 's':
+            hsflags |= HS_FLAG_DOTALL;
+            break;
+        case 'm':
+            hsflags |= HS_FLAG_MULTILINE;
+            break;
+        case 'u':
+            /* Only then: UCP classes are slower and need valid UTF-8. */
+            hsflags |= HS_FLAG_UTF8 | HS_FLAG_UCP;
+            break;
+        default:
+            spim_diag_set(diag, path, lineno, (unsigned)(f - line) + 1,
+                          "rule %s: unknown flag '%c' (flags are i, s, m, u)", p, *f);
+            return SPIM_EPARSE;
+        }
+    }
+    if (slash == pat + 1) {
+        spim_diag_set(diag, path, lineno, (unsigned)(pat - line) + 1, "rule %s: empty pattern",
+                      p);
+        return SPIM_EPARSE;
+    }
+    if (r->n == pd->cap) {
+        if (pd->cap >= RULES_MAX) {
+            spim_diag_set(diag, path, lineno, 1, "more than %u rules", (unsigned)RULES_MAX);
+            return SPIM_EPARSE;
+        }
+        if (grow(r, pd) != 0) {
+            spim_diag_set(diag, path, lineno, 1, "out of memory");
+            return SPIM_ENOMEM;
+        }
+    }
+    pd->exprs[r->n] = strndup(pat + 1, (size_t)(slash - pat - 1));
+    if (pd->exprs[r->n] == NULL) {
+        spim_diag_set(diag, path, lineno, 1, "out of memory");
+        return SPIM_ENOMEM;
+    }
+    pd->flags[r->n] = hsflags;
+    pd->ids[r->n] = r->n;
+    ru = &r->rules[r->n];
+    memcpy(ru->name, p, nl + 1);
+    ru->score = score;
+    ru->line = lineno;
+    r->n++;
+    return 1;
+}
+
+static void pending_free(struct pending *pd, unsigned n)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++)
+        free(pd->exprs[i]);
+    free(pd->exprs);
+    free(pd->flags);
+    free(pd->ids);
+}
+
+int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag *diag)
+{
+    struct spim_rules *r;
+    struct pending pd = {0};
+    hs_compile_error_t *cerr = NULL;
+    char *line;
+    FILE *fp;
+    unsigned lineno = 0;
+    int rc;
+
+    if (path == NULL || out == NULL)
+        return SPIM_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        rc = SPIM_ENOMEM;
+        goto fail_alloc;
+    }
+    line = malloc(RULE_LINE_MAX + 2);
+    if (line == NULL) {
+        rc = SPIM_ENOMEM;
+        goto fail_line;
+    }
+    fp = fopen(path, "r");
+    if (fp == NULL) {
+        spim_diag_set(diag, path, 0, 0, "cannot open: %s", strerror(errno));
+        rc = errno == ENOENT ? SPIM_ENOTFOUND : SPIM_EIO;
+        goto fail_open;
+    }
+    while (fgets(line, RULE_LINE_MAX + 2, fp) != NULL) {
+        size_t l = strlen(line);
+
+        lineno++;
+        if (l > 0 && line[l - 1] == '\n') {
+            line[--l] = '\0';
+        } else if (!feof(fp)) {
+            spim_diag_set(diag, path, lineno, 0, "line longer than %d bytes", RULE_LINE_MAX);
+            rc = SPIM_EPARSE;
+            goto fail_read;
+        }
+        if (strlen(line) != l) {
+            spim_diag_set(diag, path, lineno, (unsigned)strlen(line) + 1, "NUL byte in line");
+            rc = SPIM_EPARSE;
+            goto fail_read;
+        }
+        rc = parse_line(r, &pd, line, path, lineno, diag);
+        if (rc < 0)
+            goto fail_read;
+    }
+    if (ferror(fp)) {
+        spim_diag_set(diag, path, lineno, 0, "read error");
+        rc = SPIM_EIO;
+        goto fail_read;
+    }
+
+    if (r->n > 0) {
+        hs_error_t he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
+                                         HS_MODE_BLOCK, NULL, &r->db, &cerr);
+
+        if (he != HS_SUCCESS) {
+            int ex = cerr ? cerr->expression : -1;
+            const char *msg = (cerr && cerr->message) ? cerr->message : "compile failed";
+
+            if (ex >= 0 && (unsigned)ex < r->n)
+                spim_diag_set(diag, path, r->rules[ex].line, 0, "rule %s: %s", r->rules[ex].name,
+                              msg);
+            else
+                spim_diag_set(diag, path, 0, 0, "%s", msg);
+            hs_free_compile_error(cerr);
+            r->db = NULL;
+            rc = (he == HS_NOMEM) ? SPIM_ENOMEM : SPIM_ERULES;
+            goto fail_read;
+        }
+        if (hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {
+            spim_diag_set(diag, path, 0, 0, "cannot allocate Hyperscan scratch");
+            rc = SPIM_ENOMEM;
+            goto fail_scratch;
+        }
+    }
+    pending_free(&pd, r->n);
+    fclose(fp);
+    free(line);
+    *out = r;
+    return 0;
+
+fail_scratch:
+    hs_free_database(r->db);
+fail_read:
+    pending_free(&pd, r->n);
+    fclose(fp);
+fail_open:
+    free(line);
+fail_line:
+    free(r->rules);
+    free(r);
+fail_alloc:
+    return rc;
+}
+
+void spim_rules_free(struct spim_rules *r)
+{
+    if (r == NULL)
+        return;
+    hs_free_scratch(r->scratch);
+    hs_free_database(r->db);
+    free(r->rules);
+    free(r);
+}
+
+unsigned spim_rules_count(const struct spim_rules *r)
+{
+    return r ? r->n : 0;
+}
+
+int spim__rmatch_new(const struct spim_rules *r, struct spim__rmatch **out)
+{
+    struct spim__rmatch *m;
+
+    *out = NULL;
+    if (r == NULL || r->n == 0)
+        return 0;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        goto fail_alloc;
+    m->marks = calloc(r->n, 1);
+    if (m->marks == NULL)
+        goto fail_marks;
+    if (hs_clone_scratch(r->scratch, &m->scratch) != HS_SUCCESS)
+        goto fail_scratch;
+    m->n = r->n;
+    *out = m;
+    return 0;
+
+fail_scratch:
+    free(m->marks);
+fail_marks:
+    free(m);
+fail_alloc:
+    return SPIM_ENOMEM;
+}
+
+void spim__rmatch_free(struct spim__rmatch *m)
+{
+    if (m == NULL)
+        return;
+    hs_free_scratch(m->scratch);
+    free(m->marks);
+    free(m);
+}
+
+static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
+                    unsigned int flags, void *ctx)
+{
+    struct spim__rmatch *m = ctx;
+
+    (void)from;
+    (void)to;
+    (void)flags;
+    if (id < m->n)
+        m->marks[id] = 1;
+    return 0;
+}
+
+void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const char *a,
+                       size_t alen, const char *b, size_t blen, struct spim_rule_hits *hits)
+{
+    unsigned i;
+
+    hits->n = 0;
+    hits->score = 0.0;
+    if (r == NULL || m == NULL || r->db == NULL || m->n != r->n)
+        return;
+    memset(m->marks, 0, m->n);
+    /* A scan error (only HS_SCRATCH_IN_USE or a corrupt database) leaves the
+     * marks it got: the rules are a second opinion, Bayes still decides. */
+    if (alen > 0)
+        (void)hs_scan(r->db, a, (unsigned)alen, 0, m->scratch, on_match, m);
+    if (blen > 0)
+        (void)hs_scan(r->db, b, (unsigned)blen, 0, m->scratch, on_match, m);
+    for (i = 0; i < m->n; i++) {
+        if (!m->marks[i])
+            continue;
+        hits->score += r->rules[i].score;
+        if (hits->n < SPIM_RULES_MAX_HITS)
+            hits->names[hits->n++] = r->rules[i].name;
+    }
+}

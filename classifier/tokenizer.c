@@ -1,0 +1,952 @@
+/*
+ * tokenizer.c: bytes of a short IM message -> distinct 64-bit token keys.
+ *
+ * IM and SMS spam is short and obfuscated: "FR33 entry!! txt WIN to 87121",
+ * fullwidth letters, zero-width spaces inside words, "f r e e". So the text
+ * is first repaired to valid UTF-8 and normalised (NFKC folds fullwidth and
+ * compatibility forms, case folding removes capitals, default-ignorable and
+ * format characters are dropped), then cut into words, URLs, numbers,
+ * phone numbers, short codes and emoji. Obfuscations get an extra token of
+ * their plain form (de-leeted words, joined spaced letters) so they share
+ * evidence with the plain word, and meta tokens carry what normalisation
+ * erased (capitals, exclamation marks, length).
+ *
+ * Every scan over the text advances by at least one byte per step and stops
+ * at its length; token texts are built in fixed buffers and truncated.
+ */
+#include "classifier_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+/* Longest token text (bytes); longer words are cut at a codepoint boundary. */
+#define TOK_TEXT_MAX 96
+#define WORD_MAX 48
+/* Path words of one URL that become tokens: the rest is noise. */
+#define URL_PATH_WORDS 8
+/* A phone number has at most this many digits; longer runs are cut. */
+#define PHONE_DIGITS_MAX 20
+
+/* NFKC + case fold + drop default-ignorables; control characters stripped, newlines kept. */
+#define NORM_OPTS                                                                                  \
+    (UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE |  \
+     UTF8PROC_STRIPCC | UTF8PROC_NLF2LF)
+
+/* --- UTF-8 repair ----------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p[0..n), or 0 if it is not one. */
+static size_t utf8_valid_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned char lo = (c == 0xE0) ? 0xA0 : 0x80, hi = (c == 0xED) ? 0x9F : 0xBF;
+
+        if (n < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned char lo = (c == 0xF0) ? 0x90 : 0x80, hi = (c == 0xF4) ? 0x8F : 0xBF;
+
+        if (n < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+size_t spim_utf8_repair(const char *in, size_t len, char *out)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    size_t i = 0, o = 0;
+
+    while (i < len) {
+        size_t k = utf8_valid_len(p + i, len - i);
+
+        if (k == 0) {
+            /* One U+FFFD per bad byte: simple, and 3 * len always suffices. */
+            out[o++] = (char)0xEF;
+            out[o++] = (char)0xBF;
+            out[o++] = (char)0xBD;
+            i++;
+            continue;
+        }
+        memcpy(out + o, p + i, k);
+        o += k;
+        i += k;
+    }
+    return o;
+}
+
+/* --- Working memory and normalisation ------------------------------------------ */
+
+int spim__tok_ws_init(struct spim__tok_ws *ws)
+{
+    memset(ws, 0, sizeof(*ws));
+    ws->rep = malloc(3 * (size_t)SPIM_TOK_MAX_INPUT + 1);
+    if (ws->rep == NULL)
+        goto fail_rep;
+    ws->cps = malloc(sizeof(int32_t) * ((size_t)SPIM__NORM_CPS + 1));
+    if (ws->cps == NULL)
+        goto fail_cps;
+    ws->set = malloc(sizeof(uint64_t) * SPIM__TOK_SET_SLOTS);
+    if (ws->set == NULL)
+        goto fail_set;
+    ws->cps[0] = 0;
+    return 0;
+
+fail_set:
+    free(ws->cps);
+fail_cps:
+    free(ws->rep);
+fail_rep:
+    memset(ws, 0, sizeof(*ws));
+    return SPIM_ENOMEM;
+}
+
+void spim__tok_ws_fini(struct spim__tok_ws *ws)
+{
+    free(ws->set);
+    free(ws->cps);
+    free(ws->rep);
+    memset(ws, 0, sizeof(*ws));
+}
+
+/* Largest k <= n such that s[0..k) ends on a UTF-8 sequence boundary. */
+static size_t utf8_floor(const char *s, size_t n)
+{
+    size_t k = n, steps = 0;
+
+    while (k > 0 && steps < 4 && ((unsigned char)s[k] & 0xC0) == 0x80) {
+        k--;
+        steps++;
+    }
+    return k;
+}
+
+/* Characters the normalised text drops beyond utf8proc's ignorables. */
+static int drop_cp(int32_t c)
+{
+    utf8proc_category_t cat = utf8proc_category(c);
+
+    /* Format characters (U+200B..U+200F, U+2060..U+2064, U+FEFF, U+00AD, bidi
+     * controls) are invisible to a reader and only serve to split words. */
+    return cat == UTF8PROC_CATEGORY_CF;
+}
+
+void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
+{
+    utf8proc_ssize_t r = 0, w, enc;
+    size_t src;
+    unsigned tries;
+
+    if (text == NULL)
+        len = 0;
+    if (len > SPIM_TOK_MAX_INPUT)
+        len = SPIM_TOK_MAX_INPUT;
+    ws->rep_len = len ? spim_utf8_repair(text, len, ws->rep) : 0;
+    ws->rep[ws->rep_len] = '\0';
+    src = ws->rep_len;
+
+    /* Shorten pathological input (NFKC expanding ligature after ligature)
+     * until it fits; each try halves it, so this ends. */
+    for (tries = 0; tries < 32; tries++) {
+        r = utf8proc_decompose((const utf8proc_uint8_t *)ws->rep, (utf8proc_ssize_t)src, ws->cps,
+                               SPIM__NORM_CPS, NORM_OPTS);
+        if (r < 0 || r <= SPIM__NORM_CPS)
+            break;
+        src = utf8_floor(ws->rep, src / 2);
+    }
+    if (r < 0 || r > SPIM__NORM_CPS)
+        r = 0;
+
+    for (w = 0, enc = 0; enc < r; enc++) {
+        if (!drop_cp(ws->cps[enc]))
+            ws->cps[w++] = ws->cps[enc];
+    }
+    enc = utf8proc_reencode(ws->cps, w, NORM_OPTS);
+    if (enc < 0) {
+        enc = 0;
+        ((char *)ws->cps)[0] = '\0';
+    }
+    ws->norm_len = (size_t)enc;
+}
+
+/* --- Keys and the token sink ------------------------------------------------------ */
+
+uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
+{
+    unsigned char buf[1 + 2 * TOK_TEXT_MAX];
+    uint64_t k;
+
+    if (n <= sizeof(buf) - 1) {
+        buf[0] = (unsigned char)kind;
+        if (n)
+            memcpy(buf + 1, s, n);
+        k = spim_hash64(buf, n + 1, 0);
+    } else {
+        /* Longer than any token the tokenizer makes: chain instead of copying. */
+        buf[0] = (unsigned char)kind;
+        k = spim_hash64(s, n, spim_hash64(buf, 1, 0));
+    }
+    /* 0 marks an empty slot of the de-duplication set. */
+    return k ? k : 1;
+}
+
+typedef void (*emit_fn)(void *ud, enum spim_tok_kind kind, const char *s, size_t n);
+
+struct sink {
+    struct spim_token *out;
+    size_t cap, n;
+    uint64_t *set;
+    emit_fn emit;
+    void *ud;
+
+    /* previous word, for bigrams; 0 length: none */
+    char prev[TOK_TEXT_MAX];
+    size_t prev_len;
+    /* a run of single letters ("f r e e"), joined */
+    char spaced[TOK_TEXT_MAX];
+    size_t spaced_len, spaced_end;
+    unsigned spaced_count;
+
+    int has_url, shortener;
+};
+
+static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n)
+{
+    uint64_t key;
+    size_t slot, probes;
+
+    if (n == 0)
+        return;
+    if (n > TOK_TEXT_MAX)
+        n = utf8_floor(s, TOK_TEXT_MAX);
+    if (k->emit)
+        k->emit(k->ud, kind, s, n);
+    if (k->n >= k->cap)
+        return;
+    key = spim_tok_key(kind, s, n);
+    slot = (size_t)(key & (SPIM__TOK_SET_SLOTS - 1));
+    for (probes = 0; probes < SPIM__TOK_SET_SLOTS; probes++) {
+        if (k->set[slot] == key)
+            return;
+        if (k->set[slot] == 0)
+            break;
+        slot = (slot + 1) & (SPIM__TOK_SET_SLOTS - 1);
+    }
+    if (probes == SPIM__TOK_SET_SLOTS)
+        return;
+    k->set[slot] = key;
+    k->out[k->n].key = key;
+    k->out[k->n].ham = 0;
+    k->out[k->n].spam = 0;
+    k->n++;
+}
+
+/* Adds prefix followed by s[0..n) as one token. */
+static void addp(struct sink *k, enum spim_tok_kind kind, const char *prefix, const char *s,
+                 size_t n)
+{
+    char buf[TOK_TEXT_MAX];
+    size_t pl = strlen(prefix);
+
+    if (pl >= sizeof(buf))
+        return;
+    if (n > sizeof(buf) - pl)
+        n = utf8_floor(s, sizeof(buf) - pl);
+    memcpy(buf, prefix, pl);
+    memcpy(buf + pl, s, n);
+    add(k, kind, buf, pl + n);
+}
+
+static void adds(struct sink *k, enum spim_tok_kind kind, const char *s)
+{
+    add(k, kind, s, strlen(s));
+}
+
+/* --- Character classes (of the normalised text) ------------------------------------ */
+
+static int32_t cp_at(const char *s, size_t len, size_t i, size_t *clen)
+{
+    utf8proc_int32_t c = 0;
+    utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
+                                          (utf8proc_ssize_t)(len - i), &c);
+
+    if (r <= 0) {
+        /* Cannot happen on normalised text; step over the byte anyway. */
+        *clen = 1;
+        return 0xFFFD;
+    }
+    *clen = (size_t)r;
+    return c;
+}
+
+static int is_space(int32_t c)
+{
+    utf8proc_category_t cat;
+
+    if (c == ' ' || c == '\n' || c == '\t' || c == '\r')
+        return 1;
+    if (c < 0x80)
+        return 0;
+    cat = utf8proc_category(c);
+    return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL ||
+           cat == UTF8PROC_CATEGORY_ZP;
+}
+
+static int is_digit(int32_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Letters and marks (an accent belongs to its word); non-ASCII digits too. */
+static int is_letter(int32_t c)
+{
+    if (c < 0x80)
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_emoji(int32_t c)
+{
+    if (c >= 0x1F000 && c <= 0x1FAFF)
+        return utf8proc_category(c) != UTF8PROC_CATEGORY_SK; /* skin tones modify, not mean */
+    return c >= 0x80 && utf8proc_category(c) == UTF8PROC_CATEGORY_SO;
+}
+
+static int is_currency(int32_t c)
+{
+    return c == '$' || (c >= 0x80 && utf8proc_category(c) == UTF8PROC_CATEGORY_SC);
+}
+
+/* --- URLs ---------------------------------------------------------------------- */
+
+/* Top-level domains that make a bare "word.tld" a domain; English words
+ * such as "in", "me", "it", "to", "us" are left out on purpose. */
+static const char *const bare_tlds[] = {
+    "com", "net", "org",  "info", "biz", "co",   "uk",   "ly",   "gl",    "gd",  "tv",
+    "ws",  "cc",  "tk",   "xyz",  "io",  "eu",   "ru",   "cn",   "de",    "nl",  "fr",
+    "es",  "au",  "ca",   "ie",   "ch",  "mobi", "name", "pro",  "top",   "site", "online",
+    "club", "link", "click", "app", "shop", "store", "live", "win", "cash", "loan",
+};
+
+static const char *const shorteners[] = {
+    "bit.ly",  "bitly.com", "tinyurl.com", "goo.gl",   "t.co",      "ow.ly",   "is.gd",
+    "buff.ly", "tiny.cc",   "rebrand.ly",  "cutt.ly",  "shorturl.at", "t.ly",  "rb.gy",
+    "tr.im",   "v.gd",      "qr.net",      "x.co",     "adf.ly",    "bl.ink",  "lnkd.in",
+    "s.id",    "shorte.st", "tiny.one",    "snip.ly",  "soo.gd",    "clck.ru", "u.to",
+};
+
+static int in_list(const char *s, size_t n, const char *const *list, size_t count)
+{
+    size_t i;
+
+    for (i = 0; i < count; i++) {
+        if (strlen(list[i]) == n && memcmp(list[i], s, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+}
+
+static int starts(const char *s, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+
+    return n >= l && memcmp(s, lit, l) == 0;
+}
+
+/*
+ * If the whitespace-delimited chunk s[0..n) is a URL or a bare domain,
+ * adds its tokens and returns 1. Bare "word.tld" needs a known TLD so that
+ * "f.r.e.e", "e.g." and "a.m." stay words.
+ */
+static int try_url(struct sink *k, const char *s, size_t n)
+{
+    size_t h, hl, i, labels = 1, last_dot = 0, prev_dot = 0, lab = 0, words = 0;
+    int scheme = 0, www;
+    const char *host, *tld, *dom;
+    size_t tld_len, dom_len;
+
+    while (n > 0 && strchr("([{<\"'", s[0]) != NULL) {
+        s++;
+        n--;
+    }
+    while (n > 0 && strchr(")]}>\"'.,!?;:", s[n - 1]) != NULL)
+        n--;
+    if (starts(s, n, "http://")) {
+        scheme = 1;
+        s += 7;
+        n -= 7;
+    } else if (starts(s, n, "https://")) {
+        scheme = 1;
+        s += 8;
+        n -= 8;
+    }
+    www = starts(s, n, "www.");
+    for (h = 0; h < n && host_char(s[h]); h++)
+        ;
+    hl = h;
+    if (hl == 0 || hl > 253 || s[0] == '.' || s[0] == '-' || s[hl - 1] == '.')
+        return 0;
+    if (h < n && s[h] != '/' && s[h] != '?' && s[h] != '#' && s[h] != ':')
+        return 0;
+    for (i = 0; i < hl; i++) {
+        if (s[i] == '.') {
+            if (lab == 0)
+                return 0; /* empty label */
+            labels++;
+            prev_dot = last_dot;
+            last_dot = i + 1;
+            lab = 0;
+        } else if (++lab > 63) {
+            return 0;
+        }
+    }
+    if (labels < 2)
+        return 0;
+    host = s;
+    tld = s + last_dot;
+    tld_len = hl - last_dot;
+    for (i = 0; i < tld_len; i++) {
+        if (tld[i] < 'a' || tld[i] > 'z')
+            return 0;
+    }
+    if (tld_len < 2 || tld_len > 6)
+        return 0;
+    if (!scheme && !www && !in_list(tld, tld_len, bare_tlds, sizeof(bare_tlds) / sizeof(*bare_tlds)))
+        return 0;
+
+    /* Registrable domain, approximately: the last two labels, three under
+     * a second-level registry such as co.uk. */
+    dom = host + prev_dot;
+    dom_len = hl - prev_dot;
+    if (labels >= 3 && tld_len == 2 && prev_dot > 0) {
+        const char *sl = dom;
+        size_t sll = last_dot - prev_dot - 1;
+        static const char *const slds[] = {"co", "com", "org", "net", "ac", "gov", "ltd", "plc"};
+
+        if (in_list(sl, sll, slds, sizeof(slds) / sizeof(*slds))) {
+            size_t j = prev_dot - 1;
+
+            while (j > 0 && host[j - 1] != '.')
+                j--;
+            dom = host + j;
+            dom_len = hl - j;
+        }
+    }
+    k->has_url = 1;
+    k->prev_len = 0;
+    addp(k, SPIM_TOK_URL, "host:", host, hl);
+    addp(k, SPIM_TOK_URL, "dom:", dom, dom_len);
+    if (in_list(dom, dom_len, shorteners, sizeof(shorteners) / sizeof(*shorteners)) ||
+        in_list(host, hl, shorteners, sizeof(shorteners) / sizeof(*shorteners)))
+        k->shortener = 1;
+
+    /* Path words: campaign names and landing pages repeat across a run. */
+    i = hl;
+    while (i < n && words < URL_PATH_WORDS) {
+        size_t st;
+
+        while (i < n && !((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+            i++;
+        st = i;
+        while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+            i++;
+        if (i > st && i - st <= 32) {
+            addp(k, SPIM_TOK_URL, "path:", s + st, i - st);
+            words++;
+        }
+    }
+    return 1;
+}
+
+/* --- Numbers and phones ---------------------------------------------------------- */
+
+/* "N", "NN", "NNN" for small numbers, buckets for larger ones. */
+static void add_number_shape(struct sink *k, size_t digits)
+{
+    static const char *const shapes[] = {"N", "N", "NN", "NNN", "N4", "N5", "N6", "N7", "N8"};
+
+    if (digits < sizeof(shapes) / sizeof(*shapes))
+        adds(k, SPIM_TOK_NUMBER, shapes[digits]);
+    else
+        adds(k, SPIM_TOK_NUMBER, "N9+");
+}
+
+static void add_bucket(struct sink *k, enum spim_tok_kind kind, const char *prefix, size_t v)
+{
+    char num[24];
+    size_t l = 0;
+    char tmp[24];
+    size_t t = 0;
+
+    do {
+        tmp[t++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && t < sizeof(tmp));
+    while (t > 0)
+        num[l++] = tmp[--t];
+    addp(k, kind, prefix, num, l);
+}
+
+/*
+ * At s[i] (a digit, or '+' before one) tries a phone number: groups of at
+ * least two digits joined by single spaces, dashes or dots, 9 digits or more
+ * in all. Returns the end offset, or 0 if it is not one.
+ */
+static size_t try_phone(struct sink *k, const char *s, size_t len, size_t i)
+{
+    char digits[PHONE_DIGITS_MAX];
+    size_t nd = 0, j = i, end = 0, groups = 0;
+
+    if (s[j] == '+')
+        j++;
+    while (j < len && groups < 8) {
+        size_t g = j, gl;
+
+        while (j < len && is_digit((unsigned char)s[j]) && j - g <= PHONE_DIGITS_MAX)
+            j++;
+        gl = j - g;
+        if (gl == 0 || (groups > 0 && gl < 2))
+            break;
+        if (nd + gl > PHONE_DIGITS_MAX)
+            break;
+        memcpy(digits + nd, s + g, gl);
+        nd += gl;
+        end = j;
+        groups++;
+        if (j + 1 < len && (s[j] == ' ' || s[j] == '-' || s[j] == '.') &&
+            is_digit((unsigned char)s[j + 1]))
+            j++;
+        else
+            break;
+    }
+    if (nd < 9)
+        return 0;
+    addp(k, SPIM_TOK_PHONE, "tel:", digits, nd);
+    addp(k, SPIM_TOK_PHONE, "telpre:", digits, 4);
+    add_bucket(k, SPIM_TOK_PHONE, "tellen:", nd);
+    adds(k, SPIM_TOK_PHONE, "tel");
+    k->prev_len = 0;
+    return end;
+}
+
+/* Currency s[i..) followed by an amount: "£1000", "$5", "€2.50". */
+static size_t try_money(struct sink *k, const char *s, size_t len, size_t i, size_t sym_len)
+{
+    size_t j = i + sym_len, ints = 0;
+    int frac = 0;
+    char prefix[16];
+
+    while (j < len) {
+        if (is_digit((unsigned char)s[j])) {
+            if (!frac)
+                ints++;
+            j++;
+        } else if ((s[j] == ',' || s[j] == '.') && j + 1 < len &&
+                   is_digit((unsigned char)s[j + 1]) && !frac) {
+            /* "1,000" groups thousands; "2.50" starts pence. */
+            if (s[j] == '.')
+                frac = 1;
+            j++;
+        } else {
+            break;
+        }
+        if (j - i > 32)
+            break;
+    }
+    if (ints == 0)
+        return 0;
+    adds(k, SPIM_TOK_NUMBER, "money");
+    memcpy(prefix, "money:", 6);
+    memcpy(prefix + 6, s + i, sym_len);
+    prefix[6 + sym_len] = '\0';
+    add_bucket(k, SPIM_TOK_NUMBER, prefix, ints);
+    return j;
+}
+
+/* --- Words ------------------------------------------------------------------------- */
+
+/* Digit (or symbol) to the letter it imitates; 0 if it imitates none. */
+static char leet_of(char c, int one_as_l)
+{
+    switch (c) {
+    case '0':
+        return 'o';
+    case '1':
+        return one_as_l ? 'l' : 'i';
+    case '3':
+        return 'e';
+    case '4':
+        return 'a';
+    case '5':
+        return 's';
+    case '7':
+        return 't';
+    case '8':
+        return 'b';
+    case '$':
+        return 's';
+    case '@':
+        return 'a';
+    default:
+        return 0;
+    }
+}
+
+/* Adds the de-leeted form of w ("fr33" -> "free"); ones as i, then as l. */
+static void add_deleet(struct sink *k, const char *w, size_t n)
+{
+    char buf[WORD_MAX];
+    size_t i;
+    int pass, ones = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < n && i < sizeof(buf); i++) {
+            char c = w[i];
+
+            if ((unsigned char)c >= 0x80 || (c >= 'a' && c <= 'z')) {
+                buf[i] = c;
+            } else {
+                char l = leet_of(c, pass);
+
+                if (l == 0)
+                    return;
+                ones |= (c == '1');
+                buf[i] = l;
+            }
+        }
+        add(k, SPIM_TOK_WORD, buf, i);
+        if (!ones)
+            break;
+    }
+}
+
+static void spaced_flush(struct sink *k)
+{
+    if (k->spaced_count >= 3)
+        add(k, SPIM_TOK_WORD, k->spaced, k->spaced_len);
+    k->spaced_count = 0;
+    k->spaced_len = 0;
+}
+
+/*
+ * Tracks runs of single letters split by one separator ("f r e e",
+ * "f.r.e.e", "f-r-e-e") and adds the joined word when the run ends.
+ */
+static void spaced_letter(struct sink *k, const char *s, size_t st, size_t en)
+{
+    int joined = 0;
+
+    if (k->spaced_count > 0 && st > k->spaced_end && st - k->spaced_end <= 2) {
+        size_t g;
+
+        joined = 1;
+        for (g = k->spaced_end; g < st; g++) {
+            if (strchr(" .-_*/", s[g]) == NULL || s[g] == '\0')
+                joined = 0;
+        }
+    }
+    if (!joined)
+        spaced_flush(k);
+    if (k->spaced_len + (en - st) <= sizeof(k->spaced)) {
+        memcpy(k->spaced + k->spaced_len, s + st, en - st);
+        k->spaced_len += en - st;
+        k->spaced_count++;
+    }
+    k->spaced_end = en;
+}
+
+static void add_word(struct sink *k, const char *w, size_t n)
+{
+    add(k, SPIM_TOK_WORD, w, n);
+    if (k->prev_len > 0 && k->prev_len + 1 + n <= TOK_TEXT_MAX) {
+        char bg[TOK_TEXT_MAX];
+
+        memcpy(bg, k->prev, k->prev_len);
+        bg[k->prev_len] = ' ';
+        memcpy(bg + k->prev_len + 1, w, n);
+        add(k, SPIM_TOK_BIGRAM, bg, k->prev_len + 1 + n);
+    }
+    if (n <= sizeof(k->prev)) {
+        memcpy(k->prev, w, n);
+        k->prev_len = n;
+    } else {
+        k->prev_len = 0;
+    }
+}
+
+/*
+ * Reads the word at s[i..): letters, digits, and apostrophes, '$' or '@'
+ * between them. Adds its tokens and returns the end offset (> i).
+ */
+static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
+{
+    char w[WORD_MAX];
+    size_t wl = 0, j = i, cps = 0, letters = 0, digits = 0, lead_digits = 0, clen;
+    int full = 0, leetsym = 0;
+
+    while (j < len) {
+        int32_t c = cp_at(s, len, j, &clen);
+
+        if (is_letter(c) || is_digit(c)) {
+            if (is_digit(c)) {
+                digits++;
+                if (letters == 0)
+                    lead_digits++;
+            } else {
+                letters++;
+            }
+        } else if ((c == '\'' || c == 0x2019 || c == '$' || c == '@') && wl > 0 && j + clen < len) {
+            size_t c2l;
+            int32_t c2 = cp_at(s, len, j + clen, &c2l);
+
+            if (!(is_letter(c2) || is_digit(c2)))
+                break;
+            if (c == '$' || c == '@') {
+                leetsym = 1;
+            } else {
+                j += clen; /* "don't" is "dont": apostrophes are spelt both ways */
+                continue;
+            }
+        } else {
+            break;
+        }
+        if (!full && wl + clen <= sizeof(w)) {
+            memcpy(w + wl, s + j, clen);
+            wl += clen;
+        } else {
+            full = 1;
+        }
+        cps++;
+        j += clen;
+    }
+    if (j == i)
+        return i + 1; /* never stall */
+
+    if (letters == 0 && !leetsym) {
+        /* Digits only. */
+        if (j < len && s[j] == '%') {
+            adds(k, SPIM_TOK_NUMBER, "pct");
+            add_bucket(k, SPIM_TOK_NUMBER, "pct:", digits);
+            spaced_flush(k);
+            return j + 1;
+        }
+        if (digits >= 4 && digits <= 6) {
+            /* Premium short codes ("txt WIN to 87121") are re-used by campaigns. */
+            addp(k, SPIM_TOK_PHONE, "sc:", w, wl);
+            add_bucket(k, SPIM_TOK_PHONE, "sclen:", digits);
+        } else {
+            add_number_shape(k, digits);
+        }
+        spaced_flush(k);
+        return j;
+    }
+
+    if (letters == 1 && digits == 0 && cps == 1)
+        spaced_letter(k, s, i, j);
+    else
+        spaced_flush(k);
+
+    if (digits == 0 && !leetsym) {
+        add_word(k, w, wl);
+        return j;
+    }
+    /* Mixed: the word as written, then what it imitates. */
+    add_word(k, w, wl);
+    if (lead_digits > 0 && lead_digits == digits && !leetsym) {
+        /* "150p", "2nd", "10am": a number with a unit, not leet. */
+        const char *unit = w + lead_digits;
+        size_t ul = wl - lead_digits;
+
+        if ((ul == 1 && unit[0] == 'p') || (ul == 3 && memcmp(unit, "ppm", 3) == 0) ||
+            (ul == 5 && memcmp(unit, "pence", 5) == 0) || (ul == 3 && memcmp(unit, "gbp", 3) == 0)) {
+            adds(k, SPIM_TOK_NUMBER, "money");
+            add_bucket(k, SPIM_TOK_NUMBER, "money:p", digits);
+        } else {
+            add_bucket(k, SPIM_TOK_NUMBER, "unit:", digits);
+        }
+        return j;
+    }
+    if (letters >= 2 && !full)
+        add_deleet(k, w, wl);
+    return j;
+}
+
+/* --- The tokenizer ----------------------------------------------------------------- */
+
+static const char *bucket_len(size_t cps)
+{
+    if (cps <= 10)
+        return "len:0";
+    if (cps <= 20)
+        return "len:1";
+    if (cps <= 40)
+        return "len:2";
+    if (cps <= 80)
+        return "len:3";
+    if (cps <= 120)
+        return "len:4";
+    if (cps <= 160)
+        return "len:5";
+    return "len:6";
+}
+
+/* Share of capitals among the letters of the repaired (not folded) text. */
+static const char *bucket_caps(const char *rep, size_t len)
+{
+    size_t i = 0, letters = 0, upper = 0, clen;
+    double share;
+
+    while (i < len) {
+        int32_t c = cp_at(rep, len, i, &clen);
+        utf8proc_category_t cat = utf8proc_category(c);
+
+        if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LT)
+            upper++;
+        if (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO)
+            letters++;
+        i += clen;
+    }
+    if (letters < 4)
+        return "caps:na";
+    share = (double)upper / (double)letters;
+    if (share < 0.05)
+        return "caps:0";
+    if (share < 0.2)
+        return "caps:1";
+    if (share < 0.5)
+        return "caps:2";
+    if (share < 0.8)
+        return "caps:3";
+    return "caps:4";
+}
+
+size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
+                     struct spim_token *out, size_t cap, emit_fn emit, void *ud)
+{
+    struct sink k;
+    const char *s = spim__tok_norm(ws);
+    size_t len = ws->norm_len, i = 0, clen, excl = 0, cps = 0;
+    int chunk_start = 1;
+
+    memset(&k, 0, sizeof(k));
+    k.out = out;
+    k.cap = (out == NULL) ? 0 : (cap > SPIM_TOK_MAX ? SPIM_TOK_MAX : cap);
+    k.set = ws->set;
+    k.emit = emit;
+    k.ud = ud;
+    memset(ws->set, 0, sizeof(uint64_t) * SPIM__TOK_SET_SLOTS);
+
+    for (i = 0; i < len; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            cps++;
+        if (s[i] == '!')
+            excl++;
+    }
+    i = 0;
+    while (i < len) {
+        int32_t c = cp_at(s, len, i, &clen);
+        size_t e;
+
+        if (is_space(c)) {
+            chunk_start = 1;
+            i += clen;
+            continue;
+        }
+        if (chunk_start) {
+            size_t ce = i, cl2;
+
+            chunk_start = 0;
+            while (ce < len && !is_space(cp_at(s, len, ce, &cl2)))
+                ce += cl2;
+            if (try_url(&k, s + i, ce - i)) {
+                spaced_flush(&k);
+                i = ce;
+                continue;
+            }
+        }
+        if ((is_digit(c) || (c == '+' && i + 1 < len && is_digit((unsigned char)s[i + 1]))) &&
+            (e = try_phone(&k, s, len, i)) > i) {
+            spaced_flush(&k);
+            i = e;
+            continue;
+        }
+        if (is_currency(c) && i + clen < len && is_digit((unsigned char)s[i + clen]) &&
+            (e = try_money(&k, s, len, i, clen)) > i) {
+            spaced_flush(&k);
+            i = e;
+            continue;
+        }
+        if (is_letter(c) || is_digit(c)) {
+            i = do_word(&k, s, len, i);
+            continue;
+        }
+        if (is_emoji(c)) {
+            spaced_flush(&k);
+            add(&k, SPIM_TOK_EMOJI, s + i, clen);
+        }
+        i += clen;
+    }
+    spaced_flush(&k);
+
+    adds(&k, SPIM_TOK_META, bucket_len(cps));
+    adds(&k, SPIM_TOK_META, k.has_url ? "url:1" : "url:0");
+    if (k.shortener)
+        adds(&k, SPIM_TOK_META, "shortener");
+    adds(&k, SPIM_TOK_META, bucket_caps(ws->rep, ws->rep_len));
+    adds(&k, SPIM_TOK_META, excl == 0 ? "excl:0" : excl == 1 ? "excl:1" : excl == 2 ? "excl:2" : "excl:3");
+    if (meta != NULL && meta->sender_domain.p != NULL && meta->sender_domain.len > 0) {
+        char d[64];
+        size_t n = meta->sender_domain.len, j;
+
+        if (n > sizeof(d))
+            n = sizeof(d);
+        for (j = 0; j < n; j++) {
+            char c = meta->sender_domain.p[j];
+
+            d[j] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        }
+        addp(&k, SPIM_TOK_META, "from:", d, n);
+    }
+    return k.n;
+}
+
+size_t spim_tok_text(const char *text, size_t len, const struct spim_tok_meta *meta,
+                     struct spim_token *out, size_t cap, emit_fn emit, void *ud)
+{
+    struct spim__tok_ws ws;
+    size_t n;
+
+    if (spim__tok_ws_init(&ws) != 0)
+        return 0;
+    spim__tok_prepare(&ws, text, len);
+    n = spim__tok_run(&ws, meta, out, cap, emit, ud);
+    spim__tok_ws_fini(&ws);
+    return n;
+}

@@ -1,0 +1,96 @@
+/*
+ * cli.h: what the subcommands of the spimfilter binary share: the config,
+ * the engine that joins classifier and store, and output helpers.
+ * cli/ is the one place that includes several module headers.
+ */
+#ifndef SPIM_CLI_H
+#define SPIM_CLI_H
+
+#include "classifier.h"
+#include "spim.h"
+#include "store.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+/* --- Config: an INI file (inih), then flags on top. --- */
+struct spim_config {
+    char listen[128];    /* HOST:PORT */
+    char next_hop[128];  /* HOST:PORT */
+    char advertise[128]; /* HOST:PORT of our Via; default the listen address */
+    char db[PATH_MAX];
+    char rules[PATH_MAX];
+    char block_reason[64];
+    int mode_tag; /* 1: never block, tag instead */
+    unsigned workers;
+    int log_level;
+    struct spim_thresholds th;
+    struct spim_bayes_params bp;
+};
+
+void spim_config_defaults(struct spim_config *c);
+/* Loads path over *c; on error says "path:line: reason" in err and returns SPIM_EPARSE. */
+int spim_config_load(const char *path, struct spim_config *c, char *err, size_t errcap);
+/* Applies one key=value (the same keys as the file); "where" prefixes errors. */
+int spim_config_set(struct spim_config *c, const char *key, const char *value, char *err,
+                    size_t errcap);
+/* Splits "host:port" ("[v6]:port" too). */
+int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port);
+
+/* --- Engine: tokenizer, store counts, Bayes, rules, verdict. --- */
+struct spim_engine {
+    struct spim_store *store;
+    struct spim_rules *rules; /* may be NULL */
+    struct spim_config cfg;
+};
+
+struct spim_engine_worker {
+    struct spim_engine *e;
+    struct spim_store_reader *reader;
+    struct spim_scan *scan;
+};
+
+/* Opens the store (read-only unless writable) and loads the rules of cfg. */
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable,
+                     char *err, size_t errcap);
+void spim_engine_close(struct spim_engine *e);
+int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out);
+void spim_engine_worker_free(struct spim_engine_worker *w);
+int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
+                         const struct spim_tok_meta *meta, struct spim_verdict *v);
+
+/* --- Output --- */
+/* Writes s[0..n) as a JSON string (quoted, escaped; invalid UTF-8 as U+FFFD). */
+void spim_json_str(FILE *f, const char *s, size_t n);
+/* Writes at most max characters of s, cut on a UTF-8 boundary, control chars as spaces. */
+void spim_print_excerpt(FILE *f, const char *s, size_t n, size_t max);
+
+/* --- Subcommands: argc/argv start at the subcommand name. --- */
+int spim_cmd_train(int argc, char **argv);
+int spim_cmd_classify(int argc, char **argv);
+int spim_cmd_serve(int argc, char **argv);
+int spim_cmd_quarantine(int argc, char **argv);
+int spim_cmd_eval(int argc, char **argv);
+
+/*
+ * A labelled TSV corpus: `spam|ham<TAB>text` per line. A first line whose
+ * label is neither is a header and skipped; empty lines are skipped; any
+ * other bad line is an error naming the file and line.
+ */
+struct spim_tsv {
+    char *buf;
+    size_t len, pos;
+    unsigned line; /* of the record just returned, 1-based */
+    const char *path;
+};
+
+int spim_tsv_open(struct spim_tsv *t, const char *path, char *err, size_t errcap);
+void spim_tsv_close(struct spim_tsv *t);
+/* 1: a record in is_spam, text and len; 0: the end; <0: an error described in err. */
+int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *len, char *err,
+                  size_t errcap);
+
+/* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
+int spim_read_file(const char *path, char **buf, size_t *len);
+
+#endif

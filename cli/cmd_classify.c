@@ -1,0 +1,192 @@
+/*
+ * cmd_classify.c: `spimfilter classify`: the verdict for each message, in
+ * input order, as the filter would give it (same engine, same defaults).
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: spimfilter classify --db DIR [--rules FILE] [--config FILE]\n"
+               "                           (--tsv FILE | FILE... | -) [--format text|jsonl]\n"
+               "\n"
+               "  --db DIR        the trained store\n"
+               "  --rules FILE    a rules file (default: none, or the config's)\n"
+               "  --config FILE   take thresholds and rules from a serve config\n"
+               "  --tsv FILE      labelled lines; the label is echoed in the output\n"
+               "  FILE            one message per file; '-' reads stdin, one message per line\n"
+               "  --format F      text (default) or jsonl: verdict, spam_probability, score,\n"
+               "                  rules, tokens\n");
+}
+
+struct out {
+    int jsonl;
+    unsigned long index;
+};
+
+static void print(struct out *o, const char *name, const char *label, const char *text,
+                  size_t len, const struct spim_verdict *v)
+{
+    if (o->jsonl) {
+        printf("{\"index\":%lu,", o->index);
+        if (name != NULL) {
+            fputs("\"file\":", stdout);
+            spim_json_str(stdout, name, strlen(name));
+            fputc(',', stdout);
+        }
+        if (label != NULL)
+            printf("\"label\":\"%s\",", label);
+        printf("\"verdict\":\"%s\",\"spam_probability\":%.6f,\"score\":%.3f,\"rules\":[",
+               spim_action_name(v->action), v->spam_probability, v->score);
+        for (unsigned i = 0; i < v->hits.n; i++) {
+            if (i)
+                fputc(',', stdout);
+            spim_json_str(stdout, v->hits.names[i], strlen(v->hits.names[i]));
+        }
+        printf("],\"tokens\":%u,\"tokens_used\":%u}\n", v->tokens, v->tokens_used);
+    } else {
+        char rules[512];
+
+        spim_verdict_rules(v, rules, sizeof(rules));
+        printf("%-7s score=%6.2f p=%.4f", spim_action_name(v->action), v->score,
+               v->spam_probability);
+        if (label != NULL)
+            printf(" label=%-4s", label);
+        printf(" rules=%s  ", rules[0] ? rules : "-");
+        if (name != NULL)
+            printf("%s", name);
+        else
+            spim_print_excerpt(stdout, text, len, 60);
+        fputc('\n', stdout);
+    }
+    o->index++;
+}
+
+int spim_cmd_classify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"db", required_argument, NULL, 'd'},     {"rules", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'}, {"tsv", required_argument, NULL, 't'},
+        {"format", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct spim_config cfg;
+    struct spim_engine e;
+    struct spim_engine_worker *w = NULL;
+    struct out o = {0, 0};
+    const char *tsv = NULL, *db = NULL, *rules = NULL, *config = NULL;
+    char err[512];
+    int c, rc = 1, opened = 0;
+    struct spim_verdict v;
+
+    spim_config_defaults(&cfg);
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            db = optarg;
+            break;
+        case 'r':
+            rules = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 't':
+            tsv = optarg;
+            break;
+        case 'f':
+            if (strcmp(optarg, "jsonl") == 0)
+                o.jsonl = 1;
+            else if (strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "spimfilter classify: --format: text or jsonl\n");
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config != NULL && spim_config_load(config, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "spimfilter classify: %s\n", err);
+        return 1;
+    }
+    if (db != NULL)
+        snprintf(cfg.db, sizeof(cfg.db), "%s", db);
+    if (rules != NULL)
+        snprintf(cfg.rules, sizeof(cfg.rules), "%s", rules);
+    if ((db == NULL && config == NULL) || (tsv == NULL && optind >= argc)) {
+        usage(stderr);
+        return 2;
+    }
+    if (spim_engine_open(&e, &cfg, 0, err, sizeof(err)) != 0) {
+        fprintf(stderr, "spimfilter classify: %s\n", err);
+        return 1;
+    }
+    opened = 1;
+    if (spim_engine_worker_new(&e, &w) != 0) {
+        fprintf(stderr, "spimfilter classify: out of memory\n");
+        goto out;
+    }
+    if (tsv != NULL) {
+        struct spim_tsv t;
+        const char *text;
+        size_t len;
+        int is_spam, r;
+
+        if (spim_tsv_open(&t, tsv, err, sizeof(err)) != 0) {
+            fprintf(stderr, "spimfilter classify: %s\n", err);
+            goto out;
+        }
+        while ((r = spim_tsv_next(&t, &is_spam, &text, &len, err, sizeof(err))) == 1) {
+            if (spim_engine_classify(w, text, len, NULL, &v) != 0) {
+                r = -1;
+                snprintf(err, sizeof(err), "store lookup failed");
+                break;
+            }
+            print(&o, NULL, is_spam ? "spam" : "ham", text, len, &v);
+        }
+        spim_tsv_close(&t);
+        if (r < 0) {
+            fprintf(stderr, "spimfilter classify: %s\n", err);
+            goto out;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        char *buf;
+        size_t len;
+
+        if (spim_read_file(argv[i], &buf, &len) != 0) {
+            fprintf(stderr, "spimfilter classify: %s: cannot read\n", argv[i]);
+            goto out;
+        }
+        if (strcmp(argv[i], "-") == 0) {
+            for (char *p = buf, *end = buf + len; p < end;) {
+                char *nl = memchr(p, '\n', (size_t)(end - p));
+                size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+                if (ll && p[ll - 1] == '\r')
+                    ll--;
+                if (ll && spim_engine_classify(w, p, ll, NULL, &v) == 0)
+                    print(&o, NULL, NULL, p, ll, &v);
+                p = nl ? nl + 1 : end;
+            }
+        } else if (spim_engine_classify(w, buf, len, NULL, &v) == 0) {
+            print(&o, argv[i], NULL, buf, len, &v);
+        }
+        free(buf);
+    }
+    rc = 0;
+out:
+    spim_engine_worker_free(w);
+    if (opened)
+        spim_engine_close(&e);
+    return rc;
+}

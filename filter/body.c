@@ -1,0 +1,355 @@
+/*
+ * body.c: the text of a MESSAGE body, whatever it is wrapped in.
+ *
+ * text/plain in any charset (iconv to UTF-8), text/html (the text between
+ * tags), message/cpim (RFC 3862: the encapsulated MIME entity), and every
+ * text part of a multipart body. Notifications
+ * (isComposing, IMDN) carry no user text and pass unscored; anything else is
+ * a file for the file checks. The body is its declared length and may hold
+ * NUL bytes: it is never treated as a C string.
+ */
+#include "filter.h"
+#include "filter_int.h"
+
+#include <errno.h>
+#include <iconv.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_DEPTH 4
+
+struct out {
+    char *p;
+    size_t len, cap;
+    int found_text, found_other;
+};
+
+static void append(struct out *o, const char *p, size_t n)
+{
+    if (o->len && o->len < o->cap)
+        o->p[o->len++] = '\n';
+    if (n > o->cap - o->len)
+        n = o->cap - o->len;
+    memcpy(o->p + o->len, p, n);
+    o->len += n;
+}
+
+static int is_utf8_name(const char *cs, size_t n)
+{
+    return n == 0 || spim__slice_ieq(cs, n, "utf-8") || spim__slice_ieq(cs, n, "utf8") ||
+           spim__slice_ieq(cs, n, "us-ascii") || spim__slice_ieq(cs, n, "ascii");
+}
+
+/* Converts p[0..n) from charset to UTF-8 at the end of o; unknown charsets copy the bytes. */
+static void append_converted(struct out *o, const char *cs, size_t csn, const char *p, size_t n)
+{
+    char name[64];
+    iconv_t cd;
+    char *in = (char *)p, *outp;
+    size_t inleft = n, outleft;
+
+    if (is_utf8_name(cs, csn) || csn >= sizeof(name)) {
+        append(o, p, n);
+        return;
+    }
+    memcpy(name, cs, csn);
+    name[csn] = '\0';
+    cd = iconv_open("UTF-8", name);
+    if (cd == (iconv_t)-1) {
+        append(o, p, n); /* the tokenizer repairs what is not UTF-8 */
+        return;
+    }
+    if (o->len && o->len < o->cap)
+        o->p[o->len++] = '\n';
+    outp = o->p + o->len;
+    outleft = o->cap - o->len;
+    /* Skip what does not convert, a byte at a time, so one bad byte loses one character. */
+    for (unsigned guard = 0; inleft > 0 && guard < 65536; guard++) {
+        if (iconv(cd, &in, &inleft, &outp, &outleft) != (size_t)-1)
+            break;
+        if (errno == E2BIG)
+            break;
+        in++;
+        inleft--;
+    }
+    o->len = (size_t)(outp - o->p);
+    iconv_close(cd);
+}
+
+/* The text of HTML: tags dropped, a few entities decoded. */
+static void append_html(struct out *o, const char *p, size_t n)
+{
+    int in_tag = 0;
+
+    if (o->len && o->len < o->cap)
+        o->p[o->len++] = '\n';
+    for (size_t i = 0; i < n && o->len < o->cap; i++) {
+        if (p[i] == '<') {
+            in_tag = 1;
+            continue;
+        }
+        if (p[i] == '>') {
+            in_tag = 0;
+            o->p[o->len++] = ' ';
+            continue;
+        }
+        if (in_tag)
+            continue;
+        if (p[i] == '&') {
+            static const struct {
+                const char *ent;
+                char c;
+            } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
+                        {"&nbsp;", ' '}, {"&#39;", '\''}};
+            size_t k;
+
+            for (k = 0; k < sizeof(ents) / sizeof(ents[0]); k++) {
+                size_t el = strlen(ents[k].ent);
+
+                if (n - i >= el && strncasecmp(p + i, ents[k].ent, el) == 0) {
+                    o->p[o->len++] = ents[k].c;
+                    i += el - 1;
+                    break;
+                }
+            }
+            if (k < sizeof(ents) / sizeof(ents[0]))
+                continue;
+        }
+        o->p[o->len++] = p[i];
+    }
+}
+
+void spim__parse_ctype(const char *p, size_t n, struct spim_slice *type, struct spim_slice *sub,
+                       struct spim_slice *charset, struct spim_slice *boundary)
+{
+    size_t i = 0, b;
+
+    memset(type, 0, sizeof(*type));
+    memset(sub, 0, sizeof(*sub));
+    memset(charset, 0, sizeof(*charset));
+    memset(boundary, 0, sizeof(*boundary));
+    while (i < n && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    b = i;
+    while (i < n && p[i] != '/' && p[i] != ';' && p[i] != ' ')
+        i++;
+    type->p = p + b;
+    type->len = i - b;
+    if (i < n && p[i] == '/') {
+        b = ++i;
+        while (i < n && p[i] != ';' && p[i] != ' ' && p[i] != '\t')
+            i++;
+        sub->p = p + b;
+        sub->len = i - b;
+    }
+    while (i < n) {
+        size_t ns, ne;
+
+        while (i < n && p[i] != ';')
+            i++;
+        if (i >= n)
+            break;
+        i++;
+        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        ns = i;
+        while (i < n && p[i] != '=' && p[i] != ';')
+            i++;
+        ne = i;
+        while (ne > ns && (p[ne - 1] == ' ' || p[ne - 1] == '\t'))
+            ne--;
+        if (i < n && p[i] == '=') {
+            int is_cs = spim__slice_ieq(p + ns, ne - ns, "charset");
+            int is_bd = spim__slice_ieq(p + ns, ne - ns, "boundary");
+
+            i++;
+            while (i < n && (p[i] == ' ' || p[i] == '\t'))
+                i++;
+            if (i < n && p[i] == '"') {
+                b = ++i;
+                while (i < n && p[i] != '"')
+                    i++;
+            } else {
+                b = i;
+                while (i < n && p[i] != ';' && p[i] != ' ' && p[i] != '\t')
+                    i++;
+            }
+            if (is_cs)
+                *charset = (struct spim_slice){p + b, i - b};
+            else if (is_bd)
+                *boundary = (struct spim_slice){p + b, i - b};
+        }
+    }
+}
+
+static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n,
+                    int depth);
+
+/*
+ * message/cpim: CPIM message headers, an empty line, the MIME headers of
+ * the encapsulated content (Content-Type among them), an empty line, then
+ * the content. Both empty lines may be CRLF or LF.
+ */
+static void extract_cpim(struct out *o, const char *p, size_t n, int depth)
+{
+    size_t i = 0, ct_b = 0, ct_e = 0;
+    int blank = 0;
+
+    for (unsigned guard = 0; i < n && blank < 2 && guard < 512; guard++) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t le = nl ? (size_t)(nl - p) + 1 : n, e = le;
+
+        while (e > i && (p[e - 1] == '\n' || p[e - 1] == '\r'))
+            e--;
+        if (e == i) {
+            blank++;
+        } else if (blank == 1 && e - i > 13 && strncasecmp(p + i, "Content-Type:", 13) == 0) {
+            ct_b = i + 13;
+            ct_e = e;
+        }
+        i = le;
+    }
+    if (blank < 2) {
+        o->found_other = 1;
+        return;
+    }
+    if (ct_e == 0) {
+        /* RFC 3862 requires a Content-Type; without one, take it as text */
+        append(o, p + i, n - i);
+        o->found_text = 1;
+        return;
+    }
+    extract(o, p + ct_b, ct_e - ct_b, p + i, n - i, depth + 1);
+}
+
+/*
+ * multipart (RFC 2046 5.1): parts between lines of "--boundary", the last
+ * closed by "--boundary--". Each part has MIME headers, an empty line and
+ * its content; the CRLF before a delimiter belongs to the delimiter. Split
+ * here rather than by libosip2, whose 5.3 parser drops the last part when
+ * it is followed by the close delimiter.
+ */
+static void extract_multipart(struct out *o, struct spim_slice bd, const char *p, size_t n,
+                              int depth)
+{
+    char delim[80];
+    size_t dl, i = 0, part = 0;
+    int in_part = 0;
+
+    if (bd.len == 0 || bd.len > 70) {
+        o->found_other = 1;
+        return;
+    }
+    delim[0] = '-';
+    delim[1] = '-';
+    memcpy(delim + 2, bd.p, bd.len);
+    dl = bd.len + 2;
+    for (unsigned guard = 0; i + dl <= n && guard < 256; guard++) {
+        const char *hit = NULL;
+
+        /* the next delimiter at the start of a line */
+        for (size_t j = i; j + dl <= n; j++) {
+            if ((j == 0 || p[j - 1] == '\n') && memcmp(p + j, delim, dl) == 0) {
+                hit = p + j;
+                break;
+            }
+        }
+        if (hit == NULL)
+            break;
+        if (in_part) {
+            size_t e = (size_t)(hit - p), hs = part, cs = 0, ce = 0, body = 0;
+
+            if (e > part && p[e - 1] == '\n')
+                e--;
+            if (e > part && p[e - 1] == '\r')
+                e--;
+            /* the part's headers, up to an empty line */
+            for (unsigned g = 0; hs <= e && g < 64; g++) {
+                const char *nl = memchr(p + hs, '\n', e - hs);
+                size_t le = nl ? (size_t)(nl - p) : e, ve = le;
+
+                if (ve > hs && p[ve - 1] == '\r')
+                    ve--;
+                if (ve == hs) {
+                    body = nl ? le + 1 : e;
+                    break;
+                }
+                if (ve - hs > 13 && strncasecmp(p + hs, "Content-Type:", 13) == 0) {
+                    cs = hs + 13;
+                    ce = ve;
+                }
+                if (nl == NULL)
+                    break;
+                hs = le + 1;
+            }
+            if (body && body <= e) {
+                if (ce)
+                    extract(o, p + cs, ce - cs, p + body, e - body, depth + 1);
+                else
+                    extract(o, "text/plain", 10, p + body, e - body, depth + 1);
+            }
+        }
+        i = (size_t)(hit - p) + dl;
+        if (i + 2 <= n && p[i] == '-' && p[i + 1] == '-')
+            break; /* the close delimiter */
+        {
+            const char *nl = memchr(p + i, '\n', n - i);
+
+            if (nl == NULL)
+                break;
+            i = (size_t)(nl - p) + 1;
+        }
+        part = i;
+        in_part = 1;
+    }
+}
+
+static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n,
+                    int depth)
+{
+    struct spim_slice type, sub, cs, bd;
+
+    if (depth > MAX_DEPTH) {
+        o->found_other = 1;
+        return;
+    }
+    spim__parse_ctype(ct, ctn, &type, &sub, &cs, &bd);
+    if (spim__slice_ieq(type.p, type.len, "text")) {
+        if (spim__slice_ieq(sub.p, sub.len, "html"))
+            append_html(o, p, n);
+        else
+            append_converted(o, cs.p, cs.len, p, n);
+        o->found_text = 1;
+    } else if (spim__slice_ieq(type.p, type.len, "message") &&
+               spim__slice_ieq(sub.p, sub.len, "cpim")) {
+        extract_cpim(o, p, n, depth);
+    } else if (spim__slice_ieq(type.p, type.len, "multipart")) {
+        extract_multipart(o, bd, p, n, depth);
+    } else if ((spim__slice_ieq(type.p, type.len, "application") &&
+                spim__slice_ieq(sub.p, sub.len, "im-iscomposing+xml")) ||
+               (spim__slice_ieq(type.p, type.len, "message") &&
+                spim__slice_ieq(sub.p, sub.len, "imdn+xml"))) {
+        /* notifications: no user text */
+    } else if (n > 0) {
+        o->found_other = 1;
+    }
+}
+
+enum spim_body_kind spim_sip_body_text(const struct spim_sip_msg *m, char *out, size_t cap,
+                                       size_t *out_len)
+{
+    struct out o = {out, 0, cap, 0, 0};
+
+    *out_len = 0;
+    if (m->body.len == 0)
+        return SPIM_BODY_NONE;
+    if (m->content_type.len == 0)
+        extract(&o, "text/plain", 10, m->body.p, m->body.len, 0);
+    else
+        extract(&o, m->content_type.p, m->content_type.len, m->body.p, m->body.len, 0);
+    *out_len = o.len;
+    if (o.found_text)
+        return SPIM_BODY_TEXT;
+    return o.found_other ? SPIM_BODY_OTHER : SPIM_BODY_NONE;
+}

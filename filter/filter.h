@@ -1,0 +1,204 @@
+/*
+ * filter.h: the SIP side of spimfilter.
+ *
+ * spim_sip_*    parse a datagram (raw header scan for positions, libosip2
+ *               for validation and fields) into a struct spim_sip_msg that
+ *               points into the datagram; extract the text of a MESSAGE.
+ * spim_proxy_*  build what a stateless proxy sends: the forwarded request
+ *               (our Via on top, Max-Forwards minus one, tag headers), the
+ *               forwarded response (our Via value removed) and local answers
+ *               (400, 403, 482, 483, 200 to OPTIONS).
+ * spim_filter_* the server: UDP workers on SO_REUSEPORT sockets that run each
+ *               request through the above and ask the caller's judge for a
+ *               verdict on each MESSAGE (struct spim_filter_ops).
+ *
+ * The filter knows SIP only: classification and quarantine are behind the
+ * judge callback. Nothing that arrives on a socket may crash it; a request
+ * that does not parse is answered 400 when it can be answered, else dropped.
+ */
+#ifndef SPIM_FILTER_H
+#define SPIM_FILTER_H
+
+#include "spim.h"
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Largest SIP message accepted (a UDP datagram). */
+#define SPIM_SIP_MAX 65535
+
+/* --- Parsing ------------------------------------------------------------------ */
+
+struct spim_sip_msg {
+    const char *buf;                /* the datagram parsed (borrowed) */
+    int is_request;
+    int status;                     /* responses: the status code */
+    struct spim_slice method, ruri; /* requests */
+    struct spim_slice call_id, from, to, cseq, user_agent, content_type;
+    struct spim_slice body;          /* the declared Content-Length bytes */
+    size_t headers_end;              /* offset of the empty line ending the headers */
+    size_t msg_len;                  /* start line + headers + body: what is forwarded */
+    size_t via_line;                 /* offset of the first Via header line */
+    size_t via_value, via_value_end; /* the first Via value (up to a comma or the EOL) */
+    size_t via_hdr_end;              /* end of the first Via header line, CRLF included */
+    int via_single;                  /* the first Via header holds only one value */
+    size_t maxfwd_value, maxfwd_len; /* Max-Forwards value, 0 length when absent */
+    long max_forwards;               /* -1 when absent */
+    uint64_t cseq_num;
+    /* The top Via, decoded */
+    struct spim_slice via_host, via_branch, via_received, via_rport;
+    unsigned via_port;    /* 0 when absent */
+    int via_has_rport;    /* ;rport present (with or without a value) */
+    unsigned via_count;   /* Via values in the message */
+    void *osip;           /* the osip_message_t, owned: spim_sip_msg_free */
+};
+
+/*
+ * Parses buf[0..len) (which must stay alive as long as *m). On failure
+ * returns SPIM_EPARSE and writes a short reason to err; m->via_* and the
+ * header slices may still be filled enough to answer 400 (check
+ * spim_sip_can_answer()).
+ */
+int spim_sip_parse(const char *buf, size_t len, struct spim_sip_msg *m, char *err, size_t errcap);
+void spim_sip_msg_free(struct spim_sip_msg *m);
+/* Whether m has what a local answer needs: a Via, From, To, Call-ID, CSeq. */
+int spim_sip_can_answer(const struct spim_sip_msg *m);
+
+/* Kinds of MESSAGE body, for what the filter does with it. */
+enum spim_body_kind {
+    SPIM_BODY_TEXT = 0, /* text found: classify it */
+    SPIM_BODY_NONE,     /* empty, or a notification (isComposing, IMDN): pass unscored */
+    SPIM_BODY_OTHER,    /* not text (a file, an image): pass to the file checks */
+};
+
+/*
+ * Extracts the text of a MESSAGE body into out (UTF-8, at most cap bytes):
+ * text/plain in any charset iconv knows, message/cpim's inner content,
+ * every text part of a multipart body. Returns the kind; *out_len the bytes.
+ */
+enum spim_body_kind spim_sip_body_text(const struct spim_sip_msg *m, char *out, size_t cap,
+                                       size_t *out_len);
+
+/* --- Proxy --------------------------------------------------------------------- */
+
+/* Who we are on the wire: our Via sent-by. */
+struct spim_proxy_self {
+    char host[64];
+    unsigned port;
+};
+
+/* A growable output buffer with a hard cap (SPIM_SIP_MAX + headers we add). */
+struct spim_buf {
+    char *p;
+    size_t len, cap;
+};
+
+/* A header to add to a forwarded request, e.g. X-SPIM-Score. */
+struct spim_proxy_header {
+    const char *name, *value;
+};
+
+/* The deterministic branch of our Via for this request (RFC 3261 16.11). */
+void spim_proxy_branch(const struct spim_sip_msg *m, char *out, size_t cap);
+
+/* Whether the request already carries our Via (a loop: 482). */
+int spim_proxy_is_loop(const struct spim_sip_msg *m, const struct spim_proxy_self *self);
+
+/* Whether an OPTIONS request is addressed to the filter itself. */
+int spim_proxy_is_for_us(const struct spim_sip_msg *m, const struct spim_proxy_self *self);
+
+/*
+ * Writes the request to forward into out: our Via on top, received/rport on
+ * the previous top Via (src is where it came from), Max-Forwards minus one
+ * (70 added when absent), extra headers before the empty line; everything
+ * else byte for byte. SPIM_ETOOBIG if it does not fit.
+ */
+int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
+                               const struct sockaddr_storage *src,
+                               const struct spim_proxy_header *extra, size_t nextra,
+                               struct spim_buf *out);
+
+/*
+ * For a response: checks that its top Via is ours (SPIM_ENOTFOUND if not),
+ * writes it without our Via value into out and the next hop (the next Via's
+ * received/rport or sent-by, port 5060 when none) into *dst.
+ */
+int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
+                                struct spim_buf *out,
+                                struct sockaddr_storage *dst, socklen_t *dstlen);
+
+/*
+ * A local answer to request m: status line, every Via in order, From, To
+ * with a deterministic tag, Call-ID, CSeq, extra header lines (may be NULL,
+ * each ending CRLF), Content-Length: 0. *dst: where RFC 3261 18.2.2 and RFC
+ * 3581 say (the source address when rport or received apply).
+ */
+int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason,
+                      const char *extra, const struct sockaddr_storage *src,
+                      struct spim_buf *out, struct sockaddr_storage *dst, socklen_t *dstlen);
+
+/* --- Server --------------------------------------------------------------------- */
+
+/* What the judge is told of one MESSAGE (slices into the request). */
+struct spim_filter_msg {
+    struct spim_slice text;     /* extracted UTF-8 text */
+    struct spim_slice raw;      /* the whole request as received */
+    struct spim_slice from, to, call_id, user_agent;
+    const char *source;         /* "ip:port" */
+    uint64_t txn_key;           /* same for every retransmission of the request */
+};
+
+/* The judge's answer. */
+struct spim_filter_result {
+    int action;          /* enum spim_action of classifier.h: 0 deliver, 1 tag, 2 block */
+    double score, spam_probability;
+    char rules[512];     /* names of the matched rules, comma-separated */
+};
+
+struct spim_filter_ops {
+    /* Per-worker state (scratch, store reader): called in the worker thread. */
+    void *(*worker_new)(void *ud);
+    void (*worker_free)(void *wud);
+    /*
+     * Classifies m and, when the action is block, quarantines it (committed)
+     * before returning. Non-zero: the verdict could not be made or stored;
+     * the filter then answers 503 and delivers nothing.
+     */
+    int (*judge)(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
+};
+
+struct spim_filter_config {
+    char listen_host[64];
+    unsigned listen_port;
+    char next_host[64];
+    unsigned next_port;
+    struct spim_proxy_self self; /* our Via; defaults to the listen address */
+    unsigned workers;            /* 0: the number of cores */
+    char block_reason[64];       /* reason phrase of the 403 */
+};
+
+struct spim_filter;
+
+/* Binds the sockets (errors here are the caller's to report) and starts nothing yet. */
+int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filter_ops *ops,
+                    void *ud, struct spim_filter **out, char *err, size_t errcap);
+/* Runs the workers until spim_filter_stop; returns when they have finished. */
+int spim_filter_run(struct spim_filter *f);
+/* Async-signal-safe: asks the workers to finish what they hold and stop. */
+void spim_filter_stop(struct spim_filter *f);
+void spim_filter_free(struct spim_filter *f);
+
+/*
+ * Handles one datagram as a worker does, writing at most one datagram to send
+ * into out/dst (out->len 0: nothing to send). For tests and the server loop.
+ */
+struct spim_filter_worker;
+struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f);
+void spim_filter_worker_free(struct spim_filter_worker *w);
+void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t len,
+                        const struct sockaddr_storage *src, struct spim_buf *out,
+                        struct sockaddr_storage *dst, socklen_t *dstlen);
+
+#endif

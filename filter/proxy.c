@@ -1,0 +1,468 @@
+/*
+ * proxy.c: what a stateless proxy (RFC 3261 16.11) writes on the wire.
+ *
+ * Requests are forwarded by splicing into the original bytes: our Via line
+ * goes before the first Via header, the old top Via gets received/rport
+ * (RFC 3581), Max-Forwards is rewritten, extra headers go before the empty
+ * line; every other byte passes as it came. Responses lose our Via value
+ * (which may share a line with others: SIPp folds all Vias into one) and go
+ * where the next Via says. Local answers copy every Via in order.
+ */
+#include "filter.h"
+#include "filter_int.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define BRANCH_PREFIX "z9hG4bKspf"
+
+int spim__buf_put(struct spim_buf *b, const void *p, size_t n)
+{
+    if (n > b->cap - b->len)
+        return SPIM_ETOOBIG;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int spim__buf_printf(struct spim_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->cap - b->len)
+        return SPIM_ETOOBIG;
+    b->len += (size_t)n;
+    return 0;
+}
+
+void spim__addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        port = ntohs(sin->sin_port);
+        snprintf(out, cap, "%s:%u", host, port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        port = ntohs(sin6->sin6_port);
+        snprintf(out, cap, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, cap, "?");
+    }
+}
+
+static void addr_ip(const struct sockaddr_storage *ss, char *out, size_t cap, unsigned *port)
+{
+    out[0] = '\0';
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &sin->sin_addr, out, (socklen_t)cap);
+        *port = ntohs(sin->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, out, (socklen_t)cap);
+        *port = ntohs(sin6->sin6_port);
+    }
+}
+
+/* Resolves host (a numeric address, or a name) and port into *dst. */
+static int resolve(const char *host, size_t hostlen, unsigned port, struct sockaddr_storage *dst,
+                   socklen_t *dstlen)
+{
+    char h[256];
+    struct addrinfo hints, *res = NULL;
+    char ps[16];
+
+    if (hostlen == 0 || hostlen >= sizeof(h))
+        return SPIM_EINVAL;
+    if (host[0] == '[' && hostlen > 2 && host[hostlen - 1] == ']') {
+        host++;
+        hostlen -= 2;
+    }
+    memcpy(h, host, hostlen);
+    h[hostlen] = '\0';
+    snprintf(ps, sizeof(ps), "%u", port ? port : 5060);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (getaddrinfo(h, ps, &hints, &res) != 0 || res == NULL)
+        return SPIM_ENET;
+    memcpy(dst, res->ai_addr, res->ai_addrlen);
+    *dstlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+void spim_proxy_branch(const struct spim_sip_msg *m, char *out, size_t cap)
+{
+    /*
+     * The top Via (with the upstream branch), Call-ID and the CSeq number:
+     * the same for every retransmission, and for a CANCEL or an ACK of a
+     * non-2xx, which must take the branch of the INVITE they belong to.
+     */
+    uint64_t h = spim_hash64(m->via_branch.len ? m->via_branch.p : "", m->via_branch.len, 0);
+
+    if (m->via_branch.len == 0)
+        h = spim_hash64(m->via_host.p, m->via_host.len, h ^ m->via_port);
+    h = spim_hash64(m->call_id.p, m->call_id.len, h);
+    h ^= m->cseq_num * 0x9E3779B97F4A7C15ull;
+    h = spim_hash64(&h, sizeof(h), 0x5350494d);
+    snprintf(out, cap, BRANCH_PREFIX "%016llx", (unsigned long long)h);
+}
+
+static int sent_by_is_us(const struct spim_slice *host, unsigned port,
+                         const struct spim_proxy_self *self)
+{
+    return spim__slice_ieq(host->p, host->len, self->host) && (port ? port : 5060) == self->port;
+}
+
+/* Calls fn for each Via value of the message (raw offsets); stops when fn returns non-zero. */
+static int each_via(const char *buf, const struct spim_sip_msg *m,
+                    int (*fn)(const char *buf, size_t b, size_t e, void *ud), void *ud)
+{
+    size_t i = m->via_line;
+    size_t end = m->headers_end;
+
+    for (unsigned guard = 0; i < end && guard < 4096; guard++) {
+        const char *nl = memchr(buf + i, '\n', end - i);
+        size_t le = nl ? (size_t)(nl - buf) + 1 : end, ns = i, vs, ve;
+
+        while (le < end && (buf[le] == ' ' || buf[le] == '\t')) {
+            nl = memchr(buf + le, '\n', end - le);
+            le = nl ? (size_t)(nl - buf) + 1 : end;
+        }
+        while (ns < le && buf[ns] != ':')
+            ns++;
+        if (ns < le) {
+            size_t ne = ns;
+
+            while (ne > i && (buf[ne - 1] == ' ' || buf[ne - 1] == '\t'))
+                ne--;
+            if (spim__slice_ieq(buf + i, ne - i, "Via") || spim__slice_ieq(buf + i, ne - i, "v")) {
+                vs = ns + 1;
+                ve = le;
+                while (vs < ve) {
+                    size_t c = vs;
+                    int q = 0;
+
+                    while (c < ve && (q || buf[c] != ',')) {
+                        if (buf[c] == '"')
+                            q = !q;
+                        c++;
+                    }
+                    if (fn(buf, vs, c, ud))
+                        return 1;
+                    vs = c + 1;
+                }
+            }
+        }
+        i = le;
+    }
+    return 0;
+}
+
+struct loop_ctx {
+    const struct spim_proxy_self *self;
+};
+
+static int via_is_ours(const char *buf, size_t b, size_t e, void *ud)
+{
+    const struct loop_ctx *lc = ud;
+    struct spim_sip_msg v;
+
+    memset(&v, 0, sizeof(v));
+    while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
+        b++;
+    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
+                     buf[e - 1] == '\n'))
+        e--;
+    if (spim__decode_via(buf, b, e, &v) != 0)
+        return 0;
+    return sent_by_is_us(&v.via_host, v.via_port, lc->self) && v.via_branch.len >= 10 &&
+           strncmp(v.via_branch.p, BRANCH_PREFIX, 10) == 0;
+}
+
+int spim_proxy_is_loop(const struct spim_sip_msg *m, const struct spim_proxy_self *self)
+{
+    struct loop_ctx lc = {self};
+
+    return each_via(m->buf, m, via_is_ours, &lc);
+}
+
+int spim_proxy_is_for_us(const struct spim_sip_msg *m, const struct spim_proxy_self *self)
+{
+    const char *p = m->ruri.p;
+    size_t n = m->ruri.len, i, hs;
+    long port = 5060;
+
+    if (!spim__slice_ieq(m->method.p, m->method.len, "OPTIONS"))
+        return 0;
+    if (n < 4 || strncasecmp(p, "sip:", 4) != 0 || memchr(p, '@', n) != NULL)
+        return 0;
+    i = hs = 4;
+    while (i < n && p[i] != ':' && p[i] != ';' && p[i] != '?')
+        i++;
+    if (!spim__slice_ieq(p + hs, i - hs, self->host))
+        return 0;
+    if (i < n && p[i] == ':') {
+        size_t ps = ++i;
+
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        port = spim__parse_uint(p + ps, i - ps);
+    }
+    return port == (long)self->port;
+}
+
+/* One splice into the original request: at off, drop del bytes and insert ins. */
+struct edit {
+    size_t off, del;
+    const char *ins;
+    size_t inslen;
+};
+
+static int apply_edits(const char *buf, size_t len, struct edit *ed, size_t ned,
+                       struct spim_buf *out)
+{
+    size_t pos = 0;
+    int rc;
+
+    /* insertion sort: a handful of edits, and equal offsets keep their order */
+    for (size_t i = 1; i < ned; i++) {
+        struct edit t = ed[i];
+        size_t j = i;
+
+        while (j > 0 && ed[j - 1].off > t.off) {
+            ed[j] = ed[j - 1];
+            j--;
+        }
+        ed[j] = t;
+    }
+    for (size_t i = 0; i < ned; i++) {
+        if (ed[i].off < pos || ed[i].off > len)
+            return SPIM_EINVAL;
+        if ((rc = spim__buf_put(out, buf + pos, ed[i].off - pos)) != 0 ||
+            (rc = spim__buf_put(out, ed[i].ins, ed[i].inslen)) != 0)
+            return rc;
+        pos = ed[i].off + ed[i].del;
+    }
+    return spim__buf_put(out, buf + pos, len - pos);
+}
+
+int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
+                               const struct sockaddr_storage *src,
+                               const struct spim_proxy_header *extra, size_t nextra,
+                               struct spim_buf *out)
+{
+    char via[256], branch[64], ip[INET6_ADDRSTRLEN], rport[16], received[80], mf[32];
+    char hdrs[2048];
+    struct edit ed[6];
+    size_t ned = 0, hl = 0;
+    unsigned sport;
+    int n;
+
+    out->len = 0;
+    spim_proxy_branch(m, branch, sizeof(branch));
+    n = snprintf(via, sizeof(via), "Via: SIP/2.0/UDP %s:%u;branch=%s\r\n", self->host,
+                 self->port, branch);
+    ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)n};
+
+    addr_ip(src, ip, sizeof(ip), &sport);
+    if (m->via_has_rport && m->via_rport.len == 0) {
+        n = snprintf(rport, sizeof(rport), "=%u", sport);
+        ed[ned++] = (struct edit){(size_t)(m->via_rport.p - m->buf), 0, rport, (size_t)n};
+    }
+    {
+        struct spim_slice h = m->via_host;
+
+        if (h.len > 2 && h.p[0] == '[') {
+            h.p++;
+            h.len -= 2;
+        }
+        if (!spim__slice_ieq(h.p, h.len, ip) || (m->via_has_rport && m->via_rport.len == 0)) {
+            if (m->via_received.len == 0) {
+                n = snprintf(received, sizeof(received), ";received=%s", ip);
+                ed[ned++] = (struct edit){m->via_value_end, 0, received, (size_t)n};
+            }
+        }
+    }
+    if (m->maxfwd_len) {
+        n = snprintf(mf, sizeof(mf), "%ld", m->max_forwards > 0 ? m->max_forwards - 1 : 0);
+        ed[ned++] = (struct edit){m->maxfwd_value, m->maxfwd_len, mf, (size_t)n};
+    } else {
+        n = snprintf(mf, sizeof(mf), "Max-Forwards: 70\r\n");
+        ed[ned++] = (struct edit){m->headers_end, 0, mf, (size_t)n};
+    }
+    for (size_t i = 0; i < nextra; i++) {
+        n = snprintf(hdrs + hl, sizeof(hdrs) - hl, "%s: %s\r\n", extra[i].name, extra[i].value);
+        if (n < 0 || (size_t)n >= sizeof(hdrs) - hl)
+            return SPIM_ETOOBIG;
+        hl += (size_t)n;
+    }
+    if (hl)
+        ed[ned++] = (struct edit){m->headers_end, 0, hdrs, hl};
+    return apply_edits(m->buf, m->msg_len, ed, ned, out);
+}
+
+struct nth_ctx {
+    unsigned want, seen;
+    size_t b, e;
+};
+
+static int via_nth(const char *buf, size_t b, size_t e, void *ud)
+{
+    struct nth_ctx *c = ud;
+
+    (void)buf;
+    if (c->seen++ == c->want) {
+        c->b = b;
+        c->e = e;
+        return 1;
+    }
+    return 0;
+}
+
+int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
+                                struct spim_buf *out, struct sockaddr_storage *dst,
+                                socklen_t *dstlen)
+{
+    const char *buf = m->buf;
+    struct nth_ctx nc = {1, 0, 0, 0};
+    struct spim_sip_msg next;
+    struct edit ed;
+    size_t b, e;
+    long port;
+    int rc;
+
+    out->len = 0;
+    if (!sent_by_is_us(&m->via_host, m->via_port, self) || m->via_branch.len < 10 ||
+        strncmp(m->via_branch.p, BRANCH_PREFIX, 10) != 0)
+        return SPIM_ENOTFOUND;
+    if (!each_via(buf, m, via_nth, &nc))
+        return SPIM_ENOTFOUND; /* no Via left to send it to */
+    b = nc.b;
+    e = nc.e;
+    while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
+        b++;
+    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
+                     buf[e - 1] == '\n'))
+        e--;
+    memset(&next, 0, sizeof(next));
+    if (spim__decode_via(buf, b, e, &next) != 0)
+        return SPIM_EPARSE;
+    port = next.via_rport.len ? spim__parse_uint(next.via_rport.p, next.via_rport.len) : -1;
+    if (port <= 0 || port > 65535)
+        port = next.via_port ? (long)next.via_port : 5060;
+    if (next.via_received.len)
+        rc = resolve(next.via_received.p, next.via_received.len, (unsigned)port, dst, dstlen);
+    else
+        rc = resolve(next.via_host.p, next.via_host.len, (unsigned)port, dst, dstlen);
+    if (rc != 0)
+        return rc;
+
+    if (m->via_single) {
+        ed = (struct edit){m->via_line, m->via_hdr_end - m->via_line, "", 0};
+    } else {
+        /* our value shares the line: drop it, its comma and the space after */
+        size_t c = m->via_value_end;
+
+        while (c < m->via_hdr_end && buf[c] != ',')
+            c++;
+        if (c < m->via_hdr_end)
+            c++;
+        while (c < m->via_hdr_end &&
+               (buf[c] == ' ' || buf[c] == '\t' || buf[c] == '\r' || buf[c] == '\n'))
+            c++;
+        ed = (struct edit){m->via_value, c - m->via_value, "", 0};
+    }
+    return apply_edits(buf, m->msg_len, &ed, 1, out);
+}
+
+struct copy_ctx {
+    struct spim_buf *out;
+    int rc;
+};
+
+static int via_copy(const char *buf, size_t b, size_t e, void *ud)
+{
+    struct copy_ctx *c = ud;
+
+    while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
+        b++;
+    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
+                     buf[e - 1] == '\n'))
+        e--;
+    if ((c->rc = spim__buf_printf(c->out, "Via: %.*s\r\n", (int)(e - b), buf + b)) != 0)
+        return 1;
+    return 0;
+}
+
+static int has_tag(const struct spim_slice *to)
+{
+    for (size_t i = 0; i + 5 <= to->len; i++)
+        if (to->p[i] == ';' && strncasecmp(to->p + i + 1, "tag=", 4) == 0)
+            return 1;
+    return 0;
+}
+
+int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason,
+                      const char *extra, const struct sockaddr_storage *src,
+                      struct spim_buf *out, struct sockaddr_storage *dst, socklen_t *dstlen)
+{
+    struct copy_ctx cc = {out, 0};
+    int rc;
+
+    out->len = 0;
+    if (!spim_sip_can_answer(m))
+        return SPIM_EINVAL;
+    if ((rc = spim__buf_printf(out, "SIP/2.0 %d %s\r\n", code, reason)) != 0)
+        return rc;
+    each_via(m->buf, m, via_copy, &cc);
+    if (cc.rc != 0)
+        return cc.rc;
+    rc = spim__buf_printf(out, "From: %.*s\r\nTo: %.*s", (int)m->from.len, m->from.p,
+                          (int)m->to.len, m->to.p);
+    if (rc == 0 && !has_tag(&m->to)) {
+        uint64_t h = spim_hash64(m->call_id.p, m->call_id.len, m->cseq_num);
+
+        h = spim_hash64(m->from.p, m->from.len, h);
+        h = spim_hash64(m->via_branch.p, m->via_branch.len, h);
+        rc = spim__buf_printf(out, ";tag=spf%016llx", (unsigned long long)h);
+    }
+    if (rc == 0)
+        rc = spim__buf_printf(out, "\r\nCall-ID: %.*s\r\nCSeq: %.*s\r\nServer: spimfilter/%s\r\n",
+                              (int)m->call_id.len, m->call_id.p, (int)m->cseq.len, m->cseq.p,
+                              SPIM_VERSION);
+    if (rc == 0 && extra != NULL)
+        rc = spim__buf_printf(out, "%s", extra);
+    if (rc == 0)
+        rc = spim__buf_printf(out, "Content-Length: 0\r\n\r\n");
+    if (rc != 0)
+        return rc;
+
+    /* RFC 3261 18.2.2 with RFC 3581: the source address, its port when rport asks */
+    memcpy(dst, src, sizeof(*dst));
+    *dstlen = src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (!m->via_has_rport) {
+        unsigned port = m->via_port ? m->via_port : 5060;
+
+        if (dst->ss_family == AF_INET)
+            ((struct sockaddr_in *)dst)->sin_port = htons((uint16_t)port);
+        else if (dst->ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)dst)->sin6_port = htons((uint16_t)port);
+    }
+    return 0;
+}

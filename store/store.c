@@ -1,0 +1,872 @@
+/*
+ * store.c: the LMDB environment, token counts and training batches.
+ *
+ * Layout (all integers fixed-width little-endian unless said otherwise):
+ *   "tokens"  8-byte token key -> uint32 ham, uint32 spam
+ *   "meta"    "format" -> uint32, "ham_msgs"/"spam_msgs"/"quar_next" -> uint64
+ *   "quar", "quar_dedup": see quarantine.c
+ *
+ * The one subtle part is the map size. LMDB fails a write with MDB_MAP_FULL
+ * when the map is too small, and mdb_env_set_mapsize() may only run while
+ * no transaction of this process is live, because it unmaps the file under
+ * them. So every transaction runs with st->lock held shared and a resize
+ * takes it exclusive; a failed batch is aborted, the map doubled and the
+ * whole batch run again. Another process may grow the map too, which we
+ * learn as MDB_MAP_RESIZED when a transaction begins; we then adopt the
+ * size recorded in the file the same way.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define DEFAULT_MAP_SIZE ((size_t)64 << 20)
+/* Retries of one write; each doubles the map, so this is never the limit. */
+#define MAX_WRITE_ATTEMPTS 48
+#define MAX_READ_ATTEMPTS 16
+
+/*
+ * How many store locks this thread holds shared. A thread that already holds
+ * one (say, a spim_quar_foreach() callback that deletes) must not wait for
+ * the exclusive lock: it would wait for itself. glibc's default rwlock lets
+ * such a thread take the shared lock again even while a resizer waits.
+ */
+static _Thread_local unsigned lock_depth;
+
+static void lock_shared(struct spim_store *st)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    lock_depth++;
+}
+
+static void unlock_shared(struct spim_store *st)
+{
+    lock_depth--;
+    pthread_rwlock_unlock(&st->lock);
+}
+
+int spim__err(int rc)
+{
+    if (rc == 0)
+        return SPIM_OK;
+    if (rc > SPIM__ERR_FIRST && rc <= SPIM_ETIMEOUT)
+        return rc; /* already ours */
+    switch (rc) {
+    case MDB_NOTFOUND:
+    case ENOENT:
+        return SPIM_ENOTFOUND;
+    case MDB_KEYEXIST:
+    case EEXIST:
+        return SPIM_EEXISTS;
+    case MDB_MAP_FULL:
+    case MDB_DBS_FULL:
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+    case MDB_CURSOR_FULL:
+    case MDB_PAGE_FULL:
+        return SPIM_EFULL;
+    case MDB_VERSION_MISMATCH:
+        return SPIM_EVERSION;
+    case ENOMEM:
+        return SPIM_ENOMEM;
+    case EINVAL:
+    case ENOTDIR:
+        return SPIM_EINVAL;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case EIO:
+    case ENOSPC:
+    case EAGAIN:
+        return SPIM_EIO;
+    default:
+        /* MDB_INVALID, MDB_CORRUPTED, MDB_PANIC, MDB_BAD_*, ... */
+        return rc > 0 ? SPIM_EIO : SPIM_ESTORE;
+    }
+}
+
+/*
+ * Changes the map under the exclusive lock: grow doubles it, otherwise the
+ * size another process recorded in the file is adopted. seen is the size the
+ * failed transaction ran with; if it changed meanwhile another thread has
+ * already done the work and the caller simply retries.
+ */
+static int remap(struct spim_store *st, size_t seen, int grow)
+{
+    MDB_envinfo info;
+    size_t cur, want = 0;
+    int rc = 0;
+
+    if (lock_depth > 0)
+        return grow ? SPIM_EFULL : SPIM_ESTORE;
+    pthread_rwlock_wrlock(&st->lock);
+    cur = atomic_load(&st->map_size);
+    if (cur != seen && grow)
+        goto out;
+    if (grow) {
+        if (cur > SIZE_MAX / 2) {
+            rc = SPIM_EFULL;
+            goto out;
+        }
+        want = cur * 2;
+    }
+    rc = mdb_env_set_mapsize(st->env, want);
+    if (rc != 0) {
+        /* A failed remap may leave no map at all: try the old size back. */
+        if (mdb_env_set_mapsize(st->env, cur) != 0)
+            atomic_store(&st->broken, 1);
+        rc = grow ? SPIM_EFULL : spim__err(rc);
+        goto out;
+    }
+    mdb_env_info(st->env, &info);
+    atomic_store(&st->map_size, info.me_mapsize);
+out:
+    pthread_rwlock_unlock(&st->lock);
+    return rc;
+}
+
+int spim__write(struct spim_store *st, int (*fn)(struct spim_store *st, MDB_txn *txn, void *ud),
+                void *ud)
+{
+    if (st->flags & SPIM_STORE_RDONLY)
+        return SPIM_EINVAL;
+    for (int attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+        MDB_txn *txn;
+        size_t seen;
+        int rc;
+
+        if (atomic_load(&st->broken))
+            return SPIM_ESTORE;
+        lock_shared(st);
+        seen = atomic_load(&st->map_size);
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = fn(st, txn, ud);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+            else
+                mdb_txn_abort(txn);
+        }
+        unlock_shared(st);
+        if (rc == MDB_MAP_FULL || rc == MDB_MAP_RESIZED) {
+            int r2 = remap(st, seen, rc == MDB_MAP_FULL);
+
+            if (r2 != 0)
+                return r2;
+            continue;
+        }
+        return spim__err(rc);
+    }
+    return SPIM_EFULL;
+}
+
+int spim__read_begin(struct spim_store *st, MDB_txn **out)
+{
+    for (int attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+        MDB_txn *txn;
+        size_t seen;
+        int rc;
+
+        if (atomic_load(&st->broken))
+            return SPIM_ESTORE;
+        lock_shared(st);
+        seen = atomic_load(&st->map_size);
+        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+        if (rc == 0) {
+            *out = txn; /* the lock stays held until spim__read_end() */
+            return 0;
+        }
+        unlock_shared(st);
+        if (rc != MDB_MAP_RESIZED)
+            return spim__err(rc);
+        rc = remap(st, seen, 0);
+        if (rc != 0)
+            return rc;
+    }
+    return SPIM_ESTORE;
+}
+
+void spim__read_end(struct spim_store *st, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    unlock_shared(st);
+}
+
+int spim__meta_get_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t *out)
+{
+    MDB_val k = {strlen(key), (void *)key}, v;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND) {
+        *out = 0;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 8)
+        return SPIM_ESTORE;
+    *out = spim__get_le64(v.mv_data);
+    return 0;
+}
+
+int spim__meta_put_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t val)
+{
+    unsigned char buf[8];
+    MDB_val k = {strlen(key), (void *)key}, v = {sizeof(buf), buf};
+
+    spim__put_le64(buf, val);
+    return mdb_put(txn, st->meta, &k, &v, 0);
+}
+
+/* --- Open and close ------------------------------------------------------ */
+
+/*
+ * The directories this process has open. LMDB must not open one environment
+ * twice in a process: closing the second copy drops the first one's fcntl
+ * locks, after which another process may reinitialise the lock file under
+ * it. So a second open of the same directory fails with SPIM_EEXISTS.
+ */
+struct open_dir {
+    dev_t dev;
+    ino_t ino;
+    pid_t pid; /* a child of fork() inherits the list but not the opens */
+    struct open_dir *next;
+};
+
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct open_dir *open_dirs;
+
+static int claim_dir(const char *dir, struct open_dir **out)
+{
+    struct open_dir *d;
+    struct stat sb;
+    int rc = 0;
+
+    if (stat(dir, &sb) != 0)
+        return spim__err(errno);
+    pthread_mutex_lock(&open_mu);
+    for (d = open_dirs; d != NULL; d = d->next) {
+        if (d->dev == sb.st_dev && d->ino == sb.st_ino && d->pid == getpid()) {
+            rc = SPIM_EEXISTS;
+            goto out;
+        }
+    }
+    d = malloc(sizeof(*d));
+    if (d == NULL) {
+        rc = SPIM_ENOMEM;
+        goto out;
+    }
+    d->dev = sb.st_dev;
+    d->ino = sb.st_ino;
+    d->pid = getpid();
+    d->next = open_dirs;
+    open_dirs = d;
+    *out = d;
+out:
+    pthread_mutex_unlock(&open_mu);
+    return rc;
+}
+
+static void release_dir(struct open_dir *od)
+{
+    struct open_dir **pp;
+
+    pthread_mutex_lock(&open_mu);
+    for (pp = &open_dirs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == od) {
+            *pp = od->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&open_mu);
+    free(od);
+}
+
+/* Opens (and for a new store writes) the meta keys and named databases. */
+static int init_fn(struct spim_store *st, MDB_txn *txn, void *ud)
+{
+    unsigned create = (st->flags & SPIM_STORE_CREATE) ? MDB_CREATE : 0;
+    unsigned rdonly = (st->flags & SPIM_STORE_RDONLY) != 0;
+    MDB_val k = {sizeof(SPIM__META_FORMAT) - 1, SPIM__META_FORMAT}, v;
+    unsigned char fmt[4];
+    int rc;
+
+    (void)ud;
+    rc = mdb_dbi_open(txn, "meta", create, &st->meta);
+    if (rc != 0)
+        return rc; /* MDB_NOTFOUND: an LMDB env, but no store in it */
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND && create) {
+        spim__put_le32(fmt, SPIM_STORE_FORMAT);
+        v.mv_size = sizeof(fmt);
+        v.mv_data = fmt;
+        if ((rc = mdb_put(txn, st->meta, &k, &v, 0)) != 0 ||
+            (rc = spim__meta_put_u64(st, txn, SPIM__META_HAM, 0)) != 0 ||
+            (rc = spim__meta_put_u64(st, txn, SPIM__META_SPAM, 0)) != 0 ||
+            (rc = spim__meta_put_u64(st, txn, SPIM__META_QUAR_NEXT, 1)) != 0)
+            return rc;
+    } else if (rc != 0) {
+        return rc;
+    } else if (v.mv_size != 4) {
+        return SPIM_ESTORE;
+    } else if (spim__get_le32(v.mv_data) != SPIM_STORE_FORMAT) {
+        return SPIM_EVERSION;
+    }
+    /* A writer may add a database a store of this format lacks; a reader may not. */
+    create = rdonly ? 0 : MDB_CREATE;
+    if ((rc = mdb_dbi_open(txn, "tokens", create, &st->tokens)) != 0 ||
+        (rc = mdb_dbi_open(txn, "quar", create, &st->quar)) != 0 ||
+        (rc = mdb_dbi_open(txn, "quar_dedup", create, &st->dedup)) != 0)
+        return rc == MDB_NOTFOUND ? SPIM_ESTORE : rc;
+    return 0;
+}
+
+/*
+ * A read-only open cannot use spim__write(); the handles it opens survive
+ * only if its read transaction commits, which is why this is not read_begin.
+ */
+static int init_rdonly(struct spim_store *st)
+{
+    MDB_txn *txn;
+    int rc;
+
+    rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return spim__err(rc);
+    rc = init_fn(st, txn, NULL);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return spim__err(rc);
+    }
+    return spim__err(mdb_txn_commit(txn));
+}
+
+/*
+ * Decides whether dir holds a store, creating the directory (0700) when
+ * allowed. *fresh is set when the LMDB files do not exist yet.
+ */
+static int prepare_dir(const char *dir, unsigned flags, int *fresh)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+    int n;
+
+    n = snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return SPIM_EINVAL;
+    if (stat(dir, &sb) != 0) {
+        if (errno != ENOENT)
+            return spim__err(errno);
+        if (!(flags & SPIM_STORE_CREATE))
+            return SPIM_ENOTFOUND;
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return spim__err(errno);
+    } else if (!S_ISDIR(sb.st_mode)) {
+        return SPIM_EINVAL;
+    }
+    *fresh = 0;
+    if (stat(path, &sb) != 0) {
+        if (errno != ENOENT)
+            return spim__err(errno);
+        if (!(flags & SPIM_STORE_CREATE))
+            return SPIM_ENOTFOUND;
+        *fresh = 1;
+    }
+    return 0;
+}
+
+int spim_store_open(const char *dir, unsigned flags, size_t map_size, struct spim_store **out)
+{
+    struct spim_store *st;
+    MDB_envinfo info;
+    unsigned envflags = MDB_NOTLS;
+    size_t want = map_size ? map_size : DEFAULT_MAP_SIZE;
+    int fresh, rc;
+
+    if (dir == NULL || out == NULL || (flags & ~(SPIM_STORE_CREATE | SPIM_STORE_RDONLY)) ||
+        (flags & SPIM_STORE_CREATE && flags & SPIM_STORE_RDONLY))
+        return SPIM_EINVAL;
+    rc = prepare_dir(dir, flags, &fresh);
+    if (rc != 0)
+        return rc;
+
+    st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return SPIM_ENOMEM;
+    st->flags = flags;
+    rc = claim_dir(dir, &st->dir);
+    if (rc != 0)
+        goto fail_free;
+    if (pthread_rwlock_init(&st->lock, NULL) != 0) {
+        rc = SPIM_ENOMEM;
+        goto fail_dir;
+    }
+    rc = mdb_env_create(&st->env);
+    if (rc != 0) {
+        rc = spim__err(rc);
+        goto fail_lock;
+    }
+    if ((rc = mdb_env_set_maxdbs(st->env, 4)) != 0 ||
+        (fresh && (rc = mdb_env_set_mapsize(st->env, want)) != 0)) {
+        rc = spim__err(rc);
+        goto fail_env;
+    }
+    if (flags & SPIM_STORE_RDONLY)
+        envflags |= MDB_RDONLY;
+    rc = mdb_env_open(st->env, dir, envflags, 0600);
+    if (rc != 0) {
+        rc = spim__err(rc);
+        goto fail_env;
+    }
+    /* Slots of crashed readers would pin old pages and make the map grow. */
+    mdb_reader_check(st->env, NULL);
+    /*
+     * An existing store keeps the size it grew to (LMDB reads it from the
+     * file); only a larger request raises it, never shrinks it.
+     */
+    mdb_env_info(st->env, &info);
+    if (!fresh && info.me_mapsize < want) {
+        rc = mdb_env_set_mapsize(st->env, want);
+        if (rc != 0) {
+            rc = spim__err(rc);
+            goto fail_env;
+        }
+        mdb_env_info(st->env, &info);
+    }
+    atomic_init(&st->map_size, info.me_mapsize);
+    atomic_init(&st->broken, 0);
+
+    if (flags & SPIM_STORE_RDONLY)
+        rc = init_rdonly(st);
+    else
+        rc = spim__write(st, init_fn, NULL);
+    if (rc != 0)
+        goto fail_env;
+    *out = st;
+    return 0;
+
+fail_env:
+    mdb_env_close(st->env);
+fail_lock:
+    pthread_rwlock_destroy(&st->lock);
+fail_dir:
+    release_dir(st->dir);
+fail_free:
+    free(st);
+    return rc;
+}
+
+void spim_store_close(struct spim_store *st)
+{
+    if (st == NULL)
+        return;
+    mdb_env_close(st->env);
+    pthread_rwlock_destroy(&st->lock);
+    release_dir(st->dir);
+    free(st);
+}
+
+size_t spim_store_map_size(const struct spim_store *st)
+{
+    return atomic_load(&((struct spim_store *)st)->map_size);
+}
+
+/* --- Training batches ---------------------------------------------------- */
+
+/*
+ * LMDB orders keys by memcmp. Our keys are little-endian on disk, so the
+ * store's order is that of the byte-swapped value: sorting by it makes a
+ * batch (and a lookup) walk the B-tree left to right.
+ */
+static uint64_t store_order(uint64_t key)
+{
+    return __builtin_bswap64(key);
+}
+
+struct batch_ent {
+    uint64_t key;
+    uint64_t msg; /* last message that counted this key */
+    int64_t dham, dspam;
+};
+
+struct spim_store_batch {
+    struct spim_store *st;
+    struct batch_ent *ents;
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: 0 empty, else index + 1 into ents */
+    size_t nslots;   /* a power of two, kept at least twice n */
+    uint64_t msg;
+    int64_t dham_msgs, dspam_msgs;
+};
+
+#define BATCH_MAX_ENTS ((size_t)UINT32_MAX - 1)
+
+static size_t slot_of(uint64_t key, size_t nslots)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (nslots - 1);
+}
+
+int spim_store_batch_new(struct spim_store *st, struct spim_store_batch **out)
+{
+    struct spim_store_batch *b;
+
+    if (st == NULL || out == NULL)
+        return SPIM_EINVAL;
+    if (st->flags & SPIM_STORE_RDONLY)
+        return SPIM_EINVAL;
+    b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return SPIM_ENOMEM;
+    b->st = st;
+    *out = b;
+    return 0;
+}
+
+void spim_store_batch_free(struct spim_store_batch *b)
+{
+    if (b == NULL)
+        return;
+    free(b->ents);
+    free(b->slots);
+    free(b);
+}
+
+/* Makes room for extra more keys so that adding a message cannot fail half way. */
+static int batch_reserve(struct spim_store_batch *b, size_t extra)
+{
+    size_t need, cap, nslots;
+
+    if (extra > BATCH_MAX_ENTS - b->n)
+        return SPIM_ETOOBIG;
+    need = b->n + extra;
+    if (need > b->cap) {
+        struct batch_ent *ents;
+
+        cap = b->cap ? b->cap : 256;
+        while (cap < need)
+            cap *= 2;
+        ents = realloc(b->ents, cap * sizeof(*ents));
+        if (ents == NULL)
+            return SPIM_ENOMEM;
+        b->ents = ents;
+        b->cap = cap;
+    }
+    if (need * 2 > b->nslots) {
+        uint32_t *slots;
+
+        nslots = b->nslots ? b->nslots : 512;
+        while (nslots < need * 2)
+            nslots *= 2;
+        slots = calloc(nslots, sizeof(*slots));
+        if (slots == NULL)
+            return SPIM_ENOMEM;
+        for (size_t i = 0; i < b->n; i++) {
+            size_t s = slot_of(b->ents[i].key, nslots);
+
+            while (slots[s] != 0)
+                s = (s + 1) & (nslots - 1);
+            slots[s] = (uint32_t)(i + 1);
+        }
+        free(b->slots);
+        b->slots = slots;
+        b->nslots = nslots;
+    }
+    return 0;
+}
+
+/* Finds key or appends it; room was reserved, so this cannot fail. */
+static struct batch_ent *batch_ent(struct spim_store_batch *b, uint64_t key)
+{
+    size_t s = slot_of(key, b->nslots);
+    struct batch_ent *e;
+
+    while (b->slots[s] != 0) {
+        e = &b->ents[b->slots[s] - 1];
+        if (e->key == key)
+            return e;
+        s = (s + 1) & (b->nslots - 1);
+    }
+    e = &b->ents[b->n];
+    b->slots[s] = (uint32_t)(++b->n);
+    e->key = key;
+    e->msg = 0;
+    e->dham = e->dspam = 0;
+    return e;
+}
+
+int spim_store_batch_add(struct spim_store_batch *b, const struct spim_token *toks, size_t n,
+                         int is_spam, int delta)
+{
+    int rc;
+
+    if (b == NULL || (n > 0 && toks == NULL) || (delta != 1 && delta != -1))
+        return SPIM_EINVAL;
+    rc = batch_reserve(b, n);
+    if (rc != 0)
+        return rc;
+    b->msg++;
+    for (size_t i = 0; i < n; i++) {
+        struct batch_ent *e = batch_ent(b, toks[i].key);
+
+        if (e->msg == b->msg)
+            continue; /* a duplicate within this message counts once */
+        e->msg = b->msg;
+        if (is_spam)
+            e->dspam += delta;
+        else
+            e->dham += delta;
+    }
+    if (is_spam)
+        b->dspam_msgs += delta;
+    else
+        b->dham_msgs += delta;
+    return 0;
+}
+
+static int cmp_ent(const void *a, const void *b)
+{
+    uint64_t x = store_order(((const struct batch_ent *)a)->key);
+    uint64_t y = store_order(((const struct batch_ent *)b)->key);
+
+    return (x > y) - (x < y);
+}
+
+/* A stored count plus a delta, kept within [0, UINT32_MAX]. */
+static uint32_t add_u32(uint32_t old, int64_t d)
+{
+    int64_t r = (int64_t)old + d;
+
+    if (r < 0)
+        return 0;
+    if (r > (int64_t)UINT32_MAX)
+        return UINT32_MAX;
+    return (uint32_t)r;
+}
+
+static uint64_t add_u64(uint64_t old, int64_t d)
+{
+    if (d < 0)
+        return (uint64_t)(-d) > old ? 0 : old - (uint64_t)(-d);
+    return old > UINT64_MAX - (uint64_t)d ? UINT64_MAX : old + (uint64_t)d;
+}
+
+static int apply_total(struct spim_store *st, MDB_txn *txn, const char *key, int64_t d)
+{
+    uint64_t v;
+    int rc;
+
+    if (d == 0)
+        return 0;
+    rc = spim__meta_get_u64(st, txn, key, &v);
+    if (rc != 0)
+        return rc;
+    return spim__meta_put_u64(st, txn, key, add_u64(v, d));
+}
+
+/* The write of a batch; run again from scratch after a map resize. */
+static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
+{
+    struct spim_store_batch *b = ud;
+    unsigned char kb[8], vb[8];
+    MDB_val k = {sizeof(kb), kb}, v;
+    int rc;
+
+    for (size_t i = 0; i < b->n; i++) {
+        const struct batch_ent *e = &b->ents[i];
+        uint32_t ham = 0, spam = 0;
+        int found;
+
+        if (e->dham == 0 && e->dspam == 0)
+            continue;
+        spim__put_le64(kb, e->key);
+        rc = mdb_get(txn, st->tokens, &k, &v);
+        found = rc == 0;
+        if (found) {
+            if (v.mv_size != 8)
+                return SPIM_ESTORE;
+            ham = spim__get_le32(v.mv_data);
+            spam = spim__get_le32((const unsigned char *)v.mv_data + 4);
+        } else if (rc != MDB_NOTFOUND) {
+            return rc;
+        }
+        ham = add_u32(ham, e->dham);
+        spam = add_u32(spam, e->dspam);
+        if (ham == 0 && spam == 0) {
+            /* A token nobody has any more takes no room. */
+            if (found && (rc = mdb_del(txn, st->tokens, &k, NULL)) != 0)
+                return rc;
+            continue;
+        }
+        spim__put_le32(vb, ham);
+        spim__put_le32(vb + 4, spam);
+        v.mv_size = sizeof(vb);
+        v.mv_data = vb;
+        rc = mdb_put(txn, st->tokens, &k, &v, 0);
+        if (rc != 0)
+            return rc;
+    }
+    if ((rc = apply_total(st, txn, SPIM__META_HAM, b->dham_msgs)) != 0 ||
+        (rc = apply_total(st, txn, SPIM__META_SPAM, b->dspam_msgs)) != 0)
+        return rc;
+    return 0;
+}
+
+int spim_store_batch_commit(struct spim_store_batch *b)
+{
+    int rc;
+
+    if (b == NULL)
+        return SPIM_EINVAL;
+    if (b->n > 1)
+        qsort(b->ents, b->n, sizeof(*b->ents), cmp_ent);
+    rc = spim__write(b->st, apply_fn, b);
+    spim_store_batch_free(b);
+    return rc;
+}
+
+/* --- Lookup -------------------------------------------------------------- */
+
+struct spim_store_reader {
+    struct spim_store *st;
+    MDB_txn *txn; /* always reset between lookups */
+};
+
+int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out)
+{
+    struct spim_store_reader *r;
+    int rc;
+
+    if (st == NULL || out == NULL)
+        return SPIM_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return SPIM_ENOMEM;
+    r->st = st;
+    rc = spim__read_begin(st, &r->txn);
+    if (rc != 0) {
+        free(r);
+        return rc;
+    }
+    mdb_txn_reset(r->txn);
+    unlock_shared(st);
+    *out = r;
+    return 0;
+}
+
+void spim_store_reader_free(struct spim_store_reader *r)
+{
+    if (r == NULL)
+        return;
+    /* A reset transaction holds no page of the map: no lock needed. */
+    mdb_txn_abort(r->txn);
+    free(r);
+}
+
+/* Renews r->txn with the lock held shared; on success the lock stays held. */
+static int reader_renew(struct spim_store_reader *r)
+{
+    struct spim_store *st = r->st;
+
+    for (int attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+        size_t seen;
+        int rc;
+
+        if (atomic_load(&st->broken))
+            return SPIM_ESTORE;
+        lock_shared(st);
+        seen = atomic_load(&st->map_size);
+        rc = mdb_txn_renew(r->txn);
+        if (rc == 0)
+            return 0;
+        unlock_shared(st);
+        /* A failed renew leaves the txn reset, so it can be renewed again. */
+        if (rc != MDB_MAP_RESIZED)
+            return spim__err(rc);
+        rc = remap(st, seen, 0);
+        if (rc != 0)
+            return rc;
+    }
+    return SPIM_ESTORE;
+}
+
+static int cmp_tok(const void *a, const void *b)
+{
+    uint64_t x = store_order(((const struct spim_token *)a)->key);
+    uint64_t y = store_order(((const struct spim_token *)b)->key);
+
+    return (x > y) - (x < y);
+}
+
+static int read_totals(struct spim_store *st, MDB_txn *txn, struct spim_totals *t)
+{
+    int rc;
+
+    if ((rc = spim__meta_get_u64(st, txn, SPIM__META_HAM, &t->ham_msgs)) != 0 ||
+        (rc = spim__meta_get_u64(st, txn, SPIM__META_SPAM, &t->spam_msgs)) != 0)
+        return rc;
+    return 0;
+}
+
+int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
+                      struct spim_totals *totals)
+{
+    struct spim_totals t;
+    unsigned char kb[8];
+    MDB_val k = {sizeof(kb), kb}, v;
+    int rc;
+
+    if (r == NULL || (n > 0 && toks == NULL) || totals == NULL)
+        return SPIM_EINVAL;
+    if (n > 1)
+        qsort(toks, n, sizeof(*toks), cmp_tok);
+    rc = reader_renew(r);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        spim__put_le64(kb, toks[i].key);
+        rc = mdb_get(r->txn, r->st->tokens, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            toks[i].ham = toks[i].spam = 0;
+            continue;
+        }
+        if (rc != 0)
+            goto out;
+        if (v.mv_size != 8) {
+            rc = SPIM_ESTORE;
+            goto out;
+        }
+        toks[i].ham = spim__get_le32(v.mv_data);
+        toks[i].spam = spim__get_le32((const unsigned char *)v.mv_data + 4);
+    }
+    rc = read_totals(r->st, r->txn, &t);
+    if (rc == 0)
+        *totals = t;
+out:
+    mdb_txn_reset(r->txn);
+    unlock_shared(r->st);
+    return spim__err(rc);
+}
+
+int spim_store_totals(struct spim_store *st, struct spim_totals *totals)
+{
+    struct spim_totals t;
+    MDB_txn *txn;
+    int rc;
+
+    if (st == NULL || totals == NULL)
+        return SPIM_EINVAL;
+    rc = spim__read_begin(st, &txn);
+    if (rc != 0)
+        return rc;
+    rc = read_totals(st, txn, &t);
+    spim__read_end(st, txn);
+    if (rc == 0)
+        *totals = t;
+    return spim__err(rc);
+}

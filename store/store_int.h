@@ -1,0 +1,115 @@
+/*
+ * store_int.h: what store.c and quarantine.c share and nobody else sees.
+ *
+ * The struct behind the opaque handle, the transaction helpers that own the
+ * map-resize protocol, error translation at the LMDB edge and the explicit
+ * fixed-width encoders of the on-disk format.
+ */
+#ifndef SPIM_STORE_INT_H
+#define SPIM_STORE_INT_H
+
+#include "store.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct open_dir;
+
+struct spim_store {
+    MDB_env *env;
+    struct open_dir *dir; /* this process's claim on the directory */
+    MDB_dbi tokens, meta, quar, dedup;
+    unsigned flags;
+    /*
+     * mdb_env_set_mapsize() unmaps and remaps the file, so it must not run
+     * while any transaction of this process may touch the map. Every
+     * transaction holds this lock shared; a resize holds it exclusive.
+     */
+    pthread_rwlock_t lock;
+    /* Written only under the exclusive lock; atomic so map_size() needs none. */
+    atomic_size_t map_size;
+    /* Set when a remap failed: the env has no usable map and must be closed. */
+    atomic_int broken;
+};
+
+/* Meta keys (stored without NUL). */
+#define SPIM__META_FORMAT "format"
+#define SPIM__META_HAM "ham_msgs"
+#define SPIM__META_SPAM "spam_msgs"
+#define SPIM__META_QUAR_NEXT "quar_next"
+
+/* Translates 0, an MDB_* code, an errno or an already-SPIM code to SPIM_E*. */
+int spim__err(int rc);
+
+/*
+ * Runs fn inside one write transaction and commits it. fn returns 0, an
+ * MDB_* code, an errno or a negative SPIM_E*; on MDB_MAP_FULL the map is
+ * doubled and on MDB_MAP_RESIZED adopted, and fn runs again from scratch, so
+ * fn must derive everything it writes from the transaction and ud only.
+ * Returns 0 or a SPIM_E* code.
+ */
+int spim__write(struct spim_store *st, int (*fn)(struct spim_store *st, MDB_txn *txn, void *ud),
+                void *ud);
+
+/*
+ * Begins a read transaction with the store lock held shared (adopting a map
+ * grown by another process first). spim__read_end() aborts it and unlocks;
+ * call it exactly once per successful begin.
+ */
+int spim__read_begin(struct spim_store *st, MDB_txn **out);
+void spim__read_end(struct spim_store *st, MDB_txn *txn);
+
+/* Reads a uint64 LE meta value; a missing key reads as 0. */
+int spim__meta_get_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t *out);
+int spim__meta_put_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t v);
+
+/* Fixed-width encoders: the format is explicit, never the host's layout. */
+static inline void spim__put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint32_t spim__get_le32(const unsigned char *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void spim__put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint64_t spim__get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void spim__put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * (7 - i)));
+}
+
+static inline uint64_t spim__get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+#endif

@@ -1,0 +1,278 @@
+/*
+ * test_rules.c: rules files compiled by Hyperscan, their errors, and what
+ * they match. Every test writes its rules to a temporary file and loads it
+ * like `serve` would; matching goes through spim_classify without counts.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "classifier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct spim_rules *rules;
+    struct spim_scan *scan;
+};
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static int fx_setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/spim-rules-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/test.rules", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Writes text as the rules file, loads it and makes a scan on it. */
+static void load(struct fx *f, const char *text)
+{
+    struct spim_diag d;
+
+    memset(&d, 0, sizeof(d));
+    write_file(f->path, text);
+    if (spim_rules_load(f->path, &f->rules, &d) != 0)
+        fail_msg("%s:%u: %s", d.file, d.line, d.msg);
+    assert_int_equal(spim_scan_new(f->rules, &f->scan), 0);
+}
+
+static void classify(struct fx *f, const char *text, struct spim_verdict *v)
+{
+    assert_int_equal(
+        spim_classify(f->scan, NULL, NULL, NULL, NULL, text, strlen(text), NULL, v), 0);
+}
+
+static int hit(const struct spim_verdict *v, const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < v->hits.n; i++) {
+        if (strcmp(v->hits.names[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static const char rules_text[] =
+    "# test rules\n"
+    "\n"
+    "FREE      2.5  /free/\n"             /* no i: must match via the normalised text */
+    "SHOUT     1    /FREE/\n"             /* matches the raw text only */
+    "SHORT     3.0  /\\btxt\\b.{0,20}\\b\\d{5}\\b/is\n"
+    "   HAM_LOL -1.5 /\\blol\\b/i   \n"
+    "POUND     1.25 /\xc2\xa3\\d+/\n"
+    "CYR       0.5  /\\p{Cyrillic}+/u\n";
+
+static void test_rules_load_and_match(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+
+    load(f, rules_text);
+    assert_int_equal(spim_rules_count(f->rules), 6);
+
+    classify(f, "FREE entry! txt WIN to 87121 for \xc2\xa3" "100", &v);
+    assert_true(hit(&v, "FREE"));
+    assert_true(hit(&v, "SHOUT"));
+    assert_true(hit(&v, "SHORT"));
+    assert_true(hit(&v, "POUND"));
+    assert_false(hit(&v, "HAM_LOL"));
+    assert_int_equal(v.hits.n, 4);
+    assert_true(v.hits.score > 7.74 && v.hits.score < 7.76);
+    /* No counts: Bayes is unsure and adds nothing. */
+    assert_true(v.spam_probability == 0.5);
+    assert_true(v.score > 7.74 && v.score < 7.76);
+    assert_int_equal(v.action, SPIM_TAG);
+
+    classify(f, "lol ok see you", &v);
+    assert_int_equal(v.hits.n, 1);
+    assert_true(hit(&v, "HAM_LOL"));
+    assert_true(v.score < 0);
+    assert_int_equal(v.action, SPIM_DELIVER);
+}
+
+static void test_rules_match_normalised_text(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+
+    load(f, rules_text);
+    /* Fullwidth, zero-width space inside and soft hyphen: all "free". */
+    classify(f, "\xef\xbd\x86\xef\xbd\x92\xef\xbd\x85\xef\xbd\x85", &v);
+    assert_true(hit(&v, "FREE"));
+    assert_false(hit(&v, "SHOUT"));
+    classify(f, "fr\xe2\x80\x8b" "ee", &v);
+    assert_true(hit(&v, "FREE"));
+    classify(f, "fr\xc2\xad" "ee", &v);
+    assert_true(hit(&v, "FREE"));
+    /* A UTF-8 rule with a Unicode class, on text with invalid bytes repaired. */
+    classify(f, "\xff\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb7 \xfe", &v);
+    assert_true(hit(&v, "CYR"));
+    classify(f, "nothing here", &v);
+    assert_int_equal(v.hits.n, 0);
+}
+
+static void test_rules_bad_pattern_names_line(void **state)
+{
+    struct fx *f = *state;
+    struct spim_diag d;
+
+    memset(&d, 0, sizeof(d));
+    write_file(f->path, "# ok so far\n"
+                        "GOOD 1 /fine/i\n"
+                        "\n"
+                        "BROKEN 2 /a(b/\n"
+                        "LATER 1 /x/\n");
+    assert_int_equal(spim_rules_load(f->path, &f->rules, &d), SPIM_ERULES);
+    assert_null(f->rules);
+    assert_string_equal(d.file, f->path);
+    assert_int_equal(d.line, 4);
+    assert_non_null(strstr(d.msg, "rule BROKEN: "));
+    /* Hyperscan's own words follow the rule name. */
+    assert_true(strlen(d.msg) > strlen("rule BROKEN: "));
+}
+
+static void test_rules_bad_syntax_names_line(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *text;
+        unsigned line;
+        const char *needle;
+    } cases[] = {
+        {"A 1 /a/\nB notanumber /b/\n", 2, "score"},
+        {"A 1 /a/\n\n# c\nB 1 b\n", 4, "PATTERN"},
+        {"A 1 /a/q\n", 1, "flag"},
+        {"A-B 1 /a/\n", 1, "NAME"},
+        {"A 1 /a/\nA 2 /b/\n", 2, "already defined on line 1"},
+        {"A 1 //\n", 1, "empty"},
+        {"JUSTNAME\n", 1, "NAME"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        struct spim_diag d;
+        struct spim_rules *r = NULL;
+
+        memset(&d, 0, sizeof(d));
+        write_file(f->path, cases[i].text);
+        assert_int_equal(spim_rules_load(f->path, &r, &d), SPIM_EPARSE);
+        assert_null(r);
+        assert_string_equal(d.file, f->path);
+        if (d.line != cases[i].line || strstr(d.msg, cases[i].needle) == NULL)
+            fail_msg("case %zu: line %u: %s", i, d.line, d.msg);
+    }
+}
+
+static void test_rules_missing_and_empty_file(void **state)
+{
+    struct fx *f = *state;
+    struct spim_diag d;
+    struct spim_verdict v;
+    struct spim_rules *r = NULL;
+
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(spim_rules_load("/nonexistent/spim.rules", &r, &d), SPIM_ENOTFOUND);
+    assert_null(r);
+    assert_string_equal(d.file, "/nonexistent/spim.rules");
+
+    load(f, "# nothing but comments\n\n");
+    assert_int_equal(spim_rules_count(f->rules), 0);
+    classify(f, "free txt 87121", &v);
+    assert_int_equal(v.hits.n, 0);
+    assert_int_equal(v.action, SPIM_DELIVER);
+}
+
+static void test_rules_scans_share_database(void **state)
+{
+    struct fx *f = *state;
+    struct spim_scan *other = NULL;
+    struct spim_verdict v1, v2;
+    const char *t = "txt STOP to 80062 for free";
+
+    load(f, rules_text);
+    /* A second scan clones its own scratch from the same database. */
+    assert_int_equal(spim_scan_new(f->rules, &other), 0);
+    classify(f, t, &v1);
+    assert_int_equal(spim_classify(other, NULL, NULL, NULL, NULL, t, strlen(t), NULL, &v2), 0);
+    assert_int_equal(v1.hits.n, v2.hits.n);
+    assert_true(hit(&v2, "SHORT"));
+    spim_scan_free(other);
+}
+
+static void test_rules_default_file(void **state)
+{
+    struct spim_rules *r = NULL;
+    struct spim_scan *s = NULL;
+    struct spim_diag d;
+    struct spim_verdict v;
+    const char *spam = "URGENT! You have won a guaranteed \xc2\xa3" "1000 cash prize. "
+                       "Call 09061701461 to claim. T&C PO Box 1234 150p/min";
+    const char *ham = "haha ok i'll be home by 7 :)";
+
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    if (spim_rules_load(SPIM_SOURCE_DIR "/rules/default.rules", &r, &d) != 0)
+        fail_msg("%s:%u: %s", d.file, d.line, d.msg);
+    assert_true(spim_rules_count(r) >= 20);
+    assert_int_equal(spim_scan_new(r, &s), 0);
+    assert_int_equal(spim_classify(s, NULL, NULL, NULL, NULL, spam, strlen(spam), NULL, &v), 0);
+    assert_true(v.hits.score >= 8.0);
+    assert_int_equal(v.action, SPIM_BLOCK);
+    assert_int_equal(spim_classify(s, NULL, NULL, NULL, NULL, ham, strlen(ham), NULL, &v), 0);
+    assert_true(v.hits.score < 0);
+    assert_int_equal(v.action, SPIM_DELIVER);
+    spim_scan_free(s);
+    spim_rules_free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_rules_load_and_match, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_match_normalised_text, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_bad_pattern_names_line, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_bad_syntax_names_line, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_missing_and_empty_file, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_scans_share_database, fx_setup, fx_teardown),
+        cmocka_unit_test(test_rules_default_file),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

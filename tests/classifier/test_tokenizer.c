@@ -1,0 +1,323 @@
+/*
+ * test_tokenizer.c: what the tokenizer makes of short, obfuscated IM text.
+ *
+ * Tokens are observed through the emit callback (kind and normalised text)
+ * and through the keys written out, which must be spim_tok_key() of them.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "classifier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEEN_MAX 4096
+
+struct seen {
+    size_t n;
+    enum spim_tok_kind kind[SEEN_MAX];
+    char text[SEEN_MAX][128];
+};
+
+static void collect(void *ud, enum spim_tok_kind kind, const char *s, size_t n)
+{
+    struct seen *sn = ud;
+
+    if (sn->n >= SEEN_MAX)
+        return;
+    if (n >= sizeof(sn->text[0]))
+        n = sizeof(sn->text[0]) - 1;
+    sn->kind[sn->n] = kind;
+    memcpy(sn->text[sn->n], s, n);
+    sn->text[sn->n][n] = '\0';
+    sn->n++;
+}
+
+struct run {
+    struct seen seen;
+    struct spim_token toks[SPIM_TOK_MAX];
+    size_t n;
+};
+
+static struct run *tok(const char *text, size_t len, const struct spim_tok_meta *meta)
+{
+    struct run *r = calloc(1, sizeof(*r));
+
+    assert_non_null(r);
+    r->n = spim_tok_text(text, len, meta, r->toks, SPIM_TOK_MAX, collect, &r->seen);
+    return r;
+}
+
+static struct run *toks(const char *text)
+{
+    return tok(text, strlen(text), NULL);
+}
+
+static int emitted(const struct run *r, enum spim_tok_kind kind, const char *s)
+{
+    size_t i;
+
+    for (i = 0; i < r->seen.n; i++) {
+        if (r->seen.kind[i] == kind && strcmp(r->seen.text[i], s) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int has_key(const struct run *r, enum spim_tok_kind kind, const char *s)
+{
+    uint64_t k = spim_tok_key(kind, s, strlen(s));
+    size_t i;
+
+    for (i = 0; i < r->n; i++) {
+        if (r->toks[i].key == k)
+            return 1;
+    }
+    return 0;
+}
+
+/* Both views must agree: the callback saw it, and its key was written out. */
+static void assert_token(const struct run *r, enum spim_tok_kind kind, const char *s)
+{
+    if (!emitted(r, kind, s) || !has_key(r, kind, s)) {
+        size_t i;
+
+        for (i = 0; i < r->seen.n; i++)
+            fprintf(stderr, "  kind %d \"%s\"\n", (int)r->seen.kind[i], r->seen.text[i]);
+        fail_msg("missing token kind %d \"%s\"", (int)kind, s);
+    }
+}
+
+static void test_tok_free_variants_share_word(void **state)
+{
+    /* Capitals, fullwidth, zero-width space, word joiner, BOM, soft hyphen,
+     * spaced and dotted letters: all are the word "free". */
+    static const char *const variants[] = {
+        "FREE",
+        "\xef\xbd\x86\xef\xbd\x92\xef\xbd\x85\xef\xbd\x85", /* ｆｒｅｅ */
+        "fr\xe2\x80\x8b" "ee",                              /* U+200B */
+        "fr\xe2\x80\x8d" "ee",                              /* U+200D */
+        "fr\xe2\x81\xa0" "ee",                              /* U+2060 */
+        "fr\xef\xbb\xbf" "ee",                              /* U+FEFF */
+        "fr\xc2\xad" "ee",                                  /* U+00AD */
+        "f r e e",
+        "f.r.e.e",
+        "F-R-E-E",
+        "Fr33",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(variants) / sizeof(*variants); i++) {
+        struct run *r = toks(variants[i]);
+
+        assert_token(r, SPIM_TOK_WORD, "free");
+        free(r);
+    }
+}
+
+static void test_tok_leet_adds_plain_word(void **state)
+{
+    struct run *r = toks("w1n a c4sh pr1ze ca$h 2day 150p");
+
+    (void)state;
+    assert_token(r, SPIM_TOK_WORD, "w1n");
+    assert_token(r, SPIM_TOK_WORD, "win");
+    assert_token(r, SPIM_TOK_WORD, "cash");
+    assert_token(r, SPIM_TOK_WORD, "prize");
+    assert_token(r, SPIM_TOK_WORD, "2day");
+    /* A number with a unit is not leet: no "iso" out of "150". */
+    assert_token(r, SPIM_TOK_NUMBER, "money:p3");
+    assert_false(emitted(r, SPIM_TOK_WORD, "isop"));
+    free(r);
+}
+
+static void test_tok_urls(void **state)
+{
+    struct run *r = toks("go to bit.ly/Win-Now or www.foo.com, http://x.shop.co.uk/a?b=1 e.g. now");
+
+    (void)state;
+    assert_token(r, SPIM_TOK_URL, "host:bit.ly");
+    assert_token(r, SPIM_TOK_URL, "dom:bit.ly");
+    assert_token(r, SPIM_TOK_URL, "path:win");
+    assert_token(r, SPIM_TOK_URL, "path:now");
+    assert_token(r, SPIM_TOK_URL, "host:www.foo.com");
+    assert_token(r, SPIM_TOK_URL, "dom:foo.com");
+    assert_token(r, SPIM_TOK_URL, "host:x.shop.co.uk");
+    assert_token(r, SPIM_TOK_URL, "dom:shop.co.uk");
+    assert_token(r, SPIM_TOK_META, "shortener");
+    assert_token(r, SPIM_TOK_META, "url:1");
+    /* "e.g." is no domain. */
+    assert_false(emitted(r, SPIM_TOK_URL, "host:e.g"));
+    assert_token(r, SPIM_TOK_WORD, "e");
+    free(r);
+
+    r = toks("see you at 5");
+    assert_token(r, SPIM_TOK_META, "url:0");
+    assert_false(emitted(r, SPIM_TOK_META, "shortener"));
+    free(r);
+}
+
+static void test_tok_numbers_money_phones(void **state)
+{
+    struct run *r = toks("Win \xc2\xa3" "1000 cash or $5, 50% off! Call 09061701461 or "
+                         "+44 7911 123-456 txt WIN to 87121 at 10 7");
+
+    (void)state;
+    assert_token(r, SPIM_TOK_NUMBER, "money");
+    assert_token(r, SPIM_TOK_NUMBER, "money:\xc2\xa3" "4");
+    assert_token(r, SPIM_TOK_NUMBER, "money:$1");
+    assert_token(r, SPIM_TOK_NUMBER, "pct:2");
+    assert_token(r, SPIM_TOK_PHONE, "tel:09061701461");
+    assert_token(r, SPIM_TOK_PHONE, "telpre:0906");
+    assert_token(r, SPIM_TOK_PHONE, "tellen:11");
+    assert_token(r, SPIM_TOK_PHONE, "tel:447911123456");
+    assert_token(r, SPIM_TOK_PHONE, "sc:87121");
+    assert_token(r, SPIM_TOK_PHONE, "sclen:5");
+    assert_token(r, SPIM_TOK_NUMBER, "NN");
+    assert_token(r, SPIM_TOK_NUMBER, "N");
+    free(r);
+}
+
+static void test_tok_emoji_bigrams_meta(void **state)
+{
+    struct spim_tok_meta meta = {{"Example.COM", 11}};
+    const char *t = "FREE ENTRY now!!! \xf0\x9f\x98\x80\xe2\x9d\xa4\xef\xb8\x8f";
+    struct run *r = tok(t, strlen(t), &meta);
+
+    (void)state;
+    assert_token(r, SPIM_TOK_EMOJI, "\xf0\x9f\x98\x80");
+    assert_token(r, SPIM_TOK_EMOJI, "\xe2\x9d\xa4");
+    assert_token(r, SPIM_TOK_BIGRAM, "free entry");
+    assert_token(r, SPIM_TOK_BIGRAM, "entry now");
+    assert_token(r, SPIM_TOK_META, "excl:3");
+    assert_token(r, SPIM_TOK_META, "caps:3");
+    assert_token(r, SPIM_TOK_META, "len:1");
+    assert_token(r, SPIM_TOK_META, "from:example.com");
+    free(r);
+}
+
+static void test_tok_dedup_and_cap(void **state)
+{
+    struct spim_token out[SPIM_TOK_MAX];
+    char big[8000];
+    size_t n, i, j, len = 0;
+    struct run *r = toks("free free FREE free");
+
+    (void)state;
+    for (i = 0; i < r->n; i++) {
+        for (j = i + 1; j < r->n; j++)
+            assert_true(r->toks[i].key != r->toks[j].key);
+        assert_int_equal(r->toks[i].ham, 0);
+        assert_int_equal(r->toks[i].spam, 0);
+    }
+    assert_true(r->seen.n > r->n); /* the callback sees the duplicates */
+    free(r);
+
+    for (i = 0; len + 16 < sizeof(big); i++)
+        len += (size_t)snprintf(big + len, sizeof(big) - len, "w%zux%zu ", i, i * 7);
+    n = spim_tok_text(big, len, NULL, out, 5, NULL, NULL);
+    assert_int_equal(n, 5);
+    n = spim_tok_text(big, len, NULL, out, SPIM_TOK_MAX + 100, NULL, NULL);
+    assert_true(n <= SPIM_TOK_MAX);
+    assert_int_equal(spim_tok_text(big, len, NULL, NULL, 0, NULL, NULL), 0);
+    /* No text still has its meta tokens: length, no URL, capitals, exclamations. */
+    assert_int_equal(spim_tok_text(NULL, 0, NULL, out, 5, NULL, NULL), 4);
+}
+
+static void test_tok_key_kinds_differ(void **state)
+{
+    (void)state;
+    assert_true(spim_tok_key(SPIM_TOK_WORD, "free", 4) != spim_tok_key(SPIM_TOK_URL, "free", 4));
+    assert_true(spim_tok_key(SPIM_TOK_WORD, "free", 4) == spim_tok_key(SPIM_TOK_WORD, "free", 4));
+    assert_true(spim_tok_key(SPIM_TOK_WORD, "free", 4) != spim_tok_key(SPIM_TOK_WORD, "fre", 3));
+}
+
+static void test_tok_utf8_repair(void **state)
+{
+    char out[64];
+    size_t n;
+
+    (void)state;
+    n = spim_utf8_repair("a\xff" "b", 3, out);
+    assert_int_equal(n, 5);
+    assert_memory_equal(out, "a\xef\xbf\xbd" "b", 5);
+    /* Overlong '/', a surrogate and a truncated sequence are all invalid. */
+    n = spim_utf8_repair("\xc0\xaf", 2, out);
+    assert_int_equal(n, 6);
+    n = spim_utf8_repair("\xed\xa0\x80", 3, out);
+    assert_int_equal(n, 9);
+    n = spim_utf8_repair("\xe2\x82", 2, out);
+    assert_int_equal(n, 6);
+    /* Valid text is copied as is. */
+    n = spim_utf8_repair("\xc2\xa3\xf0\x9f\x98\x80", 6, out);
+    assert_int_equal(n, 6);
+    assert_memory_equal(out, "\xc2\xa3\xf0\x9f\x98\x80", 6);
+}
+
+/* Deterministic garbage: under ASan, any read out of bounds fails here. */
+static void test_tok_survives_garbage(void **state)
+{
+    static const char *const pieces[] = {
+        "\xff", "\xc2", "\xe2\x80", "\xf0\x9f\x98", "http://", "www.", ".", "+", "4", "1", "$",
+        "\xc2\xa3", "%", " ", "!", "a", "Z", "'", "@", "\xe2\x80\x8b", "\xef\xb7\xba", "-",
+        "bit.ly/", "\n", "\0", "\xf0\x9f\x98\x80",
+    };
+    size_t cap = SPIM_TOK_MAX_INPUT + 4096, len, iter;
+    char *buf = malloc(cap);
+    struct spim_token *out = malloc(sizeof(*out) * SPIM_TOK_MAX);
+    uint32_t x = 12345;
+
+    (void)state;
+    assert_non_null(buf);
+    assert_non_null(out);
+    for (iter = 0; iter < 300; iter++) {
+        size_t want = (iter % 10 == 0) ? cap - 8 : (size_t)(x % 400);
+
+        for (len = 0; len < want;) {
+            const char *p;
+            size_t pl;
+
+            x = x * 1103515245u + 12345u;
+            if ((x >> 16) % 3 == 0) {
+                buf[len++] = (char)(x >> 8);
+                continue;
+            }
+            p = pieces[(x >> 16) % (sizeof(pieces) / sizeof(*pieces))];
+            pl = p[0] ? strlen(p) : 1;
+            if (len + pl > want)
+                break;
+            memcpy(buf + len, p, pl);
+            len += pl;
+        }
+        assert_true(spim_tok_text(buf, len, NULL, out, SPIM_TOK_MAX, NULL, NULL) <= SPIM_TOK_MAX);
+    }
+    /* NFKC expands U+FDFA 18-fold: a whole input of it must still be bounded. */
+    for (len = 0; len + 3 <= cap; len += 3)
+        memcpy(buf + len, "\xef\xb7\xba", 3);
+    assert_true(spim_tok_text(buf, len, NULL, out, SPIM_TOK_MAX, NULL, NULL) > 0);
+    free(out);
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tok_free_variants_share_word),
+        cmocka_unit_test(test_tok_leet_adds_plain_word),
+        cmocka_unit_test(test_tok_urls),
+        cmocka_unit_test(test_tok_numbers_money_phones),
+        cmocka_unit_test(test_tok_emoji_bigrams_meta),
+        cmocka_unit_test(test_tok_dedup_and_cap),
+        cmocka_unit_test(test_tok_key_kinds_differ),
+        cmocka_unit_test(test_tok_utf8_repair),
+        cmocka_unit_test(test_tok_survives_garbage),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

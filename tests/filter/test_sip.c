@@ -1,0 +1,474 @@
+/*
+ * test_sip.c: the SIP side of the filter on raw messages from
+ * tests/inputs/sip/, parsed by libosip2: parsing, body text, the forwarded
+ * request and response, local answers, and the whole per-datagram handling
+ * with a judge that blocks texts containing "prize".
+ */
+#define _GNU_SOURCE /* memmem */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "filter.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *load(const char *name, size_t *len)
+{
+    char path[512];
+    FILE *f;
+    char *buf = malloc(SPIM_SIP_MAX + 1);
+
+    snprintf(path, sizeof(path), "%s/tests/inputs/sip/%s", SPIM_SOURCE_DIR, name);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_non_null(buf);
+    *len = fread(buf, 1, SPIM_SIP_MAX, f);
+    fclose(f);
+    buf[*len] = '\0';
+    return buf;
+}
+
+static struct sockaddr_storage addr(const char *ip, unsigned port)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+    memset(&ss, 0, sizeof(ss));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, ip, &sin->sin_addr);
+    return ss;
+}
+
+static const struct spim_proxy_self self = {"127.0.0.1", 5070};
+
+static int slice_is(struct spim_slice s, const char *want)
+{
+    return s.len == strlen(want) && memcmp(s.p, want, s.len) == 0;
+}
+
+static void test_sip_parse_kamailio_message(void **state)
+{
+    size_t len;
+    char *buf = load("kamailio_message.sip", &len), err[128];
+    struct spim_sip_msg m;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_true(m.is_request);
+    assert_true(slice_is(m.method, "MESSAGE"));
+    assert_true(slice_is(m.ruri, "sip:bob@127.0.0.1:5080"));
+    assert_true(slice_is(m.call_id, "call-1@127.0.0.1"));
+    assert_true(slice_is(m.body, "Win a free iPhone!!!"));
+    assert_true(slice_is(m.via_host, "127.0.0.1"));
+    assert_int_equal(m.via_port, 0);
+    assert_true(slice_is(m.via_branch, "z9hG4bKkam1"));
+    assert_int_equal(m.max_forwards, 69);
+    assert_int_equal(m.via_count, 2);
+    assert_int_equal(m.cseq_num, 1);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_sip_parse_compact_and_folded(void **state)
+{
+    size_t len;
+    char *buf = load("compact_message.sip", &len), err[128];
+    struct spim_sip_msg m;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_true(slice_is(m.call_id, "compact-1"));
+    assert_true(slice_is(m.body, "hello"));
+    assert_true(slice_is(m.via_host, "10.0.0.9"));
+    assert_int_equal(m.via_port, 5062);
+    assert_true(m.via_has_rport);
+    assert_int_equal(m.via_rport.len, 0);
+    assert_int_equal(m.via_count, 2);
+    assert_false(m.via_single);
+    assert_int_equal(m.max_forwards, -1);
+    assert_non_null(strstr(m.user_agent.p, "Client/1.0"));
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_sip_parse_rejects_bad_input(void **state)
+{
+    static const struct {
+        const char *file;
+        int answerable;
+    } cases[] = {
+        {"content_length_too_big.sip", 1},
+        {"content_length_negative.sip", 1},
+        {"truncated.sip", 1},
+        {"garbage.sip", 0},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len;
+        char *buf = load(cases[i].file, &len), err[128];
+        struct spim_sip_msg m;
+
+        assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), SPIM_EPARSE);
+        assert_true(err[0] != '\0');
+        assert_int_equal(spim_sip_can_answer(&m), cases[i].answerable);
+        spim_sip_msg_free(&m);
+        free(buf);
+    }
+    {
+        struct spim_sip_msg m;
+        char err[64];
+
+        assert_int_equal(spim_sip_parse("", 0, &m, err, sizeof(err)), SPIM_EPARSE);
+    }
+}
+
+static void test_sip_body_kinds(void **state)
+{
+    static const struct {
+        const char *file;
+        enum spim_body_kind kind;
+        const char *text;
+    } cases[] = {
+        {"kamailio_message.sip", SPIM_BODY_TEXT, "Win a free iPhone!!!"},
+        {"cpim_message.sip", SPIM_BODY_TEXT, "claim your prize now"},
+        {"latin1_message.sip", SPIM_BODY_TEXT, "caf\xc3\xa9 ok"},
+        {"iscomposing.sip", SPIM_BODY_NONE, ""},
+        {"multipart_message.sip", SPIM_BODY_TEXT, NULL},
+    };
+    char out[4096];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len, n;
+        char *buf = load(cases[i].file, &len), err[128];
+        struct spim_sip_msg m;
+
+        assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+        assert_int_equal(spim_sip_body_text(&m, out, sizeof(out), &n), cases[i].kind);
+        if (cases[i].text != NULL) {
+            assert_int_equal(n, strlen(cases[i].text));
+            assert_memory_equal(out, cases[i].text, n);
+        } else {
+            out[n] = '\0';
+            assert_non_null(strstr(out, "first part"));
+            assert_non_null(strstr(out, "second & part"));
+        }
+        spim_sip_msg_free(&m);
+        free(buf);
+    }
+}
+
+static void test_sip_body_keeps_nul_bytes(void **state)
+{
+    size_t len, n;
+    char *buf = load("nul_in_body.sip", &len), err[128], out[64];
+    struct spim_sip_msg m;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(m.body.len, 9);
+    assert_int_equal(spim_sip_body_text(&m, out, sizeof(out), &n), SPIM_BODY_TEXT);
+    assert_int_equal(n, 9);
+    assert_memory_equal(out, "free\0cash", 9);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_forward_request_splices(void **state)
+{
+    size_t len;
+    char *buf = load("kamailio_message.sip", &len), err[128], branch[64];
+    char outb[SPIM_SIP_MAX + 1024], expect[2048];
+    struct spim_buf out = {outb, 0, sizeof(outb)};
+    struct spim_sip_msg m;
+    struct sockaddr_storage src = addr("127.0.0.1", 5060);
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    spim_proxy_branch(&m, branch, sizeof(branch));
+    snprintf(expect, sizeof(expect),
+             "MESSAGE sip:bob@127.0.0.1:5080 SIP/2.0\r\n"
+             "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=%s\r\n"
+             "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKkam1\r\n"
+             "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKuac1;rport=5061\r\n"
+             "Max-Forwards: 68\r\n",
+             branch);
+    assert_true(out.len > strlen(expect));
+    assert_memory_equal(out.p, expect, strlen(expect));
+    /* the rest is byte for byte */
+    assert_memory_equal(out.p + out.len - 20, "Win a free iPhone!!!", 20);
+    assert_non_null(strstr(outb, "Content-Length:    20\r\n"));
+    assert_int_equal(strncmp(branch, "z9hG4bK", 7), 0);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_branch_is_stable_and_distinct(void **state)
+{
+    size_t len;
+    char *buf = load("kamailio_message.sip", &len), err[128], b1[64], b2[64], b3[64];
+    struct spim_sip_msg m;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    spim_proxy_branch(&m, b1, sizeof(b1));
+    spim_sip_msg_free(&m);
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    spim_proxy_branch(&m, b2, sizeof(b2));
+    spim_sip_msg_free(&m);
+    assert_string_equal(b1, b2);
+    /* another upstream transaction gets another branch */
+    memcpy(strstr(buf, "z9hG4bKkam1"), "z9hG4bKkam2", 11);
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    spim_proxy_branch(&m, b3, sizeof(b3));
+    spim_sip_msg_free(&m);
+    assert_string_not_equal(b1, b3);
+    free(buf);
+}
+
+static void test_proxy_received_and_rport(void **state)
+{
+    size_t len;
+    char *buf = load("compact_message.sip", &len), err[128];
+    char outb[8192];
+    struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+    struct spim_sip_msg m;
+    struct sockaddr_storage src = addr("127.0.0.1", 40000);
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    outb[out.len] = '\0';
+    assert_non_null(strstr(outb, "v: SIP/2.0/UDP 10.0.0.9:5062;rport=40000;branch=z9hG4bKc1;"
+                                 "received=127.0.0.1, SIP/2.0/UDP 127.0.0.1:5061"));
+    /* Max-Forwards was absent: added */
+    assert_non_null(strstr(outb, "Max-Forwards: 70\r\n\r\nhello"));
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_tag_headers(void **state)
+{
+    size_t len;
+    char *buf = load("kamailio_message.sip", &len), err[128];
+    char outb[8192];
+    struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+    struct spim_sip_msg m;
+    struct sockaddr_storage src = addr("127.0.0.1", 5060);
+    struct spim_proxy_header h[2] = {{"X-SPIM-Verdict", "tag"}, {"X-SPIM-Score", "5.10"}};
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, h, 2, &out), 0);
+    outb[out.len] = '\0';
+    assert_non_null(strstr(outb, "Content-Length:    20\r\nX-SPIM-Verdict: tag\r\n"
+                                 "X-SPIM-Score: 5.10\r\n\r\nWin a free iPhone!!!"));
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_response_removes_folded_via(void **state)
+{
+    size_t len;
+    char *buf = load("response_folded_via.sip", &len), err[128];
+    char outb[8192];
+    struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+    struct spim_sip_msg m;
+    struct sockaddr_storage dst;
+    socklen_t dl;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&dst;
+    char ip[32];
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_false(m.is_request);
+    assert_int_equal(m.status, 200);
+    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl), 0);
+    outb[out.len] = '\0';
+    assert_non_null(strstr(outb, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKkam1;"
+                                 "received=127.0.0.2, SIP/2.0/UDP 127.0.0.1:5061"));
+    assert_null(strstr(outb, "spf"));
+    /* the next Via's received, its port (none: 5060) */
+    inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+    assert_string_equal(ip, "127.0.0.2");
+    assert_int_equal(ntohs(sin->sin_port), 5060);
+    spim_sip_msg_free(&m);
+
+    /* a response whose top Via is not ours is dropped */
+    memcpy(strstr(buf, ":5070"), ":5071", 5);
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl), SPIM_ENOTFOUND);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_answer_403(void **state)
+{
+    size_t len;
+    char *buf = load("kamailio_message.sip", &len), err[128];
+    char outb[8192], again[8192];
+    struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+    struct spim_sip_msg m;
+    struct sockaddr_storage src = addr("127.0.0.1", 5060), dst;
+    socklen_t dl;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_answer(&m, 403, "Forbidden", NULL, &src, &out, &dst, &dl), 0);
+    outb[out.len] = '\0';
+    assert_non_null(strstr(outb, "SIP/2.0 403 Forbidden\r\n"
+                                 "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKkam1\r\n"
+                                 "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKuac1;rport=5061\r\n"
+                                 "From: <sip:alice@127.0.0.1:5061>;tag=abc\r\n"
+                                 "To: <sip:bob@127.0.0.1:5060>;tag=spf"));
+    assert_non_null(strstr(outb, "Call-ID: call-1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"));
+    assert_non_null(strstr(outb, "Content-Length: 0\r\n\r\n"));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&dst)->sin_port), 5060);
+    /* a retransmission gets the same bytes, To-tag included */
+    memcpy(again, outb, out.len + 1);
+    assert_int_equal(spim_proxy_answer(&m, 403, "Forbidden", NULL, &src, &out, &dst, &dl), 0);
+    assert_memory_equal(again, outb, out.len);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+static void test_proxy_loop_and_options(void **state)
+{
+    size_t len;
+    char *buf = load("options_to_filter.sip", &len), err[128];
+    char outb[8192];
+    struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+    struct spim_sip_msg m, fwd;
+    struct sockaddr_storage src = addr("127.0.0.1", 5060);
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_true(spim_proxy_is_for_us(&m, &self));
+    assert_false(spim_proxy_is_loop(&m, &self));
+    /* what we forward carries our Via: seeing it again is a loop */
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    assert_int_equal(spim_sip_parse(out.p, out.len, &fwd, err, sizeof(err)), 0);
+    assert_true(spim_proxy_is_loop(&fwd, &self));
+    spim_sip_msg_free(&fwd);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
+/* --- the whole datagram path through a filter with a simple judge --- */
+
+static int judged;
+
+static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r)
+{
+    (void)wud;
+    judged++;
+    r->action = memmem(m->text.p, m->text.len, "prize", 5) != NULL ? 2 : 0;
+    snprintf(r->rules, sizeof(r->rules), "%s", r->action ? "PRIZE" : "");
+    return 0;
+}
+
+static void *wnew(void *ud)
+{
+    return ud;
+}
+
+static const struct spim_filter_ops ops = {.worker_new = wnew, .judge = judge};
+
+struct handled {
+    char out[SPIM_SIP_MAX + 8192];
+    size_t len;
+    struct sockaddr_storage dst;
+};
+
+static void handle(const char *file, struct handled *h)
+{
+    static struct spim_filter *f;
+    static struct spim_filter_worker *w;
+    struct spim_filter_config cfg;
+    char err[128];
+    size_t len;
+    char *buf;
+    struct spim_buf out = {h->out, 0, sizeof(h->out) - 1};
+    struct sockaddr_storage src = addr("127.0.0.1", 5060);
+    socklen_t dl = 0;
+
+    if (f == NULL) {
+        memset(&cfg, 0, sizeof(cfg));
+        snprintf(cfg.listen_host, sizeof(cfg.listen_host), "127.0.0.1");
+        cfg.listen_port = 0;
+        snprintf(cfg.next_host, sizeof(cfg.next_host), "127.0.0.1");
+        cfg.next_port = 5080;
+        cfg.self = self;
+        cfg.workers = 1;
+        assert_int_equal(spim_filter_new(&cfg, &ops, &judged, &f, err, sizeof(err)), 0);
+        w = spim_filter_worker_new(f);
+        assert_non_null(w);
+    }
+    buf = file ? load(file, &len) : calloc(1, 1);
+    if (file == NULL)
+        len = 0;
+    spim_filter_handle(w, buf, len, &src, &out, &h->dst, &dl);
+    h->len = out.len;
+    h->out[out.len] = '\0';
+    free(buf);
+}
+
+static void test_filter_handle_paths(void **state)
+{
+    struct handled *h = malloc(sizeof(*h));
+
+    (void)state;
+    handle("kamailio_message.sip", h); /* no "prize": forwarded */
+    assert_non_null(strstr(h->out, "MESSAGE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP "
+                                    "127.0.0.1:5070;branch=z9hG4bKspf"));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&h->dst)->sin_port), 5080);
+    handle("cpim_message.sip", h); /* "prize": blocked */
+    assert_non_null(strstr(h->out, "SIP/2.0 403 Forbidden\r\n"));
+    handle("content_length_too_big.sip", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 400 Bad Request\r\n"));
+    handle("content_length_negative.sip", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 400 Bad Request\r\n"));
+    handle("truncated.sip", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 400 Bad Request\r\n"));
+    handle("garbage.sip", h);
+    assert_int_equal(h->len, 0);
+    handle(NULL, h);
+    assert_int_equal(h->len, 0);
+    handle("max_forwards_zero.sip", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 483 "));
+    handle("options_to_filter.sip", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 200 OK\r\n"));
+    judged = 0;
+    handle("iscomposing.sip", h); /* forwarded unscored */
+    assert_int_equal(judged, 0);
+    assert_non_null(strstr(h->out, "MESSAGE sip:bob@"));
+    free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sip_parse_kamailio_message),
+        cmocka_unit_test(test_sip_parse_compact_and_folded),
+        cmocka_unit_test(test_sip_parse_rejects_bad_input),
+        cmocka_unit_test(test_sip_body_kinds),
+        cmocka_unit_test(test_sip_body_keeps_nul_bytes),
+        cmocka_unit_test(test_proxy_forward_request_splices),
+        cmocka_unit_test(test_proxy_branch_is_stable_and_distinct),
+        cmocka_unit_test(test_proxy_received_and_rport),
+        cmocka_unit_test(test_proxy_tag_headers),
+        cmocka_unit_test(test_proxy_response_removes_folded_via),
+        cmocka_unit_test(test_proxy_answer_403),
+        cmocka_unit_test(test_proxy_loop_and_options),
+        cmocka_unit_test(test_filter_handle_paths),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1021 @@
+/*
+ * test_store.c: the LMDB store against real files in a mkdtemp directory.
+ *
+ * No mocks: each test opens a fresh store, and the tests that need what the
+ * API cannot produce (a foreign format, a corrupt record) write it with raw
+ * LMDB while the store is closed. Cross-process behaviour is tested with
+ * fork(); a child never touches the parent's environment (LMDB forbids that)
+ * and reports through its exit status.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "store.h"
+
+#include <dirent.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct fx {
+    char root[64];
+    char dir[128];
+    struct spim_store *st;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->root, sizeof(f->root), "/tmp/spim_store_XXXXXX");
+    if (mkdtemp(f->root) == NULL) {
+        free(f);
+        return -1;
+    }
+    /* A subdirectory, so that the store creates it (and its mode is ours). */
+    snprintf(f->dir, sizeof(f->dir), "%s/db", f->root);
+    *state = f;
+    return 0;
+}
+
+static void rm_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    char sub[512];
+
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+        rm_tree(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+
+    spim_store_close(f->st);
+    rm_tree(f->root);
+    free(f);
+    return 0;
+}
+
+static struct spim_store *open_new(struct fx *f, size_t map_size)
+{
+    struct spim_store *st = NULL;
+
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_CREATE, map_size, &st), 0);
+    assert_non_null(st);
+    f->st = st;
+    return st;
+}
+
+static void close_fx(struct fx *f)
+{
+    spim_store_close(f->st);
+    f->st = NULL;
+}
+
+/* Writes key = val into the named database with raw LMDB (store closed). */
+static void raw_put(const char *dir, const char *db, const void *k, size_t klen, const void *v,
+                    size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &key, &val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void learn(struct spim_store *st, const uint64_t *keys, size_t n, int is_spam, int delta)
+{
+    struct spim_store_batch *b = NULL;
+    struct spim_token *toks = calloc(n ? n : 1, sizeof(*toks));
+
+    assert_non_null(toks);
+    for (size_t i = 0; i < n; i++)
+        toks[i].key = keys[i];
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_add(b, toks, n, is_spam, delta), 0);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+    free(toks);
+}
+
+/* Looks one key up through r and returns its counts. */
+static void counts(struct spim_store_reader *r, uint64_t key, uint32_t *ham, uint32_t *spam,
+                   struct spim_totals *t)
+{
+    struct spim_token tok = {.key = key, .ham = 77, .spam = 77};
+    struct spim_totals tt;
+
+    assert_int_equal(spim_store_lookup(r, &tok, 1, t ? t : &tt), 0);
+    assert_int_equal(tok.key, key);
+    *ham = tok.ham;
+    *spam = tok.spam;
+}
+
+/* --- Open ---------------------------------------------------------------- */
+
+static void test_store_open_create(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = NULL;
+    struct spim_totals t = {9, 9};
+
+    open_new(f, 0);
+    assert_true(spim_store_map_size(f->st) >= ((size_t)64 << 20));
+    assert_int_equal(spim_store_totals(f->st, &t), 0);
+    assert_int_equal(t.ham_msgs, 0);
+    assert_int_equal(t.spam_msgs, 0);
+    close_fx(f);
+
+    /* Reopens without CREATE, read-write and read-only. */
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), 0);
+    spim_store_close(st);
+    st = NULL;
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &st), 0);
+    assert_int_equal(spim_store_totals(st, &t), 0);
+    spim_store_close(st);
+    spim_store_close(NULL);
+}
+
+/* LMDB breaks its locks when one process opens an environment twice. */
+static void test_store_open_twice_in_process(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = NULL;
+
+    open_new(f, 0);
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), SPIM_EEXISTS);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &st), SPIM_EEXISTS);
+    assert_null(st);
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
+}
+
+static void test_store_open_missing(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = (struct spim_store *)(uintptr_t)0x1;
+
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), SPIM_ENOTFOUND);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &st), SPIM_ENOTFOUND);
+    assert_ptr_equal(st, (struct spim_store *)(uintptr_t)0x1); /* untouched on failure */
+    /* An empty directory is no store either, and is not created into. */
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), SPIM_ENOTFOUND);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_CREATE | SPIM_STORE_RDONLY, 0, &st),
+                     SPIM_EINVAL);
+    assert_int_equal(spim_store_open(NULL, 0, 0, &st), SPIM_EINVAL);
+    assert_ptr_equal(st, (struct spim_store *)(uintptr_t)0x1);
+}
+
+static void test_store_open_version_mismatch(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = NULL;
+    unsigned char v2[4] = {2, 0, 0, 0};
+    unsigned char shortv[2] = {1, 0};
+
+    open_new(f, 0);
+    close_fx(f);
+    raw_put(f->dir, "meta", "format", 6, v2, sizeof(v2));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), SPIM_EVERSION);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_CREATE, 0, &st), SPIM_EVERSION);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &st), SPIM_EVERSION);
+    assert_null(st);
+    /* A format value of the wrong width is damage, not a version. */
+    raw_put(f->dir, "meta", "format", 6, shortv, sizeof(shortv));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &st), SPIM_ESTORE);
+    assert_null(st);
+}
+
+static void test_store_permissions(void **state)
+{
+    struct fx *f = *state;
+    struct stat sb;
+    char path[256];
+    mode_t old = umask(022);
+
+    open_new(f, 0);
+    umask(old);
+    assert_int_equal(stat(f->dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0700);
+    snprintf(path, sizeof(path), "%s/data.mdb", f->dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    snprintf(path, sizeof(path), "%s/lock.mdb", f->dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+}
+
+static void test_store_rdonly_rejects_writes(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *ro = NULL;
+    struct spim_store_batch *b = NULL;
+    struct spim_quar_entry e = {0};
+    uint64_t id;
+    int existed;
+
+    open_new(f, 0);
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &ro), 0);
+    f->st = ro;
+    assert_int_equal(spim_store_batch_new(ro, &b), SPIM_EINVAL);
+    assert_null(b);
+    assert_int_equal(spim_quar_put(ro, &e, &id, &existed), SPIM_EINVAL);
+    assert_int_equal(spim_quar_delete(ro, 1), SPIM_EINVAL);
+}
+
+/* --- Training and lookup --------------------------------------------------- */
+
+static void test_store_batch_learn_lookup(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_batch *b = NULL;
+    struct spim_store_reader *r = NULL;
+    struct spim_token m1[] = {{.key = 1}, {.key = 2}, {.key = 2}, {.key = 0x0100000000000000ull}};
+    struct spim_token m2[] = {{.key = 2}, {.key = 3}, {.key = 2}};
+    struct spim_token m3[] = {{.key = 1}, {.key = 0}};
+    struct spim_token q[] = {{.key = 3}, {.key = 999}, {.key = 0x0100000000000000ull},
+                             {.key = 2}, {.key = 1},   {.key = 0}};
+    struct spim_totals t;
+
+    open_new(f, 0);
+    assert_int_equal(spim_store_batch_new(f->st, &b), 0);
+    assert_int_equal(spim_store_batch_add(b, m1, 4, 1, 1), 0);
+    assert_int_equal(spim_store_batch_add(b, m2, 3, 1, 1), 0);
+    assert_int_equal(spim_store_batch_add(b, m3, 2, 0, 1), 0);
+    assert_int_equal(spim_store_batch_add(b, NULL, 0, 0, 1), 0); /* an empty message counts */
+    assert_int_equal(spim_store_batch_add(b, m1, 1, 0, 2), SPIM_EINVAL);
+    assert_int_equal(spim_store_batch_add(b, NULL, 1, 0, 1), SPIM_EINVAL);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    assert_int_equal(spim_store_lookup(r, q, 6, &t), 0);
+    assert_int_equal(t.spam_msgs, 2);
+    assert_int_equal(t.ham_msgs, 2);
+    for (size_t i = 0; i < 6; i++) {
+        uint32_t ham = 0, spam = 0;
+
+        switch (q[i].key) {
+        case 0:
+            ham = 1;
+            break;
+        case 1:
+            ham = 1, spam = 1;
+            break;
+        case 2:
+            spam = 2; /* twice in each of two messages: counted once per message */
+            break;
+        case 3:
+        case 0x0100000000000000ull:
+            spam = 1;
+            break;
+        default:
+            break;
+        }
+        assert_int_equal(q[i].ham, ham);
+        assert_int_equal(q[i].spam, spam);
+    }
+    /* The lookup sorted q by the store's order; every key is still there once. */
+    {
+        uint64_t seen = 0;
+
+        for (size_t i = 0; i < 6; i++)
+            seen ^= q[i].key;
+        assert_int_equal(seen, 3 ^ 999 ^ 0x0100000000000000ull ^ 2 ^ 1 ^ 0);
+    }
+    assert_int_equal(spim_store_lookup(r, NULL, 0, &t), 0);
+    assert_int_equal(t.spam_msgs, 2);
+    spim_store_reader_free(r);
+    spim_store_reader_free(NULL);
+
+    /* And it is on disk: a fresh open sees the same. */
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
+    assert_int_equal(spim_store_totals(f->st, &t), 0);
+    assert_int_equal(t.ham_msgs, 2);
+    assert_int_equal(t.spam_msgs, 2);
+}
+
+static void test_store_batch_invisible_before_commit(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_batch *b = NULL;
+    struct spim_store_reader *r = NULL;
+    struct spim_token m[] = {{.key = 10}, {.key = 11}};
+    struct spim_totals t;
+    uint32_t ham, spam;
+
+    open_new(f, 0);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    assert_int_equal(spim_store_batch_new(f->st, &b), 0);
+    assert_int_equal(spim_store_batch_add(b, m, 2, 1, 1), 0);
+    counts(r, 10, &ham, &spam, &t);
+    assert_int_equal(spam, 0);
+    assert_int_equal(t.spam_msgs, 0);
+    spim_store_batch_free(b);
+    spim_store_batch_free(NULL);
+    counts(r, 10, &ham, &spam, &t);
+    assert_int_equal(spam, 0);
+    assert_int_equal(t.spam_msgs, 0);
+    spim_store_reader_free(r);
+
+    /* Not written either: a reopen finds nothing. */
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    counts(r, 11, &ham, &spam, &t);
+    assert_int_equal(ham + spam, 0);
+    assert_int_equal(t.spam_msgs + t.ham_msgs, 0);
+    spim_store_reader_free(r);
+}
+
+static void test_store_unlearn_floors_at_zero(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    const uint64_t k[] = {5, 6};
+    const uint64_t unknown[] = {7};
+    struct spim_totals t;
+    uint32_t ham, spam;
+
+    open_new(f, 0);
+    learn(f->st, k, 2, 0, 1);
+    learn(f->st, k, 1, 1, 1);
+    learn(f->st, k, 2, 0, -1);
+    learn(f->st, k, 2, 0, -1); /* one unlearn too many */
+    learn(f->st, unknown, 1, 1, -1);
+    learn(f->st, unknown, 1, 1, -1);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    counts(r, 5, &ham, &spam, &t);
+    assert_int_equal(ham, 0);
+    assert_int_equal(spam, 1);
+    counts(r, 6, &ham, &spam, &t);
+    assert_int_equal(ham + spam, 0);
+    counts(r, 7, &ham, &spam, &t);
+    assert_int_equal(ham + spam, 0);
+    assert_int_equal(t.ham_msgs, 0);
+    assert_int_equal(t.spam_msgs, 0); /* one learned, two unlearned */
+    spim_store_reader_free(r);
+}
+
+#define MANY 60000
+
+static uint64_t many_key(size_t i)
+{
+    return (uint64_t)i * 0x9E3779B97F4A7C15ull + 12345;
+}
+
+static void test_store_map_full_grows(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    struct spim_token *toks = calloc(MANY, sizeof(*toks));
+    uint64_t *keys = calloc(MANY, sizeof(*keys));
+    struct spim_totals t;
+    size_t before;
+
+    assert_non_null(toks);
+    assert_non_null(keys);
+    open_new(f, 64 << 10);
+    before = spim_store_map_size(f->st);
+    assert_true(before < (1u << 20));
+    for (size_t i = 0; i < MANY; i++)
+        keys[i] = many_key(i);
+    learn(f->st, keys, MANY, 1, 1);
+    learn(f->st, keys, MANY / 2, 0, 1);
+    assert_true(spim_store_map_size(f->st) > before);
+
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    for (size_t i = 0; i < MANY; i++)
+        toks[i].key = keys[i];
+    assert_int_equal(spim_store_lookup(r, toks, MANY, &t), 0);
+    assert_int_equal(t.spam_msgs, 1);
+    assert_int_equal(t.ham_msgs, 1);
+    for (size_t i = 0; i < MANY; i++)
+        assert_int_equal(toks[i].spam, 1);
+    {
+        /* The lookup reordered toks, so count the hams rather than index them. */
+        size_t hams = 0;
+
+        for (size_t i = 0; i < MANY; i++)
+            hams += toks[i].ham;
+        assert_int_equal(hams, MANY / 2);
+    }
+    spim_store_reader_free(r);
+
+    /* Reopened, the store keeps the size it grew to. */
+    before = spim_store_map_size(f->st);
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, 0, 64 << 10, &f->st), 0);
+    assert_true(spim_store_map_size(f->st) >= before);
+    free(toks);
+    free(keys);
+}
+
+static void test_store_reader_sees_later_commit(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    const uint64_t k[] = {42};
+    struct spim_totals t;
+    uint32_t ham, spam;
+
+    open_new(f, 0);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    counts(r, 42, &ham, &spam, &t);
+    assert_int_equal(spam, 0);
+    learn(f->st, k, 1, 1, 1);
+    counts(r, 42, &ham, &spam, &t);
+    assert_int_equal(spam, 1);
+    assert_int_equal(t.spam_msgs, 1);
+    learn(f->st, k, 1, 1, 1);
+    counts(r, 42, &ham, &spam, &t);
+    assert_int_equal(spam, 2);
+    spim_store_reader_free(r);
+}
+
+/* --- Other processes ------------------------------------------------------- */
+
+static void write_byte(int fd, char c)
+{
+    assert_int_equal(write(fd, &c, 1), 1);
+}
+
+static int read_byte(int fd)
+{
+    char c;
+
+    return read(fd, &c, 1) == 1 ? c : -1;
+}
+
+static int wait_child(pid_t pid)
+{
+    int status;
+
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100;
+}
+
+/* The child of test_store_other_process_reader: exit 0 when all went well. */
+static int reader_child(const char *dir, int to_parent, int from_parent)
+{
+    struct spim_store *st = NULL;
+    struct spim_store_reader *r = NULL;
+    struct spim_token tok = {.key = 1000};
+    struct spim_totals t;
+    int rc = 10;
+
+    if (spim_store_open(dir, SPIM_STORE_RDONLY, 0, &st) != 0)
+        return 1;
+    if (spim_store_reader_new(st, &r) != 0)
+        goto out;
+    if (spim_store_lookup(r, &tok, 1, &t) != 0 || tok.spam != 1 || t.spam_msgs != 1)
+        goto out;
+    write_byte(to_parent, 'r');
+    if (read_byte(from_parent) != 't') /* the parent trained again */
+        goto out;
+    tok.key = 1000;
+    if (spim_store_lookup(r, &tok, 1, &t) != 0 || tok.spam != 2 || t.spam_msgs != 2)
+        goto out;
+    rc = 0;
+out:
+    spim_store_reader_free(r);
+    spim_store_close(st);
+    return rc;
+}
+
+static void test_store_other_process_reader(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t k[] = {1000};
+    int up[2], down[2];
+    pid_t pid;
+
+    open_new(f, 0);
+    learn(f->st, k, 1, 1, 1);
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        _exit(reader_child(f->dir, up[1], down[0]));
+    }
+    close(up[1]);
+    close(down[0]);
+    /* The child opened RDONLY while this process has the store open to write. */
+    assert_int_equal(read_byte(up[0]), 'r');
+    learn(f->st, k, 1, 1, 1);
+    write_byte(down[1], 't');
+    assert_int_equal(wait_child(pid), 0);
+    close(up[0]);
+    close(down[1]);
+}
+
+/* Another process grows the map far past ours: we must adopt it, not fault. */
+static void test_store_map_resized_by_other_process(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    const uint64_t k[] = {7};
+    struct spim_totals t;
+    uint32_t ham, spam;
+    size_t before;
+    pid_t pid;
+
+    open_new(f, 64 << 10);
+    before = spim_store_map_size(f->st);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct spim_store *st = NULL;
+        struct spim_store_batch *b = NULL;
+        struct spim_token *toks = calloc(MANY, sizeof(*toks));
+        int rc = 1;
+
+        if (toks == NULL || spim_store_open(f->dir, 0, 0, &st) != 0)
+            _exit(2);
+        for (size_t i = 0; i < MANY; i++)
+            toks[i].key = many_key(i);
+        if (spim_store_batch_new(st, &b) == 0 && spim_store_batch_add(b, toks, MANY, 0, 1) == 0 &&
+            spim_store_batch_commit(b) == 0)
+            rc = 0;
+        spim_store_close(st);
+        free(toks);
+        _exit(rc);
+    }
+    assert_int_equal(wait_child(pid), 0);
+    counts(r, many_key(MANY - 1), &ham, &spam, &t);
+    assert_int_equal(ham, 1);
+    assert_int_equal(t.ham_msgs, 1);
+    assert_true(spim_store_map_size(f->st) > before);
+    learn(f->st, k, 1, 1, 1); /* and our writes go on in the bigger map */
+    counts(r, 7, &ham, &spam, &t);
+    assert_int_equal(spam, 1);
+    spim_store_reader_free(r);
+}
+
+/* --- Threads --------------------------------------------------------------- */
+
+struct thr {
+    struct spim_store *st;
+    volatile int *stop;
+    int failures;
+    unsigned lookups;
+};
+
+static void *lookup_thread(void *arg)
+{
+    struct thr *th = arg;
+    struct spim_store_reader *r = NULL;
+    struct spim_token toks[32];
+    struct spim_totals t;
+
+    if (spim_store_reader_new(th->st, &r) != 0) {
+        th->failures++;
+        return NULL;
+    }
+    while (!*th->stop) {
+        for (size_t i = 0; i < 32; i++)
+            toks[i].key = many_key(i * 97);
+        if (spim_store_lookup(r, toks, 32, &t) != 0)
+            th->failures++;
+        /* Every batch below learns all keys at once: counts match totals. */
+        for (size_t i = 0; i < 32; i++)
+            if (toks[i].spam != t.spam_msgs)
+                th->failures++;
+        th->lookups++;
+    }
+    spim_store_reader_free(r);
+    return NULL;
+}
+
+static void test_store_threads_lookup_during_growth(void **state)
+{
+    struct fx *f = *state;
+    volatile int stop = 0;
+    struct thr th[3];
+    pthread_t tid[3];
+    uint64_t *keys = calloc(MANY, sizeof(*keys));
+    size_t before;
+
+    assert_non_null(keys);
+    open_new(f, 64 << 10);
+    before = spim_store_map_size(f->st);
+    for (size_t i = 0; i < MANY; i++)
+        keys[i] = many_key(i);
+    for (int i = 0; i < 3; i++) {
+        th[i] = (struct thr){.st = f->st, .stop = &stop};
+        assert_int_equal(pthread_create(&tid[i], NULL, lookup_thread, &th[i]), 0);
+    }
+    for (size_t n = MANY / 8; n <= MANY; n += MANY / 8)
+        learn(f->st, keys, n, 1, 1);
+    stop = 1;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+        assert_int_equal(th[i].failures, 0);
+    }
+    assert_true(spim_store_map_size(f->st) > before);
+    free(keys);
+}
+
+/* --- Quarantine ------------------------------------------------------------ */
+
+static struct spim_slice sl(const char *s)
+{
+    return (struct spim_slice){s, strlen(s)};
+}
+
+static struct spim_quar_entry entry(uint64_t dedup, const char *call_id)
+{
+    struct spim_quar_entry e = {
+        .id = 12345, /* ignored by put */
+        .time_us = 1700000000123456,
+        .status = SPIM_QUAR_HELD,
+        .score = 7.25,
+        .spam_probability = 0.9990234375,
+        .dedup_key = dedup,
+        .from = sl("sip:alice@example.com"),
+        .to = sl("sip:bob@example.org"),
+        .call_id = sl(call_id),
+        .source = sl("192.0.2.7:5060"),
+        .rules = sl("url_shortener,crypto_pitch"),
+        .reasons = sl("bayes 0.999; rules matched"),
+        .text = sl(""),
+        .raw = {"MESSAGE sip:bob@example.org SIP/2.0\r\n\0binary", 45},
+    };
+    return e;
+}
+
+static int slice_eq(struct spim_slice a, struct spim_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static void assert_entry_eq(const struct spim_quar_entry *a, const struct spim_quar_entry *b)
+{
+    assert_int_equal(a->time_us, b->time_us);
+    assert_int_equal(a->status, b->status);
+    assert_true(a->score == b->score);
+    assert_true(a->spam_probability == b->spam_probability);
+    assert_int_equal(a->dedup_key, b->dedup_key);
+    assert_true(slice_eq(a->from, b->from));
+    assert_true(slice_eq(a->to, b->to));
+    assert_true(slice_eq(a->call_id, b->call_id));
+    assert_true(slice_eq(a->source, b->source));
+    assert_true(slice_eq(a->rules, b->rules));
+    assert_true(slice_eq(a->reasons, b->reasons));
+    assert_true(slice_eq(a->text, b->text));
+    assert_true(slice_eq(a->raw, b->raw));
+}
+
+static void test_quar_put_get(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry e = entry(0xabcdef, "call-1@host"), got;
+    void *buf = NULL;
+    uint64_t id = 0;
+    int existed = -1;
+
+    open_new(f, 64 << 10);
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    assert_int_equal(existed, 0);
+    assert_true(id > 0);
+    assert_int_equal(spim_quar_get(f->st, id, &got, &buf), 0);
+    assert_non_null(buf);
+    assert_int_equal(got.id, id);
+    assert_entry_eq(&got, &e);
+    free(buf);
+
+    /* Durable: a read-only reopen reads the same record. */
+    close_fx(f);
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
+    buf = NULL;
+    assert_int_equal(spim_quar_get(f->st, id, &got, &buf), 0);
+    assert_entry_eq(&got, &e);
+    free(buf);
+}
+
+static void test_quar_put_large_raw(void **state)
+{
+    struct fx *f = *state;
+    size_t len = 200000; /* far past a page: overflow pages, and a map grow */
+    char *raw = malloc(len);
+    struct spim_quar_entry e = entry(1, "big"), got;
+    void *buf = NULL;
+    uint64_t id;
+    int existed;
+
+    assert_non_null(raw);
+    for (size_t i = 0; i < len; i++)
+        raw[i] = (char)(i * 31);
+    e.raw = (struct spim_slice){raw, len};
+    open_new(f, 64 << 10);
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    assert_int_equal(spim_quar_get(f->st, id, &got, &buf), 0);
+    assert_entry_eq(&got, &e);
+    free(buf);
+    e.raw.p = NULL;
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), SPIM_EINVAL);
+    free(raw);
+}
+
+struct seen {
+    uint64_t ids[16];
+    size_t n;
+    size_t stop_after;
+};
+
+static int collect(const struct spim_quar_entry *e, void *ud)
+{
+    struct seen *s = ud;
+
+    if (s->n < 16)
+        s->ids[s->n++] = e->id;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static int fail_cb(const struct spim_quar_entry *e, void *ud)
+{
+    (void)e;
+    (void)ud;
+    return SPIM_EIO;
+}
+
+static void test_quar_foreach_newest_first(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = {0};
+    uint64_t ids[5];
+    int existed;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 0);
+    for (int i = 0; i < 5; i++) {
+        struct spim_quar_entry e = entry(100 + (uint64_t)i, "c");
+
+        assert_int_equal(spim_quar_put(f->st, &e, &ids[i], &existed), 0);
+        if (i > 0)
+            assert_true(ids[i] > ids[i - 1]);
+    }
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.ids[i], ids[4 - i]);
+
+    s = (struct seen){.stop_after = 2};
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.ids[1], ids[3]);
+    assert_int_equal(spim_quar_foreach(f->st, fail_cb, NULL), SPIM_EIO);
+}
+
+struct purge {
+    struct spim_store *st;
+    int deleted, failed;
+};
+
+static int purge_cb(const struct spim_quar_entry *e, void *ud)
+{
+    struct purge *p = ud;
+
+    if (spim_quar_delete(p->st, e->id) == 0)
+        p->deleted++;
+    else
+        p->failed++;
+    return 0;
+}
+
+/* A callback may write: the walk goes on over its snapshot. */
+static void test_quar_delete_from_foreach(void **state)
+{
+    struct fx *f = *state;
+    struct purge p = {0};
+    struct seen s = {0};
+    uint64_t id;
+    int existed;
+
+    open_new(f, 0);
+    for (int i = 0; i < 4; i++) {
+        struct spim_quar_entry e = entry(200 + (uint64_t)i, "p");
+
+        assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    }
+    p.st = f->st;
+    assert_int_equal(spim_quar_foreach(f->st, purge_cb, &p), 0);
+    assert_int_equal(p.deleted, 4);
+    assert_int_equal(p.failed, 0);
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 0);
+}
+
+static void test_quar_dedup(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry e = entry(77, "first"), again = entry(77, "retransmission"), got;
+    struct seen s = {0};
+    uint64_t id1, id2;
+    int existed;
+    void *buf = NULL;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_put(f->st, &e, &id1, &existed), 0);
+    assert_int_equal(existed, 0);
+    assert_int_equal(spim_quar_put(f->st, &again, &id2, &existed), 0);
+    assert_int_equal(existed, 1);
+    assert_int_equal(id2, id1);
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 1);
+    /* The first record stays as written. */
+    assert_int_equal(spim_quar_get(f->st, id1, &got, &buf), 0);
+    assert_true(slice_eq(got.call_id, sl("first")));
+    free(buf);
+}
+
+static void test_quar_delete(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry e = entry(55, "x"), got;
+    uint64_t id, id2;
+    int existed;
+    void *buf = (void *)(uintptr_t)0x1;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    assert_int_equal(spim_quar_delete(f->st, id), 0);
+    assert_int_equal(spim_quar_get(f->st, id, &got, &buf), SPIM_ENOTFOUND);
+    assert_ptr_equal(buf, (void *)(uintptr_t)0x1);
+    assert_int_equal(spim_quar_delete(f->st, id), SPIM_ENOTFOUND);
+    /* The dedup key went with it: the same key makes a new record. */
+    assert_int_equal(spim_quar_put(f->st, &e, &id2, &existed), 0);
+    assert_int_equal(existed, 0);
+    assert_true(id2 > id);
+}
+
+static void test_quar_set_status(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry e = entry(9, "s"), got;
+    uint64_t id;
+    int existed;
+    void *buf = NULL;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    assert_int_equal(spim_quar_set_status(f->st, id, SPIM_QUAR_RELEASED), 0);
+    assert_int_equal(spim_quar_get(f->st, id, &got, &buf), 0);
+    assert_int_equal(got.status, SPIM_QUAR_RELEASED);
+    e.status = SPIM_QUAR_RELEASED;
+    assert_entry_eq(&got, &e); /* nothing else changed */
+    free(buf);
+    assert_int_equal(spim_quar_set_status(f->st, id, 99), SPIM_EINVAL);
+    assert_int_equal(spim_quar_set_status(f->st, id + 1, SPIM_QUAR_DELETED), SPIM_ENOTFOUND);
+}
+
+static void test_quar_not_found(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry got;
+    void *buf = NULL;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_get(f->st, 1, &got, &buf), SPIM_ENOTFOUND);
+    assert_null(buf);
+    assert_int_equal(spim_quar_delete(f->st, 1), SPIM_ENOTFOUND);
+    assert_int_equal(spim_quar_set_status(f->st, 1, SPIM_QUAR_HELD), SPIM_ENOTFOUND);
+}
+
+static void test_quar_corrupt_record(void **state)
+{
+    struct fx *f = *state;
+    struct spim_quar_entry e = entry(3, "ok"), e2 = entry(4, "next"), got;
+    unsigned char key[8] = {0, 0, 0, 0, 0, 0, 0, 0x50};
+    unsigned char bad[60] = {1, 0, 0, 0};
+    struct seen s = {0};
+    uint64_t id, id2;
+    int existed;
+    void *buf = NULL;
+
+    open_new(f, 0);
+    assert_int_equal(spim_quar_put(f->st, &e, &id, &existed), 0);
+    close_fx(f);
+    /* A valid header claiming 8 fields, the first of them 2^32-1 bytes long. */
+    bad[40] = 8;
+    memset(bad + 44, 0xff, 4);
+    raw_put(f->dir, "quar", key, sizeof(key), bad, sizeof(bad));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+    assert_int_equal(spim_quar_get(f->st, 0x50, &got, &buf), SPIM_ESTORE);
+    assert_null(buf);
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), SPIM_ESTORE);
+    assert_int_equal(spim_quar_set_status(f->st, 0x50, SPIM_QUAR_RELEASED), SPIM_ESTORE);
+    /* Short values too, down to nothing. */
+    for (size_t len = 0; len < sizeof(bad); len += 7) {
+        close_fx(f);
+        raw_put(f->dir, "quar", key, sizeof(key), bad, len);
+        assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+        assert_int_equal(spim_quar_get(f->st, 0x50, &got, &buf), SPIM_ESTORE);
+    }
+    /* A new id goes past the planted one, whatever the counter said. */
+    assert_int_equal(spim_quar_put(f->st, &e2, &id2, &existed), 0);
+    assert_true(id2 > 0x50);
+    /* A corrupt record can still be deleted, and the good ones are intact. */
+    assert_int_equal(spim_quar_delete(f->st, 0x50), 0);
+    s.n = 0;
+    assert_int_equal(spim_quar_foreach(f->st, collect, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.ids[0], id2);
+    assert_int_equal(s.ids[1], id);
+}
+
+static void test_store_corrupt_token(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    unsigned char key[8] = {9};
+    unsigned char bad[3] = {1, 2, 3};
+    struct spim_token tok = {.key = 9};
+    struct spim_totals t;
+    const uint64_t k[] = {9};
+    struct spim_store_batch *b = NULL;
+
+    open_new(f, 0);
+    close_fx(f);
+    raw_put(f->dir, "tokens", key, sizeof(key), bad, sizeof(bad));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    assert_int_equal(spim_store_lookup(r, &tok, 1, &t), SPIM_ESTORE);
+    spim_store_reader_free(r);
+    assert_int_equal(spim_store_batch_new(f->st, &b), 0);
+    tok.key = k[0];
+    assert_int_equal(spim_store_batch_add(b, &tok, 1, 1, 1), 0);
+    assert_int_equal(spim_store_batch_commit(b), SPIM_ESTORE);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_store_open_create),
+        T(test_store_open_missing),
+        T(test_store_open_twice_in_process),
+        T(test_store_open_version_mismatch),
+        T(test_store_permissions),
+        T(test_store_rdonly_rejects_writes),
+        T(test_store_batch_learn_lookup),
+        T(test_store_batch_invisible_before_commit),
+        T(test_store_unlearn_floors_at_zero),
+        T(test_store_map_full_grows),
+        T(test_store_reader_sees_later_commit),
+        T(test_store_other_process_reader),
+        T(test_store_map_resized_by_other_process),
+        T(test_store_threads_lookup_during_growth),
+        T(test_store_corrupt_token),
+        T(test_quar_put_get),
+        T(test_quar_put_large_raw),
+        T(test_quar_foreach_newest_first),
+        T(test_quar_dedup),
+        T(test_quar_delete_from_foreach),
+        T(test_quar_delete),
+        T(test_quar_set_status),
+        T(test_quar_not_found),
+        T(test_quar_corrupt_record),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

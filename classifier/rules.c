@@ -161,8 +161,7 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
         }
     }
     if (slash == pat + 1) {
-        spim_diag_set(diag, path, lineno, (unsigned)(pat - line) + 1, "rule %s: empty pattern",
-                      p);
+        spim_diag_set(diag, path, lineno, (unsigned)(pat - line) + 1, "rule %s: empty pattern", p);
         return SPIM_EPARSE;
     }
     if (r->n == pd->cap) {

@@ -276,8 +276,8 @@ static void adds(struct sink *k, enum spim_tok_kind kind, const char *s)
 static int32_t cp_at(const char *s, size_t len, size_t i, size_t *clen)
 {
     utf8proc_int32_t c = 0;
-    utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
-                                          (utf8proc_ssize_t)(len - i), &c);
+    utf8proc_ssize_t r =
+        utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &c);
 
     if (r <= 0) {
         /* Cannot happen on normalised text; step over the byte anyway. */
@@ -344,17 +344,17 @@ static int is_currency(int32_t c)
 /* Top-level domains that make a bare "word.tld" a domain; English words
  * such as "in", "me", "it", "to", "us" are left out on purpose. */
 static const char *const bare_tlds[] = {
-    "com", "net", "org",  "info", "biz", "co",   "uk",   "ly",   "gl",    "gd",  "tv",
-    "ws",  "cc",  "tk",   "xyz",  "io",  "eu",   "ru",   "cn",   "de",    "nl",  "fr",
-    "es",  "au",  "ca",   "ie",   "ch",  "mobi", "name", "pro",  "top",   "site", "online",
-    "club", "link", "click", "app", "shop", "store", "live", "win", "cash", "loan",
+    "com",  "net",  "org",   "info", "biz",  "co",    "uk",   "ly",  "gl",   "gd",   "tv",
+    "ws",   "cc",   "tk",    "xyz",  "io",   "eu",    "ru",   "cn",  "de",   "nl",   "fr",
+    "es",   "au",   "ca",    "ie",   "ch",   "mobi",  "name", "pro", "top",  "site", "online",
+    "club", "link", "click", "app",  "shop", "store", "live", "win", "cash", "loan",
 };
 
 static const char *const shorteners[] = {
-    "bit.ly",  "bitly.com", "tinyurl.com", "goo.gl",   "t.co",      "ow.ly",   "is.gd",
-    "buff.ly", "tiny.cc",   "rebrand.ly",  "cutt.ly",  "shorturl.at", "t.ly",  "rb.gy",
-    "tr.im",   "v.gd",      "qr.net",      "x.co",     "adf.ly",    "bl.ink",  "lnkd.in",
-    "s.id",    "shorte.st", "tiny.one",    "snip.ly",  "soo.gd",    "clck.ru", "u.to",
+    "bit.ly",  "bitly.com", "tinyurl.com", "goo.gl",  "t.co",        "ow.ly",   "is.gd",
+    "buff.ly", "tiny.cc",   "rebrand.ly",  "cutt.ly", "shorturl.at", "t.ly",    "rb.gy",
+    "tr.im",   "v.gd",      "qr.net",      "x.co",    "adf.ly",      "bl.ink",  "lnkd.in",
+    "s.id",    "shorte.st", "tiny.one",    "snip.ly", "soo.gd",      "clck.ru", "u.to",
 };
 
 static int in_list(const char *s, size_t n, const char *const *list, size_t count)
@@ -438,7 +438,8 @@ static int try_url(struct sink *k, const char *s, size_t n)
     }
     if (tld_len < 2 || tld_len > 6)
         return 0;
-    if (!scheme && !www && !in_list(tld, tld_len, bare_tlds, sizeof(bare_tlds) / sizeof(*bare_tlds)))
+    if (!scheme && !www &&
+        !in_list(tld, tld_len, bare_tlds, sizeof(bare_tlds) / sizeof(*bare_tlds)))
         return 0;
 
     /* Registrable domain, approximately: the last two labels, three under
@@ -785,7 +786,8 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
         size_t ul = wl - lead_digits;
 
         if ((ul == 1 && unit[0] == 'p') || (ul == 3 && memcmp(unit, "ppm", 3) == 0) ||
-            (ul == 5 && memcmp(unit, "pence", 5) == 0) || (ul == 3 && memcmp(unit, "gbp", 3) == 0)) {
+            (ul == 5 && memcmp(unit, "pence", 5) == 0) ||
+            (ul == 3 && memcmp(unit, "gbp", 3) == 0)) {
             adds(k, SPIM_TOK_NUMBER, "money");
             add_bucket(k, SPIM_TOK_NUMBER, "money:p", digits);
         } else {
@@ -920,7 +922,11 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     if (k.shortener)
         adds(&k, SPIM_TOK_META, "shortener");
     adds(&k, SPIM_TOK_META, bucket_caps(ws->rep, ws->rep_len));
-    adds(&k, SPIM_TOK_META, excl == 0 ? "excl:0" : excl == 1 ? "excl:1" : excl == 2 ? "excl:2" : "excl:3");
+    adds(&k, SPIM_TOK_META,
+         excl == 0   ? "excl:0"
+         : excl == 1 ? "excl:1"
+         : excl == 2 ? "excl:2"
+                     : "excl:3");
     if (meta != NULL && meta->sender_domain.p != NULL && meta->sender_domain.len > 0) {
         char d[64];
         size_t n = meta->sender_domain.len, j;

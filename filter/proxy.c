@@ -393,18 +393,43 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
 
 struct copy_ctx {
     struct spim_buf *out;
+    const struct spim_sip_msg *m;
+    const struct sockaddr_storage *src;
+    unsigned n;
     int rc;
 };
 
+/*
+ * Copies one Via value as a line of its own. The top one gets what RFC
+ * 3581 asks of a server that answers: rport filled with the source port and
+ * received with the source address.
+ */
 static int via_copy(const char *buf, size_t b, size_t e, void *ud)
 {
     struct copy_ctx *c = ud;
+    const struct spim_sip_msg *m = c->m;
 
     while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
         b++;
     while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
                      buf[e - 1] == '\n'))
         e--;
+    if (c->n++ == 0 && m->via_has_rport && m->via_rport.len == 0) {
+        size_t at = (size_t)(m->via_rport.p - buf);
+        char ip[INET6_ADDRSTRLEN];
+        unsigned port;
+
+        addr_ip(c->src, ip, sizeof(ip), &port);
+        if (at >= b && at <= e) {
+            c->rc = spim__buf_printf(c->out, "Via: %.*s=%u%.*s", (int)(at - b), buf + b, port,
+                                     (int)(e - at), buf + at);
+            if (c->rc == 0 && m->via_received.len == 0)
+                c->rc = spim__buf_printf(c->out, ";received=%s", ip);
+            if (c->rc == 0)
+                c->rc = spim__buf_printf(c->out, "\r\n");
+            return c->rc != 0;
+        }
+    }
     if ((c->rc = spim__buf_printf(c->out, "Via: %.*s\r\n", (int)(e - b), buf + b)) != 0)
         return 1;
     return 0;
@@ -422,7 +447,7 @@ int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason
                       const char *extra, const struct sockaddr_storage *src,
                       struct spim_buf *out, struct sockaddr_storage *dst, socklen_t *dstlen)
 {
-    struct copy_ctx cc = {out, 0};
+    struct copy_ctx cc = {out, m, src, 0, 0};
     int rc;
 
     out->len = 0;

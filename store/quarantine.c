@@ -275,6 +275,13 @@ int spim_quar_get(struct spim_store *st, uint64_t id, struct spim_quar_entry *ou
     return 0;
 }
 
+/*
+ * The walk holds one read transaction and the store lock shared throughout.
+ * A callback may call the store again, writes included (they do not change
+ * the snapshot being walked), but a write of its that would need the map to
+ * grow fails with SPIM_EFULL instead of waiting for a lock its own thread
+ * holds. A negative callback result is returned as is, a positive one stops.
+ */
 int spim_quar_foreach(struct spim_store *st, int (*cb)(const struct spim_quar_entry *e, void *ud),
                       void *ud)
 {

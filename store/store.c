@@ -55,8 +55,9 @@ int spim__err(int rc)
 {
     if (rc == 0)
         return SPIM_OK;
-    if (rc > SPIM__ERR_FIRST && rc <= SPIM_ETIMEOUT)
-        return rc; /* already ours */
+    /* Ours are just above SPIM__ERR_FIRST; MDB_* codes are near -30800. */
+    if (rc > SPIM__ERR_FIRST && rc < 0)
+        return rc;
     switch (rc) {
     case MDB_NOTFOUND:
     case ENOENT:

@@ -1,1 +1,226 @@
-int main(void){return 0;}
+/*
+ * test_bayes.c: Robinson/Fisher probabilities against hand-worked values,
+ * and spim_classify end to end with counts from a small table.
+ *
+ * The table is the test's input (what a store would hold after training),
+ * served through struct spim_counts_ops; no shipped part is replaced.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "classifier.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct spim_token tk(uint32_t ham, uint32_t spam)
+{
+    struct spim_token t = {0, ham, spam};
+
+    return t;
+}
+
+static void test_bayes_no_evidence_is_half(void **state)
+{
+    struct spim_totals tot = {100, 100}, none = {0, 0};
+    struct spim_token unknown[3] = {tk(0, 0), tk(0, 0), tk(0, 0)};
+    struct spim_token neutral[2] = {tk(10, 10), tk(50, 50)};
+    unsigned used = 99;
+
+    (void)state;
+    assert_true(spim_bayes_prob(NULL, 0, &tot, NULL, &used) == 0.5);
+    assert_int_equal(used, 0);
+    assert_true(spim_bayes_prob(unknown, 3, &tot, NULL, &used) == 0.5);
+    assert_int_equal(used, 0);
+    assert_true(spim_bayes_prob(unknown, 3, &none, NULL, &used) == 0.5);
+    /* Tokens as common in ham as in spam fall inside min_dev and are dropped. */
+    assert_true(spim_bayes_prob(neutral, 2, &tot, NULL, &used) == 0.5);
+    assert_int_equal(used, 0);
+}
+
+/* With one token chi-square with 2 degrees of freedom is e^-x/2, so H = f,
+ * S = 1 - f and the probability is f(w) itself. */
+static void test_bayes_single_token_is_robinson_f(void **state)
+{
+    struct spim_bayes_params p;
+    struct spim_totals tot = {10, 10};
+    struct spim_token t = tk(0, 3);
+    double f;
+    unsigned used = 0;
+
+    (void)state;
+    spim_bayes_defaults(&p);
+    f = (p.s * p.x + 3.0 * 1.0) / (p.s + 3.0);
+    assert_true(fabs(spim_bayes_prob(&t, 1, &tot, &p, &used) - f) < 1e-9);
+    assert_int_equal(used, 1);
+
+    t = tk(2, 0);
+    f = (p.s * p.x + 2.0 * 0.0) / (p.s + 2.0);
+    assert_true(fabs(spim_bayes_prob(&t, 1, &tot, &p, &used) - f) < 1e-9);
+}
+
+/* p(w) compares shares within each class, not raw counts. */
+static void test_bayes_ratios_normalised_by_totals(void **state)
+{
+    struct spim_bayes_params p;
+    struct spim_totals tot = {1000, 100};
+    struct spim_token t = tk(10, 1); /* 1% of ham, 1% of spam */
+    unsigned used = 7;
+
+    (void)state;
+    spim_bayes_defaults(&p);
+    p.min_dev = 0.0;
+    assert_true(fabs(spim_bayes_prob(&t, 1, &tot, &p, &used) - 0.5) < 1e-9);
+    assert_int_equal(used, 1);
+}
+
+static void test_bayes_combines_to_extremes(void **state)
+{
+    struct spim_totals tot = {500, 100};
+    struct spim_token spam[6] = {tk(0, 40), tk(1, 30), tk(0, 12), tk(2, 50), tk(0, 8), tk(0, 0)};
+    struct spim_token ham[5] = {tk(80, 0), tk(40, 1), tk(30, 0), tk(200, 2), tk(9, 0)};
+    struct spim_token mixed[4] = {tk(0, 40), tk(0, 30), tk(80, 0), tk(90, 0)};
+    unsigned used;
+    double pm;
+
+    (void)state;
+    assert_true(spim_bayes_prob(spam, 6, &tot, NULL, &used) > 0.99);
+    assert_int_equal(used, 5);
+    assert_true(spim_bayes_prob(ham, 5, &tot, NULL, &used) < 0.01);
+    /* Strong evidence both ways is unsure, not an average pushed to one end. */
+    pm = spim_bayes_prob(mixed, 4, &tot, NULL, &used);
+    assert_true(pm > 0.3 && pm < 0.7);
+}
+
+static void test_bayes_max_tokens_keeps_extremes(void **state)
+{
+    struct spim_bayes_params p;
+    struct spim_totals tot = {100, 100};
+    struct spim_token t[5] = {tk(30, 45), tk(0, 90), tk(40, 55), tk(35, 50), tk(90, 0)};
+    unsigned used;
+    double pr;
+
+    (void)state;
+    spim_bayes_defaults(&p);
+    p.max_tokens = 2;
+    pr = spim_bayes_prob(t, 5, &tot, &p, &used);
+    assert_int_equal(used, 2);
+    /* The two kept are the 90/0 pair, which cancel. */
+    assert_true(fabs(pr - 0.5) < 1e-6);
+    p.max_tokens = 150;
+    p.min_dev = 0.0;
+    pr = spim_bayes_prob(t, 5, &tot, &p, &used);
+    assert_int_equal(used, 5);
+    assert_true(pr > 0.5);
+}
+
+/* --- spim_classify with a small table of trained counts --------------------------- */
+
+struct table {
+    size_t n;
+    uint64_t key[64];
+    uint32_t ham[64], spam[64];
+    struct spim_totals tot;
+    int fail;
+};
+
+static void table_add(struct table *t, enum spim_tok_kind kind, const char *s, uint32_t ham,
+                      uint32_t spam)
+{
+    assert_true(t->n < 64);
+    t->key[t->n] = spim_tok_key(kind, s, strlen(s));
+    t->ham[t->n] = ham;
+    t->spam[t->n] = spam;
+    t->n++;
+}
+
+static int table_lookup(void *ud, struct spim_token *toks, size_t n, struct spim_totals *totals)
+{
+    struct table *t = ud;
+    size_t i, j;
+
+    if (t->fail)
+        return SPIM_ESTORE;
+    for (i = 0; i < n; i++) {
+        toks[i].ham = toks[i].spam = 0;
+        for (j = 0; j < t->n; j++) {
+            if (t->key[j] == toks[i].key) {
+                toks[i].ham = t->ham[j];
+                toks[i].spam = t->spam[j];
+            }
+        }
+    }
+    *totals = t->tot;
+    return 0;
+}
+
+static void test_bayes_classify_end_to_end(void **state)
+{
+    static const struct spim_counts_ops ops = {.lookup = table_lookup};
+    struct table t;
+    struct spim_scan *s = NULL;
+    struct spim_verdict v;
+    const char *spam = "FR33 entry: w1n a prize, txt 87121";
+    const char *ham = "see you at lunch, ok?";
+
+    (void)state;
+    memset(&t, 0, sizeof(t));
+    t.tot.ham_msgs = 400;
+    t.tot.spam_msgs = 100;
+    table_add(&t, SPIM_TOK_WORD, "free", 2, 60);
+    table_add(&t, SPIM_TOK_WORD, "entry", 1, 30);
+    table_add(&t, SPIM_TOK_WORD, "win", 3, 40);
+    table_add(&t, SPIM_TOK_WORD, "prize", 0, 35);
+    table_add(&t, SPIM_TOK_PHONE, "sc:87121", 0, 12);
+    table_add(&t, SPIM_TOK_WORD, "see", 60, 2);
+    table_add(&t, SPIM_TOK_WORD, "you", 150, 40);
+    table_add(&t, SPIM_TOK_WORD, "lunch", 25, 0);
+    table_add(&t, SPIM_TOK_BIGRAM, "see you", 30, 0);
+    table_add(&t, SPIM_TOK_WORD, "ok", 80, 1);
+
+    assert_int_equal(spim_scan_new(NULL, &s), 0);
+    assert_int_equal(spim_classify(s, &ops, &t, NULL, NULL, spam, strlen(spam), NULL, &v), 0);
+    assert_true(v.spam_probability > 0.99);
+    assert_int_equal(v.action, SPIM_BLOCK);
+    assert_true(v.tokens > 5);
+    assert_true(v.tokens_used >= 5);
+    assert_int_equal(v.hits.n, 0);
+
+    assert_int_equal(spim_classify(s, &ops, &t, NULL, NULL, ham, strlen(ham), NULL, &v), 0);
+    assert_true(v.spam_probability < 0.01);
+    assert_int_equal(v.action, SPIM_DELIVER);
+
+    /* Training sees the same tokens that classification looks up. */
+    {
+        struct spim_token a[SPIM_TOK_MAX], b[SPIM_TOK_MAX];
+        size_t na = spim_scan_tokens(s, spam, strlen(spam), NULL, a, SPIM_TOK_MAX);
+        size_t nb = spim_tok_text(spam, strlen(spam), NULL, b, SPIM_TOK_MAX, NULL, NULL);
+
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na * sizeof(*a));
+    }
+
+    /* A store error is the caller's to see. */
+    t.fail = 1;
+    assert_int_equal(spim_classify(s, &ops, &t, NULL, NULL, ham, strlen(ham), NULL, &v),
+                     SPIM_ESTORE);
+    spim_scan_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bayes_no_evidence_is_half),
+        cmocka_unit_test(test_bayes_single_token_is_robinson_f),
+        cmocka_unit_test(test_bayes_ratios_normalised_by_totals),
+        cmocka_unit_test(test_bayes_combines_to_extremes),
+        cmocka_unit_test(test_bayes_max_tokens_keeps_extremes),
+        cmocka_unit_test(test_bayes_classify_end_to_end),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

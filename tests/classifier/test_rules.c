@@ -74,8 +74,8 @@ static void load(struct fx *f, const char *text)
 
 static void classify(struct fx *f, const char *text, struct spim_verdict *v)
 {
-    assert_int_equal(
-        spim_classify(f->scan, NULL, NULL, NULL, NULL, text, strlen(text), NULL, v), 0);
+    assert_int_equal(spim_classify(f->scan, NULL, NULL, NULL, NULL, text, strlen(text), NULL, v),
+                     0);
 }
 
 static int hit(const struct spim_verdict *v, const char *name)
@@ -92,8 +92,8 @@ static int hit(const struct spim_verdict *v, const char *name)
 static const char rules_text[] =
     "# test rules\n"
     "\n"
-    "FREE      2.5  /free/\n"             /* no i: must match via the normalised text */
-    "SHOUT     1    /FREE/\n"             /* matches the raw text only */
+    "FREE      2.5  /free/\n" /* no i: must match via the normalised text */
+    "SHOUT     1    /FREE/\n" /* matches the raw text only */
     "SHORT     3.0  /\\btxt\\b.{0,20}\\b\\d{5}\\b/is\n"
     "   HAM_LOL -1.5 /\\blol\\b/i   \n"
     "POUND     1.25 /\xc2\xa3\\d+/\n"
@@ -107,7 +107,10 @@ static void test_rules_load_and_match(void **state)
     load(f, rules_text);
     assert_int_equal(spim_rules_count(f->rules), 6);
 
-    classify(f, "FREE entry! txt WIN to 87121 for \xc2\xa3" "100", &v);
+    classify(f,
+             "FREE entry! txt WIN to 87121 for \xc2\xa3"
+             "100",
+             &v);
     assert_true(hit(&v, "FREE"));
     assert_true(hit(&v, "SHOUT"));
     assert_true(hit(&v, "SHORT"));
@@ -137,9 +140,15 @@ static void test_rules_match_normalised_text(void **state)
     classify(f, "\xef\xbd\x86\xef\xbd\x92\xef\xbd\x85\xef\xbd\x85", &v);
     assert_true(hit(&v, "FREE"));
     assert_false(hit(&v, "SHOUT"));
-    classify(f, "fr\xe2\x80\x8b" "ee", &v);
+    classify(f,
+             "fr\xe2\x80\x8b"
+             "ee",
+             &v);
     assert_true(hit(&v, "FREE"));
-    classify(f, "fr\xc2\xad" "ee", &v);
+    classify(f,
+             "fr\xc2\xad"
+             "ee",
+             &v);
     assert_true(hit(&v, "FREE"));
     /* A UTF-8 rule with a Unicode class, on text with invalid bytes repaired. */
     classify(f, "\xff\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb7 \xfe", &v);
@@ -242,7 +251,8 @@ static void test_rules_default_file(void **state)
     struct spim_scan *s = NULL;
     struct spim_diag d;
     struct spim_verdict v;
-    const char *spam = "URGENT! You have won a guaranteed \xc2\xa3" "1000 cash prize. "
+    const char *spam = "URGENT! You have won a guaranteed \xc2\xa3"
+                       "1000 cash prize. "
                        "Call 09061701461 to claim. T&C PO Box 1234 150p/min";
     const char *ham = "haha ok i'll be home by 7 :)";
 

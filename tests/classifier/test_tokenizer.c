@@ -100,11 +100,16 @@ static void test_tok_free_variants_share_word(void **state)
     static const char *const variants[] = {
         "FREE",
         "\xef\xbd\x86\xef\xbd\x92\xef\xbd\x85\xef\xbd\x85", /* ｆｒｅｅ */
-        "fr\xe2\x80\x8b" "ee",                              /* U+200B */
-        "fr\xe2\x80\x8d" "ee",                              /* U+200D */
-        "fr\xe2\x81\xa0" "ee",                              /* U+2060 */
-        "fr\xef\xbb\xbf" "ee",                              /* U+FEFF */
-        "fr\xc2\xad" "ee",                                  /* U+00AD */
+        "fr\xe2\x80\x8b"
+        "ee", /* U+200B */
+        "fr\xe2\x80\x8d"
+        "ee", /* U+200D */
+        "fr\xe2\x81\xa0"
+        "ee", /* U+2060 */
+        "fr\xef\xbb\xbf"
+        "ee", /* U+FEFF */
+        "fr\xc2\xad"
+        "ee", /* U+00AD */
         "f r e e",
         "f.r.e.e",
         "F-R-E-E",
@@ -165,12 +170,15 @@ static void test_tok_urls(void **state)
 
 static void test_tok_numbers_money_phones(void **state)
 {
-    struct run *r = toks("Win \xc2\xa3" "1000 cash or $5, 50% off! Call 09061701461 or "
+    struct run *r = toks("Win \xc2\xa3"
+                         "1000 cash or $5, 50% off! Call 09061701461 or "
                          "+44 7911 123-456 txt WIN to 87121 at 10 7");
 
     (void)state;
     assert_token(r, SPIM_TOK_NUMBER, "money");
-    assert_token(r, SPIM_TOK_NUMBER, "money:\xc2\xa3" "4");
+    assert_token(r, SPIM_TOK_NUMBER,
+                 "money:\xc2\xa3"
+                 "4");
     assert_token(r, SPIM_TOK_NUMBER, "money:$1");
     assert_token(r, SPIM_TOK_NUMBER, "pct:2");
     assert_token(r, SPIM_TOK_PHONE, "tel:09061701461");
@@ -244,9 +252,14 @@ static void test_tok_utf8_repair(void **state)
     size_t n;
 
     (void)state;
-    n = spim_utf8_repair("a\xff" "b", 3, out);
+    n = spim_utf8_repair("a\xff"
+                         "b",
+                         3, out);
     assert_int_equal(n, 5);
-    assert_memory_equal(out, "a\xef\xbf\xbd" "b", 5);
+    assert_memory_equal(out,
+                        "a\xef\xbf\xbd"
+                        "b",
+                        5);
     /* Overlong '/', a surrogate and a truncated sequence are all invalid. */
     n = spim_utf8_repair("\xc0\xaf", 2, out);
     assert_int_equal(n, 6);
@@ -264,9 +277,32 @@ static void test_tok_utf8_repair(void **state)
 static void test_tok_survives_garbage(void **state)
 {
     static const char *const pieces[] = {
-        "\xff", "\xc2", "\xe2\x80", "\xf0\x9f\x98", "http://", "www.", ".", "+", "4", "1", "$",
-        "\xc2\xa3", "%", " ", "!", "a", "Z", "'", "@", "\xe2\x80\x8b", "\xef\xb7\xba", "-",
-        "bit.ly/", "\n", "\0", "\xf0\x9f\x98\x80",
+        "\xff",
+        "\xc2",
+        "\xe2\x80",
+        "\xf0\x9f\x98",
+        "http://",
+        "www.",
+        ".",
+        "+",
+        "4",
+        "1",
+        "$",
+        "\xc2\xa3",
+        "%",
+        " ",
+        "!",
+        "a",
+        "Z",
+        "'",
+        "@",
+        "\xe2\x80\x8b",
+        "\xef\xb7\xba",
+        "-",
+        "bit.ly/",
+        "\n",
+        "\0",
+        "\xf0\x9f\x98\x80",
     };
     size_t cap = SPIM_TOK_MAX_INPUT + 4096, len, iter;
     char *buf = malloc(cap);

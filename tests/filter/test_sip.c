@@ -332,6 +332,18 @@ static void test_proxy_answer_403(void **state)
     assert_non_null(strstr(outb, "Call-ID: call-1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"));
     assert_non_null(strstr(outb, "Content-Length: 0\r\n\r\n"));
     assert_int_equal(ntohs(((struct sockaddr_in *)&dst)->sin_port), 5060);
+    spim_sip_msg_free(&m);
+    free(buf);
+
+    /* an empty rport is filled, and received added (RFC 3581) */
+    buf = load("compact_message.sip", &len);
+    src = addr("127.0.0.1", 40000);
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_proxy_answer(&m, 403, "Forbidden", NULL, &src, &out, &dst, &dl), 0);
+    outb[out.len] = '\0';
+    assert_non_null(strstr(outb, "Via: SIP/2.0/UDP 10.0.0.9:5062;rport=40000;branch=z9hG4bKc1;"
+                                 "received=127.0.0.1\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;"));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&dst)->sin_port), 40000);
     /* a retransmission gets the same bytes, To-tag included */
     memcpy(again, outb, out.len + 1);
     assert_int_equal(spim_proxy_answer(&m, 403, "Forbidden", NULL, &src, &out, &dst, &dl), 0);

@@ -26,7 +26,7 @@
 void spim_bayes_defaults(struct spim_bayes_params *p)
 {
     /* Tuned on the SMS Spam Collection, 5-fold; see docs/classifier.md. */
-    p->s = 0.45;
+    p->s = 1.0;
     p->x = 0.5;
     p->min_dev = 0.1;
     p->max_tokens = 150;

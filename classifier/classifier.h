@@ -68,10 +68,10 @@ size_t spim_utf8_repair(const char *in, size_t len, char *out);
 /* --- Bayes ----------------------------------------------------------------- */
 
 struct spim_bayes_params {
-    double s;              /* strength of the prior (Robinson's s), e.g. 0.45 */
-    double x;              /* prior of an unknown token, e.g. 0.5 */
-    double min_dev;        /* ignore tokens with |f(w) - 0.5| below this */
-    unsigned max_tokens;   /* use at most the this many most extreme tokens */
+    double s;            /* strength of the prior (Robinson's s), e.g. 0.45 */
+    double x;            /* prior of an unknown token, e.g. 0.5 */
+    double min_dev;      /* ignore tokens with |f(w) - 0.5| below this */
+    unsigned max_tokens; /* use at most the this many most extreme tokens */
 };
 
 /* The defaults chosen for IM text; see docs/classifier.md. */
@@ -124,8 +124,8 @@ enum spim_action {
 const char *spim_action_name(enum spim_action a);
 
 struct spim_thresholds {
-    double tag_score;   /* score >= this: tag */
-    double block_score; /* score >= this: block */
+    double tag_score;    /* score >= this: tag */
+    double block_score;  /* score >= this: block */
     double bayes_weight; /* points the Bayes probability is worth: weight * (p - 0.5) * 2 */
 };
 

@@ -648,6 +648,16 @@ static void add_deleet(struct sink *k, const char *w, size_t n)
     }
 }
 
+/* Whether the digits of w (digits of them) are all at its end, three or more. */
+static int trailing_code(const char *w, size_t n, size_t digits)
+{
+    size_t t = 0;
+
+    while (t < n && w[n - 1 - t] >= '0' && w[n - 1 - t] <= '9')
+        t++;
+    return t >= 3 && t == digits;
+}
+
 static void spaced_flush(struct sink *k)
 {
     if (k->spaced_count >= 3)
@@ -795,7 +805,8 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
         }
         return j;
     }
-    if (letters >= 2 && !full)
+    /* "kl341", "txt82228": a code after a word, not letters in disguise. */
+    if (letters >= 2 && !full && !trailing_code(w, wl, digits))
         add_deleet(k, w, wl);
     return j;
 }

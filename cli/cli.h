@@ -51,8 +51,8 @@ struct spim_engine_worker {
 };
 
 /* Opens the store (read-only unless writable) and loads the rules of cfg. */
-int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable,
-                     char *err, size_t errcap);
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
+                     size_t errcap);
 void spim_engine_close(struct spim_engine *e);
 int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out);
 void spim_engine_worker_free(struct spim_engine_worker *w);

@@ -27,8 +27,8 @@ struct out {
     unsigned long index;
 };
 
-static void print(struct out *o, const char *name, const char *label, const char *text,
-                  size_t len, const struct spim_verdict *v)
+static void print(struct out *o, const char *name, const char *label, const char *text, size_t len,
+                  const struct spim_verdict *v)
 {
     if (o->jsonl) {
         printf("{\"index\":%lu,", o->index);
@@ -68,9 +68,12 @@ static void print(struct out *o, const char *name, const char *label, const char
 int spim_cmd_classify(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"db", required_argument, NULL, 'd'},     {"rules", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'}, {"tsv", required_argument, NULL, 't'},
-        {"format", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+        {"db", required_argument, NULL, 'd'},
+        {"rules", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'},
+        {"tsv", required_argument, NULL, 't'},
+        {"format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct spim_config cfg;

@@ -205,10 +205,10 @@ int spim_cmd_quarantine(int argc, char **argv)
             printf("id:       %llu\nstatus:   %s\ntime:     %s\nfrom:     %.*s\nto:       %.*s\n"
                    "call-id:  %.*s\nsource:   %.*s\nscore:    %.2f\nbayes:    %.4f\n"
                    "rules:    %.*s\nreasons:  %.*s\n\n",
-                   (unsigned long long)e.id, status_name(e.status), ts, (int)e.from.len,
-                   e.from.p, (int)e.to.len, e.to.p, (int)e.call_id.len, e.call_id.p,
-                   (int)e.source.len, e.source.p, e.score, e.spam_probability,
-                   (int)e.rules.len, e.rules.p, (int)e.reasons.len, e.reasons.p);
+                   (unsigned long long)e.id, status_name(e.status), ts, (int)e.from.len, e.from.p,
+                   (int)e.to.len, e.to.p, (int)e.call_id.len, e.call_id.p, (int)e.source.len,
+                   e.source.p, e.score, e.spam_probability, (int)e.rules.len, e.rules.p,
+                   (int)e.reasons.len, e.reasons.p);
             fwrite(e.text.p, 1, e.text.len, stdout);
             fputc('\n', stdout);
         }

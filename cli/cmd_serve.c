@@ -129,9 +129,9 @@ int spim_cmd_serve(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     static const char *keys[128] = {
-        ['l'] = "listen",   ['n'] = "next_hop",    ['a'] = "advertise",   ['d'] = "db",
-        ['r'] = "rules",    ['m'] = "mode",        ['T'] = "tag_score",   ['B'] = "block_score",
-        ['w'] = "workers",  ['R'] = "block_reason", ['L'] = "log_level",
+        ['l'] = "listen",  ['n'] = "next_hop",     ['a'] = "advertise", ['d'] = "db",
+        ['r'] = "rules",   ['m'] = "mode",         ['T'] = "tag_score", ['B'] = "block_score",
+        ['w'] = "workers", ['R'] = "block_reason", ['L'] = "log_level",
     };
     struct spim_config cfg;
     struct spim_engine e;

@@ -118,9 +118,12 @@ static int add_tsv(struct trainer *t, const char *path)
 int spim_cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"db", required_argument, NULL, 'd'},   {"tsv", required_argument, NULL, 't'},
-        {"spam", no_argument, NULL, 's'},       {"ham", no_argument, NULL, 'h'},
-        {"unlearn", no_argument, NULL, 'u'},    {"help", no_argument, NULL, 'H'},
+        {"db", required_argument, NULL, 'd'},
+        {"tsv", required_argument, NULL, 't'},
+        {"spam", no_argument, NULL, 's'},
+        {"ham", no_argument, NULL, 'h'},
+        {"unlearn", no_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
     const char *db = NULL;

@@ -79,8 +79,7 @@ static int copy_str(char *dst, size_t cap, const char *v)
     return 0;
 }
 
-int spim_config_set(struct spim_config *c, const char *key, const char *v, char *err,
-                    size_t errcap)
+int spim_config_set(struct spim_config *c, const char *key, const char *v, char *err, size_t errcap)
 {
     char host[128];
     unsigned port;
@@ -124,8 +123,7 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
         for (i = 0; i < 4 && strcmp(v, lv[i]) != 0; i++)
             ;
         if (i == 4) {
-            snprintf(err, errcap, "log_level: expected error, warning, info or debug, got '%s'",
-                     v);
+            snprintf(err, errcap, "log_level: expected error, warning, info or debug, got '%s'", v);
             return SPIM_EINVAL;
         }
         c->log_level = i;

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable,
-                     char *err, size_t errcap)
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
+                     size_t errcap)
 {
     struct spim_diag d;
     int rc;
@@ -27,8 +27,7 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int w
         rc = spim_rules_load(cfg->rules, &e->rules, &d);
         if (rc != 0) {
             if (d.line)
-                snprintf(err, errcap, "%s:%u: %s", d.file[0] ? d.file : cfg->rules, d.line,
-                         d.msg);
+                snprintf(err, errcap, "%s:%u: %s", d.file[0] ? d.file : cfg->rules, d.line, d.msg);
             else
                 snprintf(err, errcap, "%s: %s", cfg->rules, d.msg[0] ? d.msg : spim_strerror(rc));
             spim_store_close(e->store);
@@ -83,6 +82,6 @@ static const struct spim_counts_ops store_counts = {.lookup = lookup};
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v)
 {
-    return spim_classify(w->scan, &store_counts, w->reader, &w->e->cfg.bp, &w->e->cfg.th, text,
-                         len, meta, v);
+    return spim_classify(w->scan, &store_counts, w->reader, &w->e->cfg.bp, &w->e->cfg.th, text, len,
+                         meta, v);
 }

@@ -24,10 +24,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"serve", spim_cmd_serve},
-        {"train", spim_cmd_train},
-        {"classify", spim_cmd_classify},
-        {"eval", spim_cmd_eval},
+        {"serve", spim_cmd_serve},           {"train", spim_cmd_train},
+        {"classify", spim_cmd_classify},     {"eval", spim_cmd_eval},
         {"quarantine", spim_cmd_quarantine},
     };
 

@@ -173,8 +173,8 @@ int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *l
         else if (t->line == 1)
             continue; /* a header */
         else {
-            snprintf(err, errcap, "%s:%u: expected 'spam' or 'ham', a TAB, then the text",
-                     t->path, t->line);
+            snprintf(err, errcap, "%s:%u: expected 'spam' or 'ham', a TAB, then the text", t->path,
+                     t->line);
             return SPIM_EPARSE;
         }
         *text = tab + 1;

@@ -84,8 +84,11 @@ void spim_log(int level, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ spimfilter %s: ",
-                          ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    n += (size_t)snprintf(line + n, sizeof(line) - n,
+                          ".%03ldZ spimfilter %s: ", ts.tv_nsec / 1000000,
+                          names[level < 0   ? 0
+                                : level > 3 ? 3
+                                            : level]);
     va_start(ap, fmt);
     if (n < sizeof(line))
         vsnprintf(line + n, sizeof(line) - n, fmt, ap);

@@ -100,8 +100,8 @@ static void append_html(struct out *o, const char *p, size_t n)
             static const struct {
                 const char *ent;
                 char c;
-            } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
-                        {"&nbsp;", ' '}, {"&#39;", '\''}};
+            } ents[] = {{"&amp;", '&'},  {"&lt;", '<'},   {"&gt;", '>'},
+                        {"&quot;", '"'}, {"&nbsp;", ' '}, {"&#39;", '\''}};
             size_t k;
 
             for (k = 0; k < sizeof(ents) / sizeof(ents[0]); k++) {
@@ -183,8 +183,7 @@ void spim__parse_ctype(const char *p, size_t n, struct spim_slice *type, struct 
     }
 }
 
-static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n,
-                    int depth);
+static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n, int depth);
 
 /*
  * message/cpim: CPIM message headers, an empty line, the MIME headers of
@@ -305,8 +304,7 @@ static void extract_multipart(struct out *o, struct spim_slice bd, const char *p
     }
 }
 
-static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n,
-                    int depth)
+static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n, int depth)
 {
     struct spim_slice type, sub, cs, bd;
 

@@ -32,7 +32,7 @@
 /* --- Parsing ------------------------------------------------------------------ */
 
 struct spim_sip_msg {
-    const char *buf;                /* the datagram parsed (borrowed) */
+    const char *buf; /* the datagram parsed (borrowed) */
     int is_request;
     int status;                     /* responses: the status code */
     struct spim_slice method, ruri; /* requests */
@@ -49,10 +49,10 @@ struct spim_sip_msg {
     uint64_t cseq_num;
     /* The top Via, decoded */
     struct spim_slice via_host, via_branch, via_received, via_rport;
-    unsigned via_port;    /* 0 when absent */
-    int via_has_rport;    /* ;rport present (with or without a value) */
-    unsigned via_count;   /* Via values in the message */
-    void *osip;           /* the osip_message_t, owned: spim_sip_msg_free */
+    unsigned via_port;  /* 0 when absent */
+    int via_has_rport;  /* ;rport present (with or without a value) */
+    unsigned via_count; /* Via values in the message */
+    void *osip;         /* the osip_message_t, owned: spim_sip_msg_free */
 };
 
 /*
@@ -126,8 +126,8 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
  * received/rport or sent-by, port 5060 when none) into *dst.
  */
 int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
-                                struct spim_buf *out,
-                                struct sockaddr_storage *dst, socklen_t *dstlen);
+                                struct spim_buf *out, struct sockaddr_storage *dst,
+                                socklen_t *dstlen);
 
 /*
  * A local answer to request m: status line, every Via in order, From, To
@@ -135,26 +135,26 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
  * each ending CRLF), Content-Length: 0. *dst: where RFC 3261 18.2.2 and RFC
  * 3581 say (the source address when rport or received apply).
  */
-int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason,
-                      const char *extra, const struct sockaddr_storage *src,
-                      struct spim_buf *out, struct sockaddr_storage *dst, socklen_t *dstlen);
+int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason, const char *extra,
+                      const struct sockaddr_storage *src, struct spim_buf *out,
+                      struct sockaddr_storage *dst, socklen_t *dstlen);
 
 /* --- Server --------------------------------------------------------------------- */
 
 /* What the judge is told of one MESSAGE (slices into the request). */
 struct spim_filter_msg {
-    struct spim_slice text;     /* extracted UTF-8 text */
-    struct spim_slice raw;      /* the whole request as received */
+    struct spim_slice text; /* extracted UTF-8 text */
+    struct spim_slice raw;  /* the whole request as received */
     struct spim_slice from, to, call_id, user_agent;
-    const char *source;         /* "ip:port" */
-    uint64_t txn_key;           /* same for every retransmission of the request */
+    const char *source; /* "ip:port" */
+    uint64_t txn_key;   /* same for every retransmission of the request */
 };
 
 /* The judge's answer. */
 struct spim_filter_result {
-    int action;          /* enum spim_action of classifier.h: 0 deliver, 1 tag, 2 block */
+    int action; /* enum spim_action of classifier.h: 0 deliver, 1 tag, 2 block */
     double score, spam_probability;
-    char rules[512];     /* names of the matched rules, comma-separated */
+    char rules[512]; /* names of the matched rules, comma-separated */
 };
 
 struct spim_filter_ops {

@@ -186,8 +186,8 @@ static int via_is_ours(const char *buf, size_t b, size_t e, void *ud)
     memset(&v, 0, sizeof(v));
     while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
         b++;
-    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
-                     buf[e - 1] == '\n'))
+    while (e > b &&
+           (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' || buf[e - 1] == '\n'))
         e--;
     if (spim__decode_via(buf, b, e, &v) != 0)
         return 0;
@@ -276,8 +276,8 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
 
     out->len = 0;
     spim_proxy_branch(m, branch, sizeof(branch));
-    n = snprintf(via, sizeof(via), "Via: SIP/2.0/UDP %s:%u;branch=%s\r\n", self->host,
-                 self->port, branch);
+    n = snprintf(via, sizeof(via), "Via: SIP/2.0/UDP %s:%u;branch=%s\r\n", self->host, self->port,
+                 branch);
     ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)n};
 
     addr_ip(src, ip, sizeof(ip), &sport);
@@ -357,8 +357,8 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
     e = nc.e;
     while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
         b++;
-    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
-                     buf[e - 1] == '\n'))
+    while (e > b &&
+           (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' || buf[e - 1] == '\n'))
         e--;
     memset(&next, 0, sizeof(next));
     if (spim__decode_via(buf, b, e, &next) != 0)
@@ -411,8 +411,8 @@ static int via_copy(const char *buf, size_t b, size_t e, void *ud)
 
     while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
         b++;
-    while (e > b && (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' ||
-                     buf[e - 1] == '\n'))
+    while (e > b &&
+           (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' || buf[e - 1] == '\n'))
         e--;
     if (c->n++ == 0 && m->via_has_rport && m->via_rport.len == 0) {
         size_t at = (size_t)(m->via_rport.p - buf);
@@ -443,9 +443,9 @@ static int has_tag(const struct spim_slice *to)
     return 0;
 }
 
-int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason,
-                      const char *extra, const struct sockaddr_storage *src,
-                      struct spim_buf *out, struct sockaddr_storage *dst, socklen_t *dstlen)
+int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason, const char *extra,
+                      const struct sockaddr_storage *src, struct spim_buf *out,
+                      struct sockaddr_storage *dst, socklen_t *dstlen)
 {
     struct copy_ctx cc = {out, m, src, 0, 0};
     int rc;

@@ -235,8 +235,9 @@ static int judge_message(struct spim_filter_worker *w, const struct spim_sip_msg
     if (f->ops->judge(w->wud, &fm, r) != 0)
         return -1;
     if (r->action == 2)
-        spim_log(SPIM_LOG_INFO, "blocked MESSAGE call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f "
-                                "p=%.4f rules=%s",
+        spim_log(SPIM_LOG_INFO,
+                 "blocked MESSAGE call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f "
+                 "p=%.4f rules=%s",
                  (int)m->call_id.len, m->call_id.p, (int)m->from.len, m->from.p, (int)m->to.len,
                  m->to.p, source, r->score, r->spam_probability, r->rules[0] ? r->rules : "-");
     return r->action;

@@ -18,6 +18,7 @@
 #include <osipparser2/osip_parser.h>
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,8 +26,22 @@
 
 static pthread_once_t osip_once = PTHREAD_ONCE_INIT;
 
+static void osip_quiet(const char *fi, int li, osip_trace_level_t level, const char *chfr,
+                       va_list ap)
+{
+    (void)fi;
+    (void)li;
+    (void)level;
+    (void)chfr;
+    (void)ap;
+}
+
 static void osip_init_once(void)
 {
+    /* libosip2 traces parse errors to stderr itself; we report them our way */
+    osip_trace_initialize_func(TRACE_LEVEL0, osip_quiet);
+    for (int l = TRACE_LEVEL0; l < END_TRACE_LEVEL; l++)
+        osip_trace_disable_level((osip_trace_level_t)l);
     parser_init();
 }
 
@@ -292,8 +307,7 @@ static int scan(const char *buf, size_t len, struct spim_sip_msg *m, char *err, 
                         trim(buf, &b, &e);
                         m->via_value_end = e;
                     }
-                    m->via_single = m->via_value_end >= ve ||
-                                    first_value_end(buf, vs, ve) == ve;
+                    m->via_single = m->via_value_end >= ve || first_value_end(buf, vs, ve) == ve;
                     if (spim__decode_via(buf, vs, m->via_value_end, m) != 0) {
                         snprintf(err, errcap, "bad Via header");
                         return -1;

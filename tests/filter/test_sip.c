@@ -440,7 +440,7 @@ static void test_filter_handle_paths(void **state)
     (void)state;
     handle("kamailio_message.sip", h); /* no "prize": forwarded */
     assert_non_null(strstr(h->out, "MESSAGE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP "
-                                    "127.0.0.1:5070;branch=z9hG4bKspf"));
+                                   "127.0.0.1:5070;branch=z9hG4bKspf"));
     assert_int_equal(ntohs(((struct sockaddr_in *)&h->dst)->sin_port), 5080);
     handle("cpim_message.sip", h); /* "prize": blocked */
     assert_non_null(strstr(h->out, "SIP/2.0 403 Forbidden\r\n"));

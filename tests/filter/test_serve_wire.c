@@ -1,0 +1,290 @@
+/*
+ * test_serve_wire.c: a real `spimfilter serve` process on loopback, fed
+ * bad datagrams: truncated SIP, Content-Length that claims more than the
+ * body, negative Content-Length, garbage bytes, an empty datagram, a full
+ * 65,535-byte datagram and a few thousand random mutations of a valid
+ * MESSAGE. Each gets a 400 or nothing; afterwards the process is still up
+ * and still forwards a valid MESSAGE to the next hop (this test's socket),
+ * and SIGTERM stops it cleanly.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/spim-wire-XXXXXX";
+static pid_t serve_pid;
+static int sock, hop;
+static unsigned serve_port, sock_port, hop_port;
+
+static int bind_any(unsigned *port)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+        return -1;
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+static int run(char *const argv[])
+{
+    pid_t p = fork();
+    int st;
+
+    if (p == 0) {
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void send_to_serve(const void *p, size_t n)
+{
+    struct sockaddr_in sin;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)serve_port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(sendto(sock, p, n, 0, (struct sockaddr *)&sin, sizeof(sin)) == (ssize_t)n);
+}
+
+/* Waits up to ms for a datagram on fd; returns its length or -1. */
+static ssize_t recv_wait(int fd, char *buf, size_t cap, int ms)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+
+    if (poll(&pfd, 1, ms) <= 0)
+        return -1;
+    return recv(fd, buf, cap, 0);
+}
+
+static void drain(int fd)
+{
+    char buf[70000];
+
+    while (recv_wait(fd, buf, sizeof(buf), 50) >= 0)
+        ;
+}
+
+static int setup(void **state)
+{
+    char tsv[512], db[512], port[64], hopa[64];
+    FILE *f;
+    unsigned tries;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(tsv, sizeof(tsv), "%s/train.tsv", dir);
+    snprintf(db, sizeof(db), "%s/db", dir);
+    f = fopen(tsv, "w");
+    assert_non_null(f);
+    fputs("label\ttext\nspam\tWIN a free prize now call 09061234567\nham\tsee you at lunch\n", f);
+    fclose(f);
+    {
+        char *argv[] = {SPIMFILTER_BIN, "train", "--db", db, "--tsv", tsv, NULL};
+        assert_int_equal(run(argv), 0);
+    }
+    sock = bind_any(&sock_port);
+    hop = bind_any(&hop_port);
+    assert_true(sock >= 0 && hop >= 0);
+    /* a free port for serve: bind one, release it, hand it over */
+    {
+        int t = bind_any(&serve_port);
+        close(t);
+    }
+    snprintf(port, sizeof(port), "127.0.0.1:%u", serve_port);
+    snprintf(hopa, sizeof(hopa), "127.0.0.1:%u", hop_port);
+    serve_pid = fork();
+    if (serve_pid == 0) {
+        char *argv[] = {SPIMFILTER_BIN, "serve", "--listen", port,        "--next-hop",
+                        hopa,           "--db",  db,         "--workers", "2",
+                        "--log-level",  "error", NULL};
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    /* wait until it answers an OPTIONS addressed to it */
+    for (tries = 0; tries < 50; tries++) {
+        char msg[512], buf[2048];
+        int n = snprintf(msg, sizeof(msg),
+                         "OPTIONS sip:127.0.0.1:%u SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%u;"
+                         "branch=z9hG4bKping%u\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nTo: "
+                         "<sip:127.0.0.1>\r\nCall-ID: ping%u\r\nCSeq: 1 OPTIONS\r\n"
+                         "Content-Length: 0\r\n\r\n",
+                         serve_port, sock_port, tries, tries);
+        send_to_serve(msg, (size_t)n);
+        if (recv_wait(sock, buf, sizeof(buf), 100) > 0 && strncmp(buf, "SIP/2.0 200", 11) == 0)
+            return 0;
+    }
+    fail_msg("serve did not answer OPTIONS on port %u", serve_port);
+    return -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[600];
+    int st = 0;
+
+    (void)state;
+    if (serve_pid > 0) {
+        kill(serve_pid, SIGTERM);
+        waitpid(serve_pid, &st, 0);
+    }
+    close(sock);
+    close(hop);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        return -1;
+    return 0;
+}
+
+static int message(char *out, size_t cap, const char *cid, const char *body, const char *cl)
+{
+    char clbuf[32];
+
+    if (cl == NULL) {
+        snprintf(clbuf, sizeof(clbuf), "%zu", strlen(body));
+        cl = clbuf;
+    }
+    return snprintf(out, cap,
+                    "MESSAGE sip:bob@127.0.0.1:%u SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%u;"
+                    "branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\nFrom: "
+                    "<sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: %s\r\n"
+                    "CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: %s\r\n\r\n%s",
+                    hop_port, sock_port, cid, cid, cl, body);
+}
+
+static int alive(void)
+{
+    int st;
+
+    return waitpid(serve_pid, &st, WNOHANG) == 0;
+}
+
+static void expect_400_or_nothing(const void *p, size_t n, int want_400)
+{
+    char buf[70000];
+    ssize_t r;
+
+    send_to_serve(p, n);
+    r = recv_wait(sock, buf, sizeof(buf) - 1, 300);
+    if (want_400) {
+        assert_true(r > 0);
+        buf[r] = '\0';
+        assert_non_null(strstr(buf, "SIP/2.0 400 "));
+    } else if (r > 0) {
+        buf[r] = '\0';
+        assert_non_null(strstr(buf, "SIP/2.0 400 "));
+    }
+    /* nothing of it reached the next hop */
+    assert_true(recv_wait(hop, buf, sizeof(buf), 10) < 0);
+    assert_true(alive());
+}
+
+static void test_serve_wire_bad_datagrams(void **state)
+{
+    char msg[4096];
+    int n;
+
+    (void)state;
+    n = message(msg, sizeof(msg), "cl-more", "short", "500");
+    expect_400_or_nothing(msg, (size_t)n, 1);
+    n = message(msg, sizeof(msg), "cl-neg", "body", "-1");
+    expect_400_or_nothing(msg, (size_t)n, 1);
+    n = message(msg, sizeof(msg), "cl-abc", "body", "abc");
+    expect_400_or_nothing(msg, (size_t)n, 1);
+    n = message(msg, sizeof(msg), "trunc", "hello there", NULL);
+    expect_400_or_nothing(msg, (size_t)n / 2, 0);
+    expect_400_or_nothing("\x00\xff\x13garbage\r\n\r\n", 13, 0);
+    expect_400_or_nothing("", 0, 0);
+    expect_400_or_nothing("\r\n\r\n", 4, 0);
+    {
+        char *big = malloc(65507); /* the largest IPv4 UDP payload */
+
+        assert_non_null(big);
+        memset(big, 'A', 65507);
+        expect_400_or_nothing(big, 65507, 0);
+        free(big);
+    }
+}
+
+static void test_serve_wire_random_mutations(void **state)
+{
+    char base[4096], m[4096];
+    int n = message(base, sizeof(base), "fuzz", "free prize, call now", NULL);
+    unsigned seed = 12345;
+
+    (void)state;
+    for (int i = 0; i < 3000; i++) {
+        size_t len = (size_t)n;
+
+        memcpy(m, base, (size_t)n);
+        for (int k = 0; k < 1 + i % 8; k++) {
+            seed = seed * 1103515245u + 12345u;
+            m[(seed >> 8) % len] = (char)(seed >> 16);
+        }
+        if (i % 5 == 0) {
+            seed = seed * 1103515245u + 12345u;
+            len = (seed >> 8) % len;
+        }
+        send_to_serve(m, len);
+        if (i % 100 == 0) {
+            drain(sock);
+            drain(hop);
+            assert_true(alive());
+        }
+    }
+    drain(sock);
+    drain(hop);
+    assert_true(alive());
+}
+
+static void test_serve_wire_still_forwards(void **state)
+{
+    char msg[4096], buf[70000];
+    int n = message(msg, sizeof(msg), "after", "see you at lunch", NULL);
+    ssize_t r;
+
+    (void)state;
+    drain(hop);
+    send_to_serve(msg, (size_t)n);
+    r = recv_wait(hop, buf, sizeof(buf) - 1, 2000);
+    assert_true(r > 0);
+    buf[r] = '\0';
+    assert_non_null(strstr(buf, "MESSAGE sip:bob@"));
+    assert_non_null(strstr(buf, "\r\nVia: SIP/2.0/UDP 127.0.0.1:"));
+    assert_non_null(strstr(buf, "Max-Forwards: 69\r\n"));
+    assert_true(alive());
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_serve_wire_bad_datagrams),
+        cmocka_unit_test(test_serve_wire_random_mutations),
+        cmocka_unit_test(test_serve_wire_still_forwards),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

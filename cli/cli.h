@@ -11,6 +11,8 @@
 #include "store.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* --- Config: an INI file (inih), then flags on top. --- */
@@ -37,27 +39,56 @@ int spim_config_set(struct spim_config *c, const char *key, const char *value, c
 /* Splits "host:port" ("[v6]:port" too). */
 int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port);
 
-/* --- Engine: tokenizer, store counts, Bayes, rules, verdict. --- */
+/* --- Engine: tokenizer, store counts, Bayes, rules, verdict. ---
+ *
+ * What SIGHUP reloads (config, rules, lists) is one immutable, reference-
+ * counted struct spim_engine_conf. spim_engine_reload builds a new one
+ * beside the current and swaps one pointer; each worker notices the new
+ * generation at its next message, builds its scratch for the new rules and
+ * drops its reference to the old conf, which is freed by the last one.
+ * A conf that fails to load is refused and the old one stays.
+ */
+struct spim_engine_conf {
+    int refs; /* guarded by the engine's lock */
+    uint64_t generation;
+    struct spim_config cfg;
+    struct spim_rules *rules; /* may be NULL */
+};
+
 struct spim_engine {
     struct spim_store *store;
-    struct spim_rules *rules; /* may be NULL */
-    struct spim_config cfg;
+    pthread_mutex_t lock;
+    struct spim_engine_conf *conf; /* current; swapped under lock */
+    _Atomic uint64_t generation;
 };
 
 struct spim_engine_worker {
     struct spim_engine *e;
     struct spim_store_reader *reader;
     struct spim_scan *scan;
+    struct spim_engine_conf *conf; /* the one scan was built for; a reference */
 };
 
 /* Opens the store (read-only unless writable) and loads the rules of cfg. */
 int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
                      size_t errcap);
 void spim_engine_close(struct spim_engine *e);
+/* Loads cfg's rules (and lists) and makes them current; on error keeps the old. */
+int spim_engine_reload(struct spim_engine *e, const struct spim_config *cfg, char *err,
+                       size_t errcap);
 int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out);
 void spim_engine_worker_free(struct spim_engine_worker *w);
+/* Moves the worker to the current conf if a reload happened; cheap otherwise. */
+int spim_engine_worker_sync(struct spim_engine_worker *w);
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v);
+
+/* --- The serve judge (judge.c): struct spim_filter_ops of filter.h. --- */
+struct spim_filter_msg;
+struct spim_filter_result;
+void *spim_judge_worker_new(void *engine);
+void spim_judge_worker_free(void *wud);
+int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
 
 /* --- Output --- */
 /* Writes s[0..n) as a JSON string (quoted, escaped; invalid UTF-8 as U+FFFD). */

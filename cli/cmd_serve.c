@@ -1,12 +1,14 @@
 /*
  * cmd_serve.c: `spimfilter serve`: the inline filter. Loads the config
- * (file, then flags), opens the store and rules, and runs the filter with a
- * judge that classifies each MESSAGE and quarantines what it blocks.
+ * (defaults, the file, then flags), opens the store and rules, starts the
+ * filter's workers with the judge of judge.c, and turns signals into
+ * reloads (SIGHUP) and a clean stop (SIGTERM, SIGINT).
  */
 #include "cli.h"
 #include "filter.h"
 
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,86 +30,86 @@ static void usage(FILE *f)
                "  --workers N          worker threads, 0 for one per core (workers)\n"
                "  --block-reason TEXT  reason phrase of the 403 (block_reason)\n"
                "  --log-level L        error, warning, info or debug (log_level)\n"
-               "  --check-config       load everything, report, and exit\n");
-}
-
-static struct spim_filter *running;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (running != NULL)
-        spim_filter_stop(running);
-}
-
-static void *worker_new(void *ud)
-{
-    struct spim_engine_worker *w = NULL;
-
-    if (spim_engine_worker_new(ud, &w) != 0)
-        return NULL;
-    return w;
-}
-
-static void worker_free(void *wud)
-{
-    spim_engine_worker_free(wud);
-}
-
-static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r)
-{
-    struct spim_engine_worker *w = wud;
-    struct spim_verdict v;
-    struct spim_quar_entry q;
-    char reasons[256];
-    uint64_t id;
-    int rc, existed = 0;
-
-    rc = spim_engine_classify(w, m->text.p, m->text.len, NULL, &v);
-    if (rc != 0) {
-        spim_log(SPIM_LOG_ERR, "classify failed: %s", spim_strerror(rc));
-        return rc;
-    }
-    if (v.action == SPIM_BLOCK && w->e->cfg.mode_tag)
-        v.action = SPIM_TAG;
-    r->action = (int)v.action;
-    r->score = v.score;
-    r->spam_probability = v.spam_probability;
-    spim_verdict_rules(&v, r->rules, sizeof(r->rules));
-    if (v.action != SPIM_BLOCK)
-        return 0;
-
-    snprintf(reasons, sizeof(reasons), "score %.2f >= block_score %.2f (bayes p=%.4f, rules %.2f)",
-             v.score, w->e->cfg.th.block_score, v.spam_probability, v.hits.score);
-    memset(&q, 0, sizeof(q));
-    q.time_us = spim_now_us();
-    q.status = SPIM_QUAR_HELD;
-    q.score = v.score;
-    q.spam_probability = v.spam_probability;
-    q.dedup_key = m->txn_key;
-    q.from = m->from;
-    q.to = m->to;
-    q.call_id = m->call_id;
-    q.source = (struct spim_slice){m->source, strlen(m->source)};
-    q.rules = (struct spim_slice){r->rules, strlen(r->rules)};
-    q.reasons = (struct spim_slice){reasons, strlen(reasons)};
-    q.text = m->text;
-    q.raw = m->raw;
-    rc = spim_quar_put(w->e->store, &q, &id, &existed);
-    if (rc != 0) {
-        spim_log(SPIM_LOG_ERR, "quarantine write failed, answering 503: %s", spim_strerror(rc));
-        return rc;
-    }
-    spim_log(SPIM_LOG_DEBUG, "quarantine id %llu%s", (unsigned long long)id,
-             existed ? " (retransmission)" : "");
-    return 0;
+               "  --check-config       load everything, report, and exit\n"
+               "\n"
+               "SIGHUP reloads the config file, rules and thresholds; SIGTERM stops.\n");
 }
 
 static const struct spim_filter_ops ops = {
-    .worker_new = worker_new,
-    .worker_free = worker_free,
-    .judge = judge,
+    .worker_new = spim_judge_worker_new,
+    .worker_free = spim_judge_worker_free,
+    .judge = spim_judge,
 };
+
+/* The flags given, kept to be applied again over the file at each reload. */
+struct flags {
+    const char *config;
+    int n, c[32];
+    const char *v[32];
+};
+
+/* clang-format off */
+static const char *keys[128] = {
+    ['l'] = "listen",  ['n'] = "next_hop",     ['a'] = "advertise", ['d'] = "db",
+    ['r'] = "rules",   ['m'] = "mode",         ['T'] = "tag_score", ['B'] = "block_score",
+    ['w'] = "workers", ['R'] = "block_reason", ['L'] = "log_level",
+};
+/* clang-format on */
+
+static int load_config(const struct flags *fl, struct spim_config *cfg, char *err, size_t errcap)
+{
+    char e2[256];
+
+    spim_config_defaults(cfg);
+    if (fl->config != NULL && spim_config_load(fl->config, cfg, err, errcap) != 0)
+        return SPIM_EPARSE;
+    for (int i = 0; i < fl->n; i++)
+        if (spim_config_set(cfg, keys[fl->c[i]], fl->v[i], e2, sizeof(e2)) != 0) {
+            snprintf(err, errcap, "--%s", e2);
+            return SPIM_EINVAL;
+        }
+    return 0;
+}
+
+/*
+ * SIGHUP: reload what can change without new sockets or a new store
+ * (rules, thresholds, mode, log level). A config that fails to load is
+ * refused with its error and the running one stays.
+ */
+static void reload(struct spim_engine *e, const struct flags *fl, const struct spim_config *run)
+{
+    struct spim_config cfg;
+    char err[512];
+
+    if (load_config(fl, &cfg, err, sizeof(err)) != 0 ||
+        spim_engine_reload(e, &cfg, err, sizeof(err)) != 0) {
+        spim_log(SPIM_LOG_ERR, "reload refused, the running config stays: %s", err);
+        return;
+    }
+    if (strcmp(cfg.listen, run->listen) != 0 || strcmp(cfg.db, run->db) != 0 ||
+        strcmp(cfg.next_hop, run->next_hop) != 0 || strcmp(cfg.advertise, run->advertise) != 0 ||
+        cfg.workers != run->workers)
+        spim_log(SPIM_LOG_WARN,
+                 "reload: listen, advertise, next_hop, db and workers change only on restart");
+    spim_log_set_level(cfg.log_level);
+    spim_log(SPIM_LOG_INFO, "reloaded: rules %s, mode %s, tag at %.2f, block at %.2f",
+             cfg.rules[0] ? cfg.rules : "(none)", cfg.mode_tag ? "tag" : "block", cfg.th.tag_score,
+             cfg.th.block_score);
+}
+
+static int filter_config(const struct spim_config *cfg, struct spim_filter_config *fc)
+{
+    memset(fc, 0, sizeof(*fc));
+    if (spim_hostport(cfg->listen, fc->listen_host, sizeof(fc->listen_host), &fc->listen_port) ||
+        spim_hostport(cfg->next_hop, fc->next_host, sizeof(fc->next_host), &fc->next_port))
+        return SPIM_EINVAL;
+    if (cfg->advertise[0] != '\0' &&
+        spim_hostport(cfg->advertise, fc->self.host, sizeof(fc->self.host), &fc->self.port))
+        return SPIM_EINVAL;
+    fc->workers = cfg->workers;
+    snprintf(fc->block_reason, sizeof(fc->block_reason), "%s", cfg->block_reason);
+    return 0;
+}
 
 int spim_cmd_serve(int argc, char **argv)
 {
@@ -128,34 +130,27 @@ int spim_cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    static const char *keys[128] = {
-        ['l'] = "listen",  ['n'] = "next_hop",     ['a'] = "advertise", ['d'] = "db",
-        ['r'] = "rules",   ['m'] = "mode",         ['T'] = "tag_score", ['B'] = "block_score",
-        ['w'] = "workers", ['R'] = "block_reason", ['L'] = "log_level",
-    };
     struct spim_config cfg;
     struct spim_engine e;
     struct spim_filter_config fc;
     struct spim_filter *f = NULL;
-    const char *config = NULL;
+    struct flags fl = {NULL, 0, {0}, {NULL}};
     char err[512];
-    int c, check = 0, rc;
-    int nflags = 0, flagc[32];
-    const char *flagv[32];
-    struct sigaction sa;
+    int c, check = 0, rc, sig;
+    sigset_t sigs;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'c')
-            config = optarg;
+            fl.config = optarg;
         else if (c == 'C')
             check = 1;
         else if (c == 'h') {
             usage(stdout);
             return 0;
-        } else if (c > 0 && c < 128 && keys[c] != NULL && nflags < 32) {
-            flagc[nflags] = c;
-            flagv[nflags++] = optarg;
+        } else if (c > 0 && c < 128 && keys[c] != NULL && fl.n < 32) {
+            fl.c[fl.n] = c;
+            fl.v[fl.n++] = optarg;
         } else {
             usage(stderr);
             return 2;
@@ -165,29 +160,15 @@ int spim_cmd_serve(int argc, char **argv)
         fprintf(stderr, "spimfilter serve: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    spim_config_defaults(&cfg);
-    if (config != NULL && spim_config_load(config, &cfg, err, sizeof(err)) != 0) {
+    if (load_config(&fl, &cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter serve: %s\n", err);
         return 1;
     }
-    for (int i = 0; i < nflags; i++)
-        if (spim_config_set(&cfg, keys[flagc[i]], flagv[i], err, sizeof(err)) != 0) {
-            fprintf(stderr, "spimfilter serve: --%s\n", err);
-            return 1;
-        }
     spim_log_set_level(cfg.log_level);
-
-    memset(&fc, 0, sizeof(fc));
-    if (spim_hostport(cfg.listen, fc.listen_host, sizeof(fc.listen_host), &fc.listen_port) ||
-        spim_hostport(cfg.next_hop, fc.next_host, sizeof(fc.next_host), &fc.next_port)) {
-        fprintf(stderr, "spimfilter serve: listen and next_hop must be HOST:PORT\n");
+    if (filter_config(&cfg, &fc) != 0) {
+        fprintf(stderr, "spimfilter serve: listen, next_hop and advertise must be HOST:PORT\n");
         return 1;
     }
-    if (cfg.advertise[0] != '\0')
-        spim_hostport(cfg.advertise, fc.self.host, sizeof(fc.self.host), &fc.self.port);
-    fc.workers = cfg.workers;
-    snprintf(fc.block_reason, sizeof(fc.block_reason), "%s", cfg.block_reason);
-
     if (spim_engine_open(&e, &cfg, 1, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter serve: %s\n", err);
         return 1;
@@ -199,8 +180,9 @@ int spim_cmd_serve(int argc, char **argv)
         printf("config OK: listen %s, next hop %s, store %s (%llu spam, %llu ham trained), "
                "%u rules, mode %s, tag at %.2f, block at %.2f\n",
                cfg.listen, cfg.next_hop, cfg.db, (unsigned long long)tot.spam_msgs,
-               (unsigned long long)tot.ham_msgs, e.rules ? spim_rules_count(e.rules) : 0,
-               cfg.mode_tag ? "tag" : "block", cfg.th.tag_score, cfg.th.block_score);
+               (unsigned long long)tot.ham_msgs,
+               e.conf->rules ? spim_rules_count(e.conf->rules) : 0, cfg.mode_tag ? "tag" : "block",
+               cfg.th.tag_score, cfg.th.block_score);
         spim_engine_close(&e);
         return 0;
     }
@@ -210,15 +192,32 @@ int spim_cmd_serve(int argc, char **argv)
         spim_engine_close(&e);
         return 1;
     }
-    running = f;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    /*
+     * Signals go to this thread only (the workers inherit the mask and never
+     * see them): SIGHUP reloads, SIGTERM and SIGINT stop taking requests and
+     * let each worker finish the request it holds.
+     */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    rc = spim_filter_run(f);
-    running = NULL;
+    rc = spim_filter_start(f);
+    if (rc == 0) {
+        for (;;) {
+            if (sigwait(&sigs, &sig) != 0)
+                continue;
+            if (sig == SIGHUP) {
+                reload(&e, &fl, &cfg);
+                continue;
+            }
+            spim_log(SPIM_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        spim_filter_stop(f);
+        spim_filter_wait(f);
+    }
     spim_log(SPIM_LOG_INFO, "stopped");
     spim_filter_free(f);
     spim_engine_close(&e);

@@ -1,49 +1,129 @@
 /*
- * engine.c: joins the classifier to the store. The classifier asks for
- * token counts through struct spim_counts_ops; here that is a per-thread
- * LMDB reader, so every lookup sees the last committed training.
+ * engine.c: joins the classifier to the store, and swaps what SIGHUP
+ * reloads. The classifier asks for token counts through struct
+ * spim_counts_ops; here that is a per-thread LMDB reader, so every lookup
+ * sees the last committed training.
  */
 #include "cli.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
-                     size_t errcap)
+static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out, char *err,
+                    size_t errcap)
 {
+    struct spim_engine_conf *c = calloc(1, sizeof(*c));
     struct spim_diag d;
     int rc;
 
-    memset(e, 0, sizeof(*e));
-    e->cfg = *cfg;
-    rc = spim_store_open(cfg->db, writable ? SPIM_STORE_CREATE : SPIM_STORE_RDONLY, 0, &e->store);
-    if (rc != 0) {
-        snprintf(err, errcap, "%s: %s%s", cfg->db, spim_strerror(rc),
-                 rc == SPIM_ENOTFOUND ? " (train it first: spimfilter train --db DIR ...)" : "");
-        return rc;
+    if (c == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return SPIM_ENOMEM;
     }
+    c->refs = 1;
+    c->cfg = *cfg;
     if (cfg->rules[0] != '\0') {
         memset(&d, 0, sizeof(d));
-        rc = spim_rules_load(cfg->rules, &e->rules, &d);
+        rc = spim_rules_load(cfg->rules, &c->rules, &d);
         if (rc != 0) {
             if (d.line)
                 snprintf(err, errcap, "%s:%u: %s", d.file[0] ? d.file : cfg->rules, d.line, d.msg);
             else
                 snprintf(err, errcap, "%s: %s", cfg->rules, d.msg[0] ? d.msg : spim_strerror(rc));
-            spim_store_close(e->store);
-            e->store = NULL;
+            free(c);
             return rc;
         }
     }
+    *out = c;
+    return 0;
+}
+
+static void conf_free(struct spim_engine_conf *c)
+{
+    if (c == NULL)
+        return;
+    spim_rules_free(c->rules);
+    free(c);
+}
+
+/* Drops a reference; the last one frees. */
+static void conf_release(struct spim_engine *e, struct spim_engine_conf *c)
+{
+    int last;
+
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&e->lock);
+    last = --c->refs == 0;
+    pthread_mutex_unlock(&e->lock);
+    if (last)
+        conf_free(c);
+}
+
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
+                     size_t errcap)
+{
+    int rc;
+
+    memset(e, 0, sizeof(*e));
+    pthread_mutex_init(&e->lock, NULL);
+    rc = spim_store_open(cfg->db, writable ? SPIM_STORE_CREATE : SPIM_STORE_RDONLY, 0, &e->store);
+    if (rc != 0) {
+        snprintf(err, errcap, "%s: %s%s", cfg->db, spim_strerror(rc),
+                 rc == SPIM_ENOTFOUND ? " (train it first: spimfilter train --db DIR ...)" : "");
+        pthread_mutex_destroy(&e->lock);
+        return rc;
+    }
+    rc = conf_new(cfg, &e->conf, err, errcap);
+    if (rc != 0) {
+        spim_store_close(e->store);
+        e->store = NULL;
+        pthread_mutex_destroy(&e->lock);
+        return rc;
+    }
+    e->conf->generation = 1;
+    atomic_store(&e->generation, 1);
     return 0;
 }
 
 void spim_engine_close(struct spim_engine *e)
 {
-    spim_rules_free(e->rules);
+    conf_release(e, e->conf);
+    e->conf = NULL;
     spim_store_close(e->store);
-    e->rules = NULL;
     e->store = NULL;
+    pthread_mutex_destroy(&e->lock);
+}
+
+int spim_engine_reload(struct spim_engine *e, const struct spim_config *cfg, char *err,
+                       size_t errcap)
+{
+    struct spim_engine_conf *c, *old;
+    int rc = conf_new(cfg, &c, err, errcap);
+
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&e->lock);
+    old = e->conf;
+    c->generation = old->generation + 1;
+    e->conf = c;
+    atomic_store(&e->generation, c->generation);
+    pthread_mutex_unlock(&e->lock);
+    conf_release(e, old);
+    return 0;
+}
+
+/* The current conf, with a reference taken. */
+static struct spim_engine_conf *conf_get(struct spim_engine *e)
+{
+    struct spim_engine_conf *c;
+
+    pthread_mutex_lock(&e->lock);
+    c = e->conf;
+    c->refs++;
+    pthread_mutex_unlock(&e->lock);
+    return c;
 }
 
 int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out)
@@ -54,8 +134,9 @@ int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **ou
     if (w == NULL)
         return SPIM_ENOMEM;
     w->e = e;
+    w->conf = conf_get(e);
     if ((rc = spim_store_reader_new(e->store, &w->reader)) != 0 ||
-        (rc = spim_scan_new(e->rules, &w->scan)) != 0) {
+        (rc = spim_scan_new(w->conf->rules, &w->scan)) != 0) {
         spim_engine_worker_free(w);
         return rc;
     }
@@ -69,7 +150,29 @@ void spim_engine_worker_free(struct spim_engine_worker *w)
         return;
     spim_scan_free(w->scan);
     spim_store_reader_free(w->reader);
+    conf_release(w->e, w->conf);
     free(w);
+}
+
+int spim_engine_worker_sync(struct spim_engine_worker *w)
+{
+    struct spim_engine_conf *c;
+    struct spim_scan *scan;
+    int rc;
+
+    if (atomic_load_explicit(&w->e->generation, memory_order_acquire) == w->conf->generation)
+        return 0;
+    c = conf_get(w->e);
+    rc = spim_scan_new(c->rules, &scan);
+    if (rc != 0) {
+        conf_release(w->e, c); /* keep the old one; retried at the next message */
+        return rc;
+    }
+    spim_scan_free(w->scan);
+    w->scan = scan;
+    conf_release(w->e, w->conf);
+    w->conf = c;
+    return 0;
 }
 
 static int lookup(void *ud, struct spim_token *toks, size_t n, struct spim_totals *totals)
@@ -82,6 +185,6 @@ static const struct spim_counts_ops store_counts = {.lookup = lookup};
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v)
 {
-    return spim_classify(w->scan, &store_counts, w->reader, &w->e->cfg.bp, &w->e->cfg.th, text, len,
-                         meta, v);
+    return spim_classify(w->scan, &store_counts, w->reader, &w->conf->cfg.bp, &w->conf->cfg.th,
+                         text, len, meta, v);
 }

@@ -184,8 +184,10 @@ struct spim_filter;
 /* Binds the sockets (errors here are the caller's to report) and starts nothing yet. */
 int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filter_ops *ops,
                     void *ud, struct spim_filter **out, char *err, size_t errcap);
-/* Runs the workers until spim_filter_stop; returns when they have finished. */
-int spim_filter_run(struct spim_filter *f);
+/* Starts the worker threads and returns; the caller's thread stays free for signals. */
+int spim_filter_start(struct spim_filter *f);
+/* Waits until the workers have stopped (after spim_filter_stop) and frees them. */
+void spim_filter_wait(struct spim_filter *f);
 /* Async-signal-safe: asks the workers to finish what they hold and stop. */
 void spim_filter_stop(struct spim_filter *f);
 void spim_filter_free(struct spim_filter *f);

@@ -31,6 +31,9 @@ struct spim_filter {
     unsigned nworkers;
     int *socks;
     atomic_int stop;
+    pthread_t *threads;
+    struct spim_filter_worker **ws;
+    unsigned started;
 };
 
 struct spim_filter_worker {
@@ -350,40 +353,48 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int spim_filter_run(struct spim_filter *f)
+int spim_filter_start(struct spim_filter *f)
 {
-    pthread_t *th = calloc(f->nworkers, sizeof(*th));
-    struct spim_filter_worker **ws = calloc(f->nworkers, sizeof(*ws));
-    unsigned started = 0;
     int rc = 0;
 
-    if (th == NULL || ws == NULL) {
-        rc = SPIM_ENOMEM;
-        goto out;
-    }
-    for (; started < f->nworkers; started++) {
-        ws[started] = spim_filter_worker_new(f);
-        if (ws[started] == NULL) {
+    f->threads = calloc(f->nworkers, sizeof(*f->threads));
+    f->ws = calloc(f->nworkers, sizeof(*f->ws));
+    if (f->threads == NULL || f->ws == NULL)
+        return SPIM_ENOMEM;
+    for (; f->started < f->nworkers; f->started++) {
+        struct spim_filter_worker *w = spim_filter_worker_new(f);
+
+        if (w == NULL) {
             rc = SPIM_ENOMEM;
             break;
         }
-        ws[started]->sock = f->socks[started];
-        if (pthread_create(&th[started], NULL, worker_main, ws[started]) != 0) {
-            spim_filter_worker_free(ws[started]);
+        w->sock = f->socks[f->started];
+        f->ws[f->started] = w;
+        if (pthread_create(&f->threads[f->started], NULL, worker_main, w) != 0) {
+            spim_filter_worker_free(w);
             rc = SPIM_ENOMEM;
             break;
         }
     }
-    if (rc != 0)
+    if (rc != 0) {
         spim_filter_stop(f);
-    spim_log(SPIM_LOG_INFO, "serving on %s:%u, next hop %s:%u, %u workers", f->cfg.listen_host,
-             f->cfg.listen_port, f->cfg.next_host, f->cfg.next_port, started);
-    for (unsigned i = 0; i < started; i++) {
-        pthread_join(th[i], NULL);
-        spim_filter_worker_free(ws[i]);
+        spim_filter_wait(f);
+        return rc;
     }
-out:
-    free(th);
-    free(ws);
-    return rc;
+    spim_log(SPIM_LOG_INFO, "serving on %s:%u, next hop %s:%u, %u workers", f->cfg.listen_host,
+             f->cfg.listen_port, f->cfg.next_host, f->cfg.next_port, f->started);
+    return 0;
+}
+
+void spim_filter_wait(struct spim_filter *f)
+{
+    for (unsigned i = 0; i < f->started; i++) {
+        pthread_join(f->threads[i], NULL);
+        spim_filter_worker_free(f->ws[i]);
+    }
+    f->started = 0;
+    free(f->threads);
+    free(f->ws);
+    f->threads = NULL;
+    f->ws = NULL;
 }

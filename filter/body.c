@@ -23,7 +23,52 @@ struct out {
     char *p;
     size_t len, cap;
     int found_text, found_other;
+    struct spim_sip_files *files; /* may be NULL */
 };
+
+/* The filename parameter of a Content-Disposition value, unquoted. */
+static struct spim_slice disp_filename(struct spim_slice d)
+{
+    struct spim_slice r = {NULL, 0};
+
+    for (size_t i = 0; i + 9 <= d.len; i++) {
+        size_t b, e;
+
+        if (strncasecmp(d.p + i, "filename=", 9) != 0 ||
+            (i > 0 && d.p[i - 1] != ';' && d.p[i - 1] != ' ' && d.p[i - 1] != '\t'))
+            continue;
+        b = i + 9;
+        if (b < d.len && d.p[b] == '"') {
+            e = ++b;
+            while (e < d.len && d.p[e] != '"')
+                e++;
+        } else {
+            e = b;
+            while (e < d.len && d.p[e] != ';' && d.p[e] != ' ' && d.p[e] != '\t')
+                e++;
+        }
+        r.p = d.p + b;
+        r.len = e - b;
+        break;
+    }
+    return r;
+}
+
+/* Records a payload that goes to the file checks. */
+static void add_file(struct out *o, const char *ct, size_t ctn, struct spim_slice disp,
+                     const char *p, size_t n)
+{
+    struct spim_sip_file *f;
+
+    o->found_other = 1;
+    if (o->files == NULL || o->files->n >= SPIM_SIP_MAX_FILES)
+        return;
+    f = &o->files->f[o->files->n++];
+    f->content_type = (struct spim_slice){ct, ctn};
+    f->name = disp_filename(disp);
+    f->data = (struct spim_slice){p, n};
+    f->size = n;
+}
 
 static void append(struct out *o, const char *p, size_t n)
 {
@@ -183,7 +228,8 @@ void spim__parse_ctype(const char *p, size_t n, struct spim_slice *type, struct 
     }
 }
 
-static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n, int depth);
+static void extract(struct out *o, const char *ct, size_t ctn, struct spim_slice disp,
+                    const char *p, size_t n, int depth);
 
 /*
  * message/cpim: CPIM message headers, an empty line, the MIME headers of
@@ -192,6 +238,7 @@ static void extract(struct out *o, const char *ct, size_t ctn, const char *p, si
  */
 static void extract_cpim(struct out *o, const char *p, size_t n, int depth)
 {
+    const struct spim_slice no_disp = {NULL, 0};
     size_t i = 0, ct_b = 0, ct_e = 0;
     int blank = 0;
 
@@ -219,7 +266,7 @@ static void extract_cpim(struct out *o, const char *p, size_t n, int depth)
         o->found_text = 1;
         return;
     }
-    extract(o, p + ct_b, ct_e - ct_b, p + i, n - i, depth + 1);
+    extract(o, p + ct_b, ct_e - ct_b, no_disp, p + i, n - i, depth + 1);
 }
 
 /*
@@ -258,6 +305,7 @@ static void extract_multipart(struct out *o, struct spim_slice bd, const char *p
             break;
         if (in_part) {
             size_t e = (size_t)(hit - p), hs = part, cs = 0, ce = 0, body = 0;
+            struct spim_slice disp = {NULL, 0};
 
             if (e > part && p[e - 1] == '\n')
                 e--;
@@ -277,16 +325,20 @@ static void extract_multipart(struct out *o, struct spim_slice bd, const char *p
                 if (ve - hs > 13 && strncasecmp(p + hs, "Content-Type:", 13) == 0) {
                     cs = hs + 13;
                     ce = ve;
+                } else if (ve - hs > 20 && strncasecmp(p + hs, "Content-Disposition:", 20) == 0) {
+                    disp = (struct spim_slice){p + hs + 20, ve - hs - 20};
                 }
                 if (nl == NULL)
                     break;
                 hs = le + 1;
             }
             if (body && body <= e) {
+                while (cs < ce && (p[cs] == ' ' || p[cs] == '\t'))
+                    cs++;
                 if (ce)
-                    extract(o, p + cs, ce - cs, p + body, e - body, depth + 1);
+                    extract(o, p + cs, ce - cs, disp, p + body, e - body, depth + 1);
                 else
-                    extract(o, "text/plain", 10, p + body, e - body, depth + 1);
+                    extract(o, "text/plain", 10, disp, p + body, e - body, depth + 1);
             }
         }
         i = (size_t)(hit - p) + dl;
@@ -304,7 +356,8 @@ static void extract_multipart(struct out *o, struct spim_slice bd, const char *p
     }
 }
 
-static void extract(struct out *o, const char *ct, size_t ctn, const char *p, size_t n, int depth)
+static void extract(struct out *o, const char *ct, size_t ctn, struct spim_slice disp,
+                    const char *p, size_t n, int depth)
 {
     struct spim_slice type, sub, cs, bd;
 
@@ -313,6 +366,12 @@ static void extract(struct out *o, const char *ct, size_t ctn, const char *p, si
         return;
     }
     spim__parse_ctype(ct, ctn, &type, &sub, &cs, &bd);
+    if (disp_filename(disp).len > 0) {
+        /* a named attachment is a file whatever its type; a text one is read too */
+        add_file(o, ct, ctn, disp, p, n);
+        if (!spim__slice_ieq(type.p, type.len, "text"))
+            return;
+    }
     if (spim__slice_ieq(type.p, type.len, "text")) {
         if (spim__slice_ieq(sub.p, sub.len, "html"))
             append_html(o, p, n);
@@ -330,24 +389,99 @@ static void extract(struct out *o, const char *ct, size_t ctn, const char *p, si
                 spim__slice_ieq(sub.p, sub.len, "imdn+xml"))) {
         /* notifications: no user text */
     } else if (n > 0) {
-        o->found_other = 1;
+        add_file(o, ct, ctn, disp, p, n);
     }
+}
+
+enum spim_body_kind spim_sip_body(const struct spim_sip_msg *m, char *out, size_t cap,
+                                  size_t *out_len, struct spim_sip_files *files)
+{
+    struct out o = {out, 0, cap, 0, 0, files};
+
+    *out_len = 0;
+    if (files != NULL)
+        files->n = 0;
+    if (m->body.len == 0)
+        return SPIM_BODY_NONE;
+    if (m->content_type.len == 0)
+        extract(&o, "text/plain", 10, m->content_disposition, m->body.p, m->body.len, 0);
+    else
+        extract(&o, m->content_type.p, m->content_type.len, m->content_disposition, m->body.p,
+                m->body.len, 0);
+    *out_len = o.len;
+    if (o.found_text)
+        return SPIM_BODY_TEXT;
+    return o.found_other ? SPIM_BODY_OTHER : SPIM_BODY_NONE;
 }
 
 enum spim_body_kind spim_sip_body_text(const struct spim_sip_msg *m, char *out, size_t cap,
                                        size_t *out_len)
 {
-    struct out o = {out, 0, cap, 0, 0};
+    return spim_sip_body(m, out, cap, out_len, NULL);
+}
 
-    *out_len = 0;
-    if (m->body.len == 0)
-        return SPIM_BODY_NONE;
-    if (m->content_type.len == 0)
-        extract(&o, "text/plain", 10, m->body.p, m->body.len, 0);
-    else
-        extract(&o, m->content_type.p, m->content_type.len, m->body.p, m->body.len, 0);
-    *out_len = o.len;
-    if (o.found_text)
-        return SPIM_BODY_TEXT;
-    return o.found_other ? SPIM_BODY_OTHER : SPIM_BODY_NONE;
+/* The value of "key:" inside a file-selector attribute (name is quoted). */
+static struct spim_slice selector_value(const char *p, size_t n, const char *key)
+{
+    struct spim_slice r = {NULL, 0};
+    size_t kl = strlen(key);
+
+    for (size_t i = 0; i + kl <= n; i++) {
+        size_t b, e;
+
+        if ((i > 0 && p[i - 1] != ' ' && p[i - 1] != ':') || strncasecmp(p + i, key, kl) != 0)
+            continue;
+        b = i + kl;
+        if (b < n && p[b] == '"') {
+            e = ++b;
+            while (e < n && p[e] != '"')
+                e++;
+        } else {
+            e = b;
+            while (e < n && p[e] != ' ')
+                e++;
+        }
+        r.p = p + b;
+        r.len = e - b;
+        break;
+    }
+    return r;
+}
+
+unsigned spim_sip_sdp_files(const struct spim_sip_msg *m, struct spim_sip_files *files)
+{
+    struct spim_slice type, sub, cs, bd;
+    const char *p = m->body.p;
+    size_t n = m->body.len, i = 0;
+    int in_message = 0;
+
+    files->n = 0;
+    spim__parse_ctype(m->content_type.p, m->content_type.len, &type, &sub, &cs, &bd);
+    if (!spim__slice_ieq(type.p, type.len, "application") ||
+        !spim__slice_ieq(sub.p, sub.len, "sdp"))
+        return 0;
+    for (unsigned guard = 0; i < n && guard < 4096; guard++) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t le = nl ? (size_t)(nl - p) : n, e = le;
+
+        if (e > i && p[e - 1] == '\r')
+            e--;
+        if (e - i >= 2 && p[i] == 'm' && p[i + 1] == '=')
+            in_message = e - i >= 9 && strncmp(p + i + 2, "message", 7) == 0;
+        else if (in_message && e - i > 16 && strncmp(p + i, "a=file-selector:", 16) == 0 &&
+                 files->n < SPIM_SIP_MAX_FILES) {
+            struct spim_sip_file *f = &files->f[files->n++];
+            struct spim_slice sz;
+            long v;
+
+            memset(f, 0, sizeof(*f));
+            f->name = selector_value(p + i + 16, e - i - 16, "name:");
+            f->content_type = selector_value(p + i + 16, e - i - 16, "type:");
+            sz = selector_value(p + i + 16, e - i - 16, "size:");
+            v = spim__parse_uint(sz.p, sz.len);
+            f->size = v > 0 ? (uint64_t)v : 0;
+        }
+        i = le + 1;
+    }
+    return files->n;
 }

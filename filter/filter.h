@@ -36,7 +36,7 @@ struct spim_sip_msg {
     int is_request;
     int status;                     /* responses: the status code */
     struct spim_slice method, ruri; /* requests */
-    struct spim_slice call_id, from, to, cseq, user_agent, content_type;
+    struct spim_slice call_id, from, to, cseq, user_agent, content_type, content_disposition;
     struct spim_slice body;          /* the declared Content-Length bytes */
     size_t headers_end;              /* offset of the empty line ending the headers */
     size_t msg_len;                  /* start line + headers + body: what is forwarded */
@@ -72,6 +72,34 @@ enum spim_body_kind {
     SPIM_BODY_NONE,     /* empty, or a notification (isComposing, IMDN): pass unscored */
     SPIM_BODY_OTHER,    /* not text (a file, an image): pass to the file checks */
 };
+
+/* A payload for the file checks: a non-text body or part, or a named attachment. */
+struct spim_sip_file {
+    struct spim_slice content_type; /* as written, parameters included */
+    struct spim_slice name;         /* Content-Disposition filename, or empty */
+    struct spim_slice data;         /* the bytes (empty for an INVITE's offer) */
+    uint64_t size;                  /* data.len, or the size the offer declares */
+};
+
+#define SPIM_SIP_MAX_FILES 8
+
+struct spim_sip_files {
+    unsigned n;
+    struct spim_sip_file f[SPIM_SIP_MAX_FILES];
+};
+
+/*
+ * spim_sip_body_text and, into files (may be NULL), every payload that is
+ * not text or that carries a file name (at most SPIM_SIP_MAX_FILES).
+ */
+enum spim_body_kind spim_sip_body(const struct spim_sip_msg *m, char *out, size_t cap,
+                                  size_t *out_len, struct spim_sip_files *files);
+
+/*
+ * The files an INVITE's SDP offers (RFC 5547: m=message with
+ * a=file-selector name, type, size). Returns how many were found.
+ */
+unsigned spim_sip_sdp_files(const struct spim_sip_msg *m, struct spim_sip_files *files);
 
 /*
  * Extracts the text of a MESSAGE body into out (UTF-8, at most cap bytes):
@@ -141,11 +169,20 @@ int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason
 
 /* --- Server --------------------------------------------------------------------- */
 
-/* What the judge is told of one MESSAGE (slices into the request). */
+/* What the judge is told of one MESSAGE, or of an INVITE that offers files. */
+enum spim_filter_kind {
+    SPIM_FMSG_MESSAGE = 0, /* a MESSAGE: text and/or files */
+    SPIM_FMSG_INVITE = 1,  /* an INVITE whose SDP offers files (no text) */
+};
+
 struct spim_filter_msg {
-    struct spim_slice text; /* extracted UTF-8 text */
+    int kind;               /* enum spim_filter_kind */
+    struct spim_slice text; /* extracted UTF-8 text (may be empty) */
     struct spim_slice raw;  /* the whole request as received */
     struct spim_slice from, to, call_id, user_agent;
+    struct spim_slice from_uri;         /* the URI of From, without display name or parameters */
+    const struct spim_sip_files *files; /* payloads for the file checks (n may be 0) */
+    const struct sockaddr_storage *src;
     const char *source; /* "ip:port" */
     uint64_t txn_key;   /* same for every retransmission of the request */
 };
@@ -154,7 +191,8 @@ struct spim_filter_msg {
 struct spim_filter_result {
     int action; /* enum spim_action of classifier.h: 0 deliver, 1 tag, 2 block */
     double score, spam_probability;
-    char rules[512]; /* names of the matched rules, comma-separated */
+    char rules[512]; /* names of the matched rules and policy entries, comma-separated */
+    int code;        /* block: the status to answer (0: 403 for MESSAGE, 403 for INVITE) */
 };
 
 struct spim_filter_ops {

@@ -41,6 +41,7 @@ struct spim_filter_worker {
     void *wud;
     int sock;
     char *in, *text, *outp;
+    struct spim_sip_files files;
 };
 
 static int make_socket(const struct sockaddr_storage *ss, socklen_t sl, char *err, size_t errcap)
@@ -206,43 +207,66 @@ static void answer(const struct spim_sip_msg *m, int code, const char *reason, c
         out->len = 0;
 }
 
-/* Judges a MESSAGE; returns the action, fills tag headers, or answers it itself (-1). */
-static int judge_message(struct spim_filter_worker *w, const struct spim_sip_msg *m,
+/* The URI of a From or To value: inside <...>, or up to the first ';'. */
+static struct spim_slice uri_of(struct spim_slice v)
+{
+    const char *lt = memchr(v.p, '<', v.len), *gt;
+    size_t e = 0;
+
+    if (lt != NULL) {
+        gt = memchr(lt, '>', (size_t)(v.p + v.len - lt));
+        if (gt != NULL)
+            return (struct spim_slice){lt + 1, (size_t)(gt - lt - 1)};
+    }
+    while (e < v.len && v.p[e] != ';')
+        e++;
+    return (struct spim_slice){v.p, e};
+}
+
+/*
+ * Asks the judge about a MESSAGE (its text and files) or an INVITE that
+ * offers files. Returns the action, 0 for what needs no judge (a
+ * notification, an INVITE without a file offer), or -1 when the judge
+ * failed.
+ */
+static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg *m, int kind,
                          const struct sockaddr_storage *src, struct spim_filter_result *r)
 {
     struct spim_filter *f = w->f;
     struct spim_filter_msg fm;
-    char source[64];
-    size_t tlen;
-    enum spim_body_kind kind;
+    char source[64], branch[64];
+    size_t tlen = 0;
 
-    kind = spim_sip_body_text(m, w->text, TEXT_CAP, &tlen);
-    if (kind != SPIM_BODY_TEXT)
-        return 0; /* notifications and files pass unscored here */
+    if (kind == SPIM_FMSG_MESSAGE) {
+        if (spim_sip_body(m, w->text, TEXT_CAP, &tlen, &w->files) == SPIM_BODY_NONE)
+            return 0; /* empty, or a notification */
+    } else if (spim_sip_sdp_files(m, &w->files) == 0) {
+        return 0;
+    }
     spim__addr_str(src, source, sizeof(source));
     memset(&fm, 0, sizeof(fm));
+    fm.kind = kind;
     fm.text = (struct spim_slice){w->text, tlen};
     fm.raw = (struct spim_slice){m->buf, m->msg_len};
     fm.from = m->from;
     fm.to = m->to;
+    fm.from_uri = uri_of(m->from);
     fm.call_id = m->call_id;
     fm.user_agent = m->user_agent;
+    fm.files = &w->files;
+    fm.src = src;
     fm.source = source;
-    {
-        char branch[64];
-
-        spim_proxy_branch(m, branch, sizeof(branch));
-        fm.txn_key = spim_hash64(branch, strlen(branch), 0);
-    }
+    spim_proxy_branch(m, branch, sizeof(branch));
+    fm.txn_key = spim_hash64(branch, strlen(branch), 0);
     memset(r, 0, sizeof(*r));
     if (f->ops->judge(w->wud, &fm, r) != 0)
         return -1;
     if (r->action == 2)
         spim_log(SPIM_LOG_INFO,
-                 "blocked MESSAGE call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f "
-                 "p=%.4f rules=%s",
-                 (int)m->call_id.len, m->call_id.p, (int)m->from.len, m->from.p, (int)m->to.len,
-                 m->to.p, source, r->score, r->spam_probability, r->rules[0] ? r->rules : "-");
+                 "blocked %.*s call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f p=%.4f rules=%s",
+                 (int)m->method.len, m->method.p, (int)m->call_id.len, m->call_id.p,
+                 (int)m->from.len, m->from.p, (int)m->to.len, m->to.p, source, r->score,
+                 r->spam_probability, r->rules[0] ? r->rules : "-");
     return r->action;
 }
 
@@ -290,16 +314,20 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         goto done;
     }
     action = 0;
-    if (spim__slice_ieq(m.method.p, m.method.len, "MESSAGE")) {
-        action = judge_message(w, &m, src, &r);
-        if (action < 0) {
-            answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, out, dst, dstlen);
-            goto done;
-        }
-        if (action == 2) {
-            answer(&m, 403, f->cfg.block_reason, NULL, src, out, dst, dstlen);
-            goto done;
-        }
+    if (spim__slice_ieq(m.method.p, m.method.len, "MESSAGE"))
+        action = judge_request(w, &m, SPIM_FMSG_MESSAGE, src, &r);
+    else if (spim__slice_ieq(m.method.p, m.method.len, "INVITE") && m.body.len > 0)
+        action = judge_request(w, &m, SPIM_FMSG_INVITE, src, &r);
+    if (action < 0) {
+        answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, out, dst, dstlen);
+        goto done;
+    }
+    if (action == 2) {
+        int code = r.code >= 400 && r.code <= 699 ? r.code : 403;
+
+        answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src, out,
+               dst, dstlen);
+        goto done;
     }
     if (action == 1) {
         char score[32], prob[32];

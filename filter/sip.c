@@ -346,6 +346,8 @@ static int scan(const char *buf, size_t len, struct spim_sip_msg *m, char *err, 
                 m->user_agent = slice(buf, vs, ve);
             } else if (spim__slice_ieq(n, nl, "Content-Type") || spim__slice_ieq(n, nl, "c")) {
                 m->content_type = slice(buf, vs, ve);
+            } else if (spim__slice_ieq(n, nl, "Content-Disposition")) {
+                m->content_disposition = slice(buf, vs, ve);
             }
         }
         i = le;

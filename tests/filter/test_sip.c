@@ -181,6 +181,35 @@ static void test_sip_body_keeps_nul_bytes(void **state)
     free(buf);
 }
 
+static void test_sip_files_and_sdp_offers(void **state)
+{
+    size_t len, n;
+    char *buf = load("attachment_message.sip", &len), err[128], out[4096];
+    struct spim_sip_msg m;
+    struct spim_sip_files files;
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_sip_body(&m, out, sizeof(out), &n, &files), SPIM_BODY_TEXT);
+    assert_int_equal(n, strlen("see the invoice"));
+    assert_int_equal(files.n, 1);
+    assert_true(slice_is(files.f[0].name, "invoice.exe"));
+    assert_true(slice_is(files.f[0].content_type, "application/octet-stream"));
+    assert_int_equal(files.f[0].data.len, 10);
+    assert_memory_equal(files.f[0].data.p, "MZ\x90\0" "binary", 10);
+    spim_sip_msg_free(&m);
+    free(buf);
+
+    buf = load("invite_file_offer.sip", &len);
+    assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+    assert_int_equal(spim_sip_sdp_files(&m, &files), 1);
+    assert_true(slice_is(files.f[0].name, "My cool picture.jpg"));
+    assert_true(slice_is(files.f[0].content_type, "image/jpeg"));
+    assert_int_equal(files.f[0].size, 32349);
+    spim_sip_msg_free(&m);
+    free(buf);
+}
+
 static void test_proxy_forward_request_splices(void **state)
 {
     size_t len;
@@ -473,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_sip_parse_rejects_bad_input),
         cmocka_unit_test(test_sip_body_kinds),
         cmocka_unit_test(test_sip_body_keeps_nul_bytes),
+        cmocka_unit_test(test_sip_files_and_sdp_offers),
         cmocka_unit_test(test_proxy_forward_request_splices),
         cmocka_unit_test(test_proxy_branch_is_stable_and_distinct),
         cmocka_unit_test(test_proxy_received_and_rport),

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -40,6 +41,100 @@ static const struct spim_filter_ops ops = {
     .worker_free = spim_judge_worker_free,
     .judge = spim_judge,
 };
+
+/*
+ * Retention: a thread that removes quarantine records older than
+ * quarantine_days (read from the current conf, so SIGHUP changes it) at an
+ * interval of a tenth of the retention, between 1 s and an hour. Each purge
+ * is bounded steps of spim_quar_purge, so the workers' writes go on.
+ */
+struct purger {
+    struct spim_engine *e;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    pthread_t tid;
+};
+
+static void purge_once(struct spim_engine *e, double days)
+{
+    char detail[96];
+    uint64_t n = 0;
+    int64_t before = spim_now_us() - (int64_t)(days * 86400e6);
+    int rc = spim_quar_purge(e->store, before, 0, 0, &n);
+
+    if (rc != 0) {
+        spim_log(SPIM_LOG_ERR, "quarantine purge failed: %s", spim_strerror(rc));
+        return;
+    }
+    if (n == 0)
+        return;
+    spim_log(SPIM_LOG_INFO, "quarantine purge: removed %llu records older than %g days",
+             (unsigned long long)n, days);
+    snprintf(detail, sizeof(detail), "%llu expired (quarantine_days %g)", (unsigned long long)n,
+             days);
+    struct spim_quar_audit a = {.action = {"purge", 5},
+                                .user = {"serve", 5},
+                                .detail = {detail, strlen(detail)}};
+    spim_quar_audit_add(e->store, &a);
+}
+
+static void *purge_main(void *arg)
+{
+    struct purger *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        double days, secs;
+        struct timespec ts;
+
+        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_lock(&p->e->lock);
+        days = p->e->conf->cfg.quarantine_days;
+        pthread_mutex_unlock(&p->e->lock);
+        if (days > 0)
+            purge_once(p->e, days);
+        secs = days > 0 ? days * 8640 : 3600;
+        secs = secs < 1 ? 1 : secs > 3600 ? 3600 : secs;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)secs;
+        ts.tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && pthread_cond_timedwait(&p->cv, &p->mu, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int purger_start(struct purger *p, struct spim_engine *e)
+{
+    p->e = e;
+    p->stop = 0;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (pthread_create(&p->tid, NULL, purge_main, p) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        return -1;
+    }
+    return 0;
+}
+
+static void purger_stop(struct purger *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->tid, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+}
 
 /* The flags given, kept to be applied again over the file at each reload. */
 struct flags {
@@ -108,6 +203,17 @@ static int filter_config(const struct spim_config *cfg, struct spim_filter_confi
         return SPIM_EINVAL;
     fc->workers = cfg->workers;
     snprintf(fc->block_reason, sizeof(fc->block_reason), "%s", cfg->block_reason);
+    {
+        char bad[64];
+
+        if (spim_cidr_list_parse(cfg->trusted_sources, fc->trusted, SPIM_FILTER_MAX_TRUSTED,
+                                 &fc->ntrusted, bad, sizeof(bad)) != 0)
+            return SPIM_EINVAL;
+    }
+    fc->on_error_deliver = cfg->on_error_deliver;
+    fc->max_message_size = cfg->max_message_size;
+    fc->udp_max = cfg->udp_max;
+    fc->tcp_idle_s = cfg->tcp_idle_timeout;
     return 0;
 }
 
@@ -205,6 +311,11 @@ int spim_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     rc = spim_filter_start(f);
     if (rc == 0) {
+        struct purger pg;
+        int purging = purger_start(&pg, &e) == 0;
+
+        if (!purging)
+            spim_log(SPIM_LOG_ERR, "cannot start the quarantine purge thread");
         for (;;) {
             if (sigwait(&sigs, &sig) != 0)
                 continue;
@@ -215,6 +326,8 @@ int spim_cmd_serve(int argc, char **argv)
             spim_log(SPIM_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
+        if (purging)
+            purger_stop(&pg);
         spim_filter_stop(f);
         spim_filter_wait(f);
     }

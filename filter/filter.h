@@ -137,25 +137,33 @@ int spim_proxy_is_loop(const struct spim_sip_msg *m, const struct spim_proxy_sel
 /* Whether an OPTIONS request is addressed to the filter itself. */
 int spim_proxy_is_for_us(const struct spim_sip_msg *m, const struct spim_proxy_self *self);
 
+/* How a request is forwarded. */
+struct spim_proxy_fwd {
+    int tcp;       /* our Via says TCP: it goes to the next hop over TCP */
+    uint32_t conn; /* the TCP connection it came on (0: UDP), carried in our branch */
+    const struct spim_proxy_header *extra;
+    size_t nextra;
+};
+
 /*
  * Writes the request to forward into out: our Via on top, received/rport on
  * the previous top Via (src is where it came from), Max-Forwards minus one
  * (70 added when absent), extra headers before the empty line; everything
- * else byte for byte. SPIM_ETOOBIG if it does not fit.
+ * else byte for byte. SPIM_ETOOBIG if it does not fit. how may be NULL.
  */
 int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
-                               const struct sockaddr_storage *src,
-                               const struct spim_proxy_header *extra, size_t nextra,
+                               const struct sockaddr_storage *src, const struct spim_proxy_fwd *how,
                                struct spim_buf *out);
 
 /*
  * For a response: checks that its top Via is ours (SPIM_ENOTFOUND if not),
  * writes it without our Via value into out and the next hop (the next Via's
- * received/rport or sent-by, port 5060 when none) into *dst.
+ * received/rport or sent-by, port 5060 when none) into *dst, and into
+ * *conn the TCP connection the request came on (0: none).
  */
 int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
                                 struct spim_buf *out, struct sockaddr_storage *dst,
-                                socklen_t *dstlen);
+                                socklen_t *dstlen, uint32_t *conn);
 
 /*
  * A local answer to request m: status line, every Via in order, From, To
@@ -207,6 +215,23 @@ struct spim_filter_ops {
     int (*judge)(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
 };
 
+/* A network in CIDR form, for trusted_sources. */
+struct spim_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned prefix;
+};
+
+/* Parses "10.0.0.0/8", "::1/128" or a bare address. */
+int spim_cidr_parse(const char *s, struct spim_cidr *out);
+/* Parses a comma-separated list into out (at most cap); bad gets the entry that failed. */
+int spim_cidr_list_parse(const char *s, struct spim_cidr *out, unsigned cap, unsigned *n, char *bad,
+                         size_t badcap);
+/* Whether the address is inside one of the n networks. */
+int spim_cidr_match(const struct spim_cidr *nets, size_t n, const struct sockaddr_storage *ss);
+
+#define SPIM_FILTER_MAX_TRUSTED 64
+
 struct spim_filter_config {
     char listen_host[64];
     unsigned listen_port;
@@ -215,6 +240,14 @@ struct spim_filter_config {
     struct spim_proxy_self self; /* our Via; defaults to the listen address */
     unsigned workers;            /* 0: the number of cores */
     char block_reason[64];       /* reason phrase of the 403 */
+    /* Requests are taken only from these (0 networks: loopback only). */
+    struct spim_cidr trusted[SPIM_FILTER_MAX_TRUSTED];
+    unsigned ntrusted;
+    int on_error_deliver;    /* the judge failed (store unreadable): deliver, else 503 */
+    size_t max_message_size; /* larger requests get 513 (0: SPIM_SIP_MAX) */
+    size_t udp_max;          /* forwarded requests larger than this go over TCP (0: never) */
+    unsigned tcp_idle_s;     /* idle TCP connections are closed after this (0: 300 s) */
+    unsigned tcp_max_conns;  /* per worker (0: 1024) */
 };
 
 struct spim_filter;
@@ -230,15 +263,79 @@ void spim_filter_wait(struct spim_filter *f);
 void spim_filter_stop(struct spim_filter *f);
 void spim_filter_free(struct spim_filter *f);
 
+/* Where the answer to one message goes. */
+enum spim_out_how {
+    SPIM_OUT_NONE = 0,     /* nothing to send (dropped, keep-alive) */
+    SPIM_OUT_UDP = 1,      /* a datagram to dst */
+    SPIM_OUT_CONN = 2,     /* on the TCP connection conn (a response, a local answer) */
+    SPIM_OUT_NEXT_TCP = 3, /* to the next hop over TCP (a request too large for UDP) */
+};
+
+struct spim_filter_out {
+    struct spim_buf buf;
+    int how; /* enum spim_out_how */
+    struct sockaddr_storage dst;
+    socklen_t dstlen;
+    uint32_t conn;
+};
+
 /*
- * Handles one datagram as a worker does, writing at most one datagram to send
- * into out/dst (out->len 0: nothing to send). For tests and the server loop.
+ * Handles one message as a worker does (in_conn: the TCP connection it came
+ * on, 0 for UDP) and says in out what to send where. For tests and the
+ * server loop.
  */
 struct spim_filter_worker;
 struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f);
 void spim_filter_worker_free(struct spim_filter_worker *w);
 void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t len,
-                        const struct sockaddr_storage *src, struct spim_buf *out,
-                        struct sockaddr_storage *dst, socklen_t *dstlen);
+                        const struct sockaddr_storage *src, uint32_t in_conn,
+                        struct spim_filter_out *out);
+
+/* --- SIP client ----------------------------------------------------------------
+ * One non-INVITE client transaction over UDP (RFC 3261 17.1.2), used to send
+ * a quarantined request again (`quarantine release`). See client.c.
+ */
+
+#define SPIM_CLIENT_T1_MS 500  /* RFC 3261 T1: first retransmission interval */
+#define SPIM_CLIENT_T2_MS 4000 /* RFC 3261 T2: the cap of the doubling */
+
+struct spim_client_opts {
+    char host[64]; /* the next hop */
+    unsigned port;
+    unsigned t1_ms, t2_ms; /* 0: SPIM_CLIENT_T1_MS, SPIM_CLIENT_T2_MS */
+    unsigned timeout_ms;   /* timer F; 0: 64 * T1 (32 s) */
+};
+
+struct spim_client_result {
+    int status;           /* the final response's code; 0 when none came */
+    char reason[128];     /* its reason phrase */
+    unsigned sent;        /* transmissions of the request (1 + retransmissions) */
+    unsigned provisional; /* 1xx responses received */
+    char branch[64];      /* the branch of our Via */
+    char local[64];       /* our "ip:port": the Via sent-by */
+    uint64_t elapsed_ms;
+};
+
+/*
+ * Writes into out (cap at least len + 512) the request raw[0..len) with a
+ * Via "SIP/2.0/UDP via_host:via_port;branch=BRANCH;rport" on top and
+ * Max-Forwards minus one (70 added when absent); every other byte as it was.
+ * SPIM_EPARSE when raw does not parse, SPIM_EINVAL for a response, an
+ * INVITE or ACK, or Max-Forwards 0; err says why.
+ */
+int spim_client_build(const char *raw, size_t len, const char *via_host, unsigned via_port,
+                      const char *branch, struct spim_buf *out, char *err, size_t errcap);
+
+/*
+ * Sends raw as a new client transaction to o->host:o->port from an
+ * ephemeral port and waits for the final response (1xx are provisional).
+ * Returns 0 when a final response came (any code: see res->status),
+ * SPIM_ETIMEOUT when timer F fired, SPIM_ENET when the next hop cannot be
+ * resolved or is down (ICMP port unreachable on the connected socket), or
+ * the build's errors. err always says what happened when non-zero. Blocks
+ * the calling thread for at most the timeout.
+ */
+int spim_client_request(const char *raw, size_t len, const struct spim_client_opts *o,
+                        struct spim_client_result *res, char *err, size_t errcap);
 
 #endif

@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -263,10 +264,12 @@ static int apply_edits(const char *buf, size_t len, struct edit *ed, size_t ned,
 }
 
 int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
-                               const struct sockaddr_storage *src,
-                               const struct spim_proxy_header *extra, size_t nextra,
+                               const struct sockaddr_storage *src, const struct spim_proxy_fwd *how,
                                struct spim_buf *out)
 {
+    static const struct spim_proxy_fwd udp = {0, 0, NULL, 0};
+    const struct spim_proxy_header *extra;
+    size_t nextra;
     char via[256], branch[64], ip[INET6_ADDRSTRLEN], rport[16], received[80], mf[32];
     char hdrs[2048];
     struct edit ed[6];
@@ -274,10 +277,20 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
     unsigned sport;
     int n;
 
+    if (how == NULL)
+        how = &udp;
+    extra = how->extra;
+    nextra = how->nextra;
     out->len = 0;
     spim_proxy_branch(m, branch, sizeof(branch));
-    n = snprintf(via, sizeof(via), "Via: SIP/2.0/UDP %s:%u;branch=%s\r\n", self->host, self->port,
-                 branch);
+    if (how->conn != 0) {
+        /* the response finds its way back to this connection through our branch */
+        size_t bl = strlen(branch);
+
+        snprintf(branch + bl, sizeof(branch) - bl, "c%08x", (unsigned)how->conn);
+    }
+    n = snprintf(via, sizeof(via), "Via: SIP/2.0/%s %s:%u;branch=%s\r\n", how->tcp ? "TCP" : "UDP",
+                 self->host, self->port, branch);
     ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)n};
 
     addr_ip(src, ip, sizeof(ip), &sport);
@@ -337,7 +350,7 @@ static int via_nth(const char *buf, size_t b, size_t e, void *ud)
 
 int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_proxy_self *self,
                                 struct spim_buf *out, struct sockaddr_storage *dst,
-                                socklen_t *dstlen)
+                                socklen_t *dstlen, uint32_t *conn)
 {
     const char *buf = m->buf;
     struct nth_ctx nc = {1, 0, 0, 0};
@@ -351,6 +364,14 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
     if (!sent_by_is_us(&m->via_host, m->via_port, self) || m->via_branch.len < 10 ||
         strncmp(m->via_branch.p, BRANCH_PREFIX, 10) != 0)
         return SPIM_ENOTFOUND;
+    *conn = 0;
+    if (m->via_branch.len == 10 + 16 + 9 && m->via_branch.p[26] == 'c') {
+        char hex[9];
+
+        memcpy(hex, m->via_branch.p + 27, 8);
+        hex[8] = '\0';
+        *conn = (uint32_t)strtoul(hex, NULL, 16);
+    }
     if (!each_via(buf, m, via_nth, &nc))
         return SPIM_ENOTFOUND; /* no Via left to send it to */
     b = nc.b;

@@ -1,26 +1,51 @@
 /*
  * server.c: the inline hop. N workers, each with its own SO_REUSEPORT UDP
- * socket on the listen address, its own buffers and its own judge state
- * (Hyperscan scratch, LMDB reader), so workers share nothing on the hot
- * path. Each datagram is handled to completion by the worker that got it:
- * parse, answer locally or forward, at most one datagram out.
+ * socket and TCP listener on the listen address, its own epoll, buffers and
+ * judge state (Hyperscan scratch, LMDB reader), so workers share nothing on
+ * the hot path. UDP is read and written in batches (recvmmsg, sendmmsg).
+ * TCP is framed by Content-Length; a response to a request that came over
+ * TCP finds its connection through our branch (spim_proxy_fwd.conn), which
+ * keeps the hop stateless. Each message is handled to completion by the
+ * worker that read it: parse, answer locally or forward, at most one
+ * message out.
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, accept4 */
 #include "filter.h"
 #include "filter_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #define TEXT_CAP (128 * 1024)
 #define OUT_CAP (SPIM_SIP_MAX + 8192)
+#define BATCH 16
+#define MAX_CONNS 4096 /* connection slots across workers */
+#define CONN_BUF_MAX (SPIM_SIP_MAX + 16384)
+
+/* A TCP connection: accepted from upstream, or ours toward the next hop. */
+struct conn {
+    int fd;
+    uint32_t id; /* slot | generation << 12; never 0 */
+    int outbound;
+    struct spim_filter_worker *owner;
+    struct sockaddr_storage peer;
+    char *buf;
+    size_t len, cap;
+    uint64_t last_ns;
+};
 
 struct spim_filter {
     struct spim_filter_config cfg;
@@ -29,37 +54,67 @@ struct spim_filter {
     struct sockaddr_storage next;
     socklen_t nextlen;
     unsigned nworkers;
-    int *socks;
+    int *socks, *listens;
     atomic_int stop;
     pthread_t *threads;
     struct spim_filter_worker **ws;
     unsigned started;
+    /* connection table: lookups by id from any worker, under lock */
+    pthread_mutex_t conns_lock;
+    struct conn *conns[MAX_CONNS];
+    uint32_t gens[MAX_CONNS];
 };
 
 struct spim_filter_worker {
     struct spim_filter *f;
     void *wud;
-    int sock;
-    char *in, *text, *outp;
+    int sock, listen, ep;
+    char *in, *text;
     struct spim_sip_files files;
+    struct spim_filter_out out;
+    struct conn *next_conn; /* our TCP connection to the next hop */
+    unsigned nconns;
+    /* batches */
+    char *rbuf[BATCH];
+    struct mmsghdr rmsg[BATCH];
+    struct iovec riov[BATCH];
+    struct sockaddr_storage rsrc[BATCH];
+    char *sbuf[BATCH];
+    struct mmsghdr smsg[BATCH];
+    struct iovec siov[BATCH];
+    struct sockaddr_storage sdst[BATCH];
 };
 
-static int make_socket(const struct sockaddr_storage *ss, socklen_t sl, char *err, size_t errcap)
+static int set_nonblock(int fd)
 {
-    int fd = socket(ss->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1, rcvbuf = 4 << 20;
-    struct timeval tv = {0, 200000};
+    int fl = fcntl(fd, F_GETFL);
+
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static int make_socket(const struct sockaddr_storage *ss, socklen_t sl, int type, char *err,
+                       size_t errcap)
+{
+    int fd = socket(ss->ss_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1,
+        bufsz = 4 << 20;
 
     if (fd < 0) {
         snprintf(err, errcap, "socket: %s", strerror(errno));
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &rcvbuf, sizeof(rcvbuf));
-    /* a receive timeout so a worker notices a stop request */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (type == SOCK_DGRAM) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    }
     if (bind(fd, (const struct sockaddr *)ss, sl) != 0) {
-        snprintf(err, errcap, "bind: %s", strerror(errno));
+        snprintf(err, errcap, "bind %s: %s", type == SOCK_DGRAM ? "udp" : "tcp", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (type == SOCK_STREAM && listen(fd, 512) != 0) {
+        snprintf(err, errcap, "listen: %s", strerror(errno));
         close(fd);
         return -1;
     }
@@ -100,6 +155,7 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         snprintf(err, errcap, "out of memory");
         return SPIM_ENOMEM;
     }
+    pthread_mutex_init(&f->conns_lock, NULL);
     f->cfg = *cfg;
     f->ops = ops;
     f->ud = ud;
@@ -109,6 +165,17 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
     }
     if (f->cfg.block_reason[0] == '\0')
         snprintf(f->cfg.block_reason, sizeof(f->cfg.block_reason), "Forbidden");
+    if (f->cfg.ntrusted == 0) {
+        spim_cidr_parse("127.0.0.0/8", &f->cfg.trusted[0]);
+        spim_cidr_parse("::1/128", &f->cfg.trusted[1]);
+        f->cfg.ntrusted = 2;
+    }
+    if (f->cfg.max_message_size == 0 || f->cfg.max_message_size > SPIM_SIP_MAX)
+        f->cfg.max_message_size = SPIM_SIP_MAX;
+    if (f->cfg.tcp_idle_s == 0)
+        f->cfg.tcp_idle_s = 300;
+    if (f->cfg.tcp_max_conns == 0)
+        f->cfg.tcp_max_conns = 1024;
     f->nworkers = cfg->workers;
     if (f->nworkers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -120,13 +187,47 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         resolve_hostport(cfg->listen_host, cfg->listen_port, &ls, &ll, err, errcap))
         goto fail;
     f->socks = calloc(f->nworkers, sizeof(int));
-    if (f->socks == NULL)
+    f->listens = calloc(f->nworkers, sizeof(int));
+    if (f->socks == NULL || f->listens == NULL)
         goto fail;
     for (i = 0; i < f->nworkers; i++)
-        f->socks[i] = -1;
+        f->socks[i] = f->listens[i] = -1;
+    if (((struct sockaddr_in *)&ls)->sin_port != 0) {
+        /*
+         * SO_REUSEPORT would let a second filter share the port with this one
+         * and take half its traffic: probe with plain sockets first.
+         */
+        int types[2] = {SOCK_DGRAM, SOCK_STREAM};
+
+        for (int t = 0; t < 2; t++) {
+            int fd = socket(ls.ss_family, types[t] | SOCK_CLOEXEC, 0), one = 1, used;
+
+            /* SO_REUSEADDR: connections in TIME_WAIT from a previous run do not count */
+            if (fd >= 0)
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            used = fd >= 0 && bind(fd, (const struct sockaddr *)&ls, ll) != 0;
+
+            if (fd >= 0)
+                close(fd);
+            if (used) {
+                snprintf(err, errcap, "%s port %u is in use (another spimfilter?)",
+                         t ? "tcp" : "udp", cfg->listen_port);
+                goto fail;
+            }
+        }
+    }
     for (i = 0; i < f->nworkers; i++) {
-        f->socks[i] = make_socket(&ls, ll, err, errcap);
+        f->socks[i] = make_socket(&ls, ll, SOCK_DGRAM, err, errcap);
         if (f->socks[i] < 0)
+            goto fail;
+        if (i == 0 && ((struct sockaddr_in *)&ls)->sin_port == 0) {
+            /* port 0 (tests): every worker takes the port the first one got */
+            socklen_t l2 = ll;
+
+            getsockname(f->socks[0], (struct sockaddr *)&ls, &l2);
+        }
+        f->listens[i] = make_socket(&ls, ll, SOCK_STREAM, err, errcap);
+        if (f->listens[i] < 0)
             goto fail;
     }
     *out = f;
@@ -141,11 +242,15 @@ void spim_filter_free(struct spim_filter *f)
 {
     if (f == NULL)
         return;
-    if (f->socks != NULL)
-        for (unsigned i = 0; i < f->nworkers; i++)
-            if (f->socks[i] >= 0)
-                close(f->socks[i]);
+    for (unsigned i = 0; i < f->nworkers; i++) {
+        if (f->socks != NULL && f->socks[i] >= 0)
+            close(f->socks[i]);
+        if (f->listens != NULL && f->listens[i] >= 0)
+            close(f->listens[i]);
+    }
     free(f->socks);
+    free(f->listens);
+    pthread_mutex_destroy(&f->conns_lock);
     free(f);
 }
 
@@ -154,42 +259,130 @@ void spim_filter_stop(struct spim_filter *f)
     atomic_store(&f->stop, 1);
 }
 
-struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f)
-{
-    struct spim_filter_worker *w = calloc(1, sizeof(*w));
+/* --- connections ------------------------------------------------------------ */
 
-    if (w == NULL)
+static struct conn *conn_new(struct spim_filter_worker *w, int fd,
+                             const struct sockaddr_storage *peer, int outbound)
+{
+    struct spim_filter *f = w->f;
+    struct conn *c;
+    struct epoll_event ev;
+    unsigned slot;
+
+    if (w->nconns >= f->cfg.tcp_max_conns)
         return NULL;
-    w->f = f;
-    w->sock = -1;
-    w->in = malloc(SPIM_SIP_MAX + 1);
-    w->text = malloc(TEXT_CAP);
-    w->outp = malloc(OUT_CAP);
-    if (w->in == NULL || w->text == NULL || w->outp == NULL)
-        goto fail;
-    if (f->ops->worker_new != NULL) {
-        w->wud = f->ops->worker_new(f->ud);
-        if (w->wud == NULL)
-            goto fail;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_lock(&f->conns_lock);
+    for (slot = 1; slot < MAX_CONNS && f->conns[slot] != NULL; slot++)
+        ;
+    if (slot == MAX_CONNS) {
+        pthread_mutex_unlock(&f->conns_lock);
+        free(c);
+        return NULL;
     }
-    return w;
-
-fail:
-    spim_filter_worker_free(w);
-    return NULL;
+    f->gens[slot] = (f->gens[slot] + 1) & 0xFFFFF;
+    c->id = slot | (f->gens[slot] << 12);
+    f->conns[slot] = c;
+    pthread_mutex_unlock(&f->conns_lock);
+    c->fd = fd;
+    c->owner = w;
+    c->outbound = outbound;
+    c->peer = *peer;
+    c->last_ns = spim_mono_ns();
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.ptr = c;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
+    w->nconns++;
+    return c;
 }
 
-void spim_filter_worker_free(struct spim_filter_worker *w)
+static void conn_close(struct spim_filter_worker *w, struct conn *c)
 {
-    if (w == NULL)
-        return;
-    if (w->wud != NULL && w->f->ops->worker_free != NULL)
-        w->f->ops->worker_free(w->wud);
-    free(w->in);
-    free(w->text);
-    free(w->outp);
-    free(w);
+    struct spim_filter *f = w->f;
+
+    pthread_mutex_lock(&f->conns_lock);
+    f->conns[c->id & 0xFFF] = NULL;
+    pthread_mutex_unlock(&f->conns_lock);
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (w->next_conn == c)
+        w->next_conn = NULL;
+    w->nconns--;
+    free(c->buf);
+    free(c);
 }
+
+/* Writes all of p to fd, waiting a bounded time when the socket is full. */
+static int write_all(int fd, const char *p, size_t n)
+{
+    for (unsigned guard = 0; n > 0 && guard < 64; guard++) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+        } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+
+            if (poll(&pfd, 1, 100) <= 0)
+                return -1;
+        } else if (k < 0 && errno == EINTR) {
+            continue;
+        } else {
+            return -1;
+        }
+    }
+    return n == 0 ? 0 : -1;
+}
+
+/* Sends on the connection with that id, whichever worker owns it. */
+static int conn_send(struct spim_filter *f, uint32_t id, const char *p, size_t n)
+{
+    struct conn *c;
+    int rc = -1;
+
+    pthread_mutex_lock(&f->conns_lock);
+    c = f->conns[id & 0xFFF];
+    if (c != NULL && c->id == id)
+        rc = write_all(c->fd, p, n);
+    pthread_mutex_unlock(&f->conns_lock);
+    return rc;
+}
+
+/* Our TCP connection to the next hop, connected on first use. */
+static struct conn *next_conn(struct spim_filter_worker *w)
+{
+    struct spim_filter *f = w->f;
+    int fd, one = 1;
+
+    if (w->next_conn != NULL)
+        return w->next_conn;
+    fd = socket(f->next.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    {
+        /* a bounded connect: the next hop is near, or down */
+        struct timeval tv = {1, 0};
+
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+    if (connect(fd, (const struct sockaddr *)&f->next, f->nextlen) != 0 || set_nonblock(fd) != 0) {
+        spim_log(SPIM_LOG_WARN, "tcp connect to the next hop %s:%u: %s", f->cfg.next_host,
+                 f->cfg.next_port, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    w->next_conn = conn_new(w, fd, &f->next, 1);
+    if (w->next_conn == NULL)
+        close(fd);
+    return w->next_conn;
+}
+
+/* --- one message ----------------------------------------------------------------- */
 
 static int only_whitespace(const char *buf, size_t len)
 {
@@ -199,12 +392,22 @@ static int only_whitespace(const char *buf, size_t len)
     return 1;
 }
 
+/* A local answer: on the connection the request came on, or as a datagram. */
 static void answer(const struct spim_sip_msg *m, int code, const char *reason, const char *extra,
-                   const struct sockaddr_storage *src, struct spim_buf *out,
-                   struct sockaddr_storage *dst, socklen_t *dstlen)
+                   const struct sockaddr_storage *src, uint32_t in_conn,
+                   struct spim_filter_out *out)
 {
-    if (spim_proxy_answer(m, code, reason, extra, src, out, dst, dstlen) != 0)
-        out->len = 0;
+    out->how = SPIM_OUT_NONE;
+    if (spim_proxy_answer(m, code, reason, extra, src, &out->buf, &out->dst, &out->dstlen) != 0) {
+        out->buf.len = 0;
+        return;
+    }
+    if (in_conn != 0) {
+        out->how = SPIM_OUT_CONN;
+        out->conn = in_conn;
+    } else {
+        out->how = SPIM_OUT_UDP;
+    }
 }
 
 /* The URI of a From or To value: inside <...>, or up to the first ';'. */
@@ -271,46 +474,66 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
 }
 
 void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t len,
-                        const struct sockaddr_storage *src, struct spim_buf *out,
-                        struct sockaddr_storage *dst, socklen_t *dstlen)
+                        const struct sockaddr_storage *src, uint32_t in_conn,
+                        struct spim_filter_out *out)
 {
     struct spim_filter *f = w->f;
     struct spim_sip_msg m;
     struct spim_filter_result r;
-    char err[128];
+    struct spim_proxy_header h[4];
+    struct spim_proxy_fwd how = {0, in_conn, NULL, 0};
+    char err[128], score[32], prob[32];
     int rc, action;
 
-    out->len = 0;
+    out->buf.len = 0;
+    out->how = SPIM_OUT_NONE;
     if (len == 0 || only_whitespace(buf, len))
         return; /* keep-alives and empty datagrams */
     rc = spim_sip_parse(buf, len, &m, err, sizeof(err));
+    if (rc == 0 && m.is_request && !spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src)) {
+        /* neither an open relay nor a reflector: refused, not forwarded, not stored */
+        char s[64];
+
+        spim__addr_str(src, s, sizeof(s));
+        spim_log(SPIM_LOG_WARN, "refused %.*s from untrusted source %s", (int)m.method.len,
+                 m.method.p, s);
+        answer(&m, 403, "Source Not Trusted", NULL, src, in_conn, out);
+        goto done;
+    }
     if (rc != 0) {
         char s[64];
 
         spim__addr_str(src, s, sizeof(s));
         spim_log(SPIM_LOG_DEBUG, "unparsable %s from %s: %s", m.is_request ? "request" : "message",
                  s, err);
-        if (m.is_request && spim_sip_can_answer(&m))
-            answer(&m, 400, "Bad Request", NULL, src, out, dst, dstlen);
-        spim_sip_msg_free(&m);
-        return;
+        if (m.is_request && spim_sip_can_answer(&m) &&
+            spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src))
+            answer(&m, 400, "Bad Request", NULL, src, in_conn, out);
+        goto done;
     }
     if (!m.is_request) {
-        if (spim_proxy_forward_response(&m, &f->cfg.self, out, dst, dstlen) != 0)
-            out->len = 0; /* not ours, or nowhere to go: dropped */
+        if (spim_proxy_forward_response(&m, &f->cfg.self, &out->buf, &out->dst, &out->dstlen,
+                                        &out->conn) != 0)
+            out->buf.len = 0; /* not ours, or nowhere to go: dropped */
+        else
+            out->how = out->conn ? SPIM_OUT_CONN : SPIM_OUT_UDP;
+        goto done;
+    }
+    if (m.msg_len > f->cfg.max_message_size) {
+        answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
     }
     if (spim_proxy_is_for_us(&m, &f->cfg.self)) {
-        answer(&m, 200, "OK", "Allow: MESSAGE, OPTIONS, INVITE, ACK, CANCEL, BYE\r\n", src, out,
-               dst, dstlen);
+        answer(&m, 200, "OK", "Allow: MESSAGE, OPTIONS, INVITE, ACK, CANCEL, BYE\r\n", src, in_conn,
+               out);
         goto done;
     }
     if (spim_proxy_is_loop(&m, &f->cfg.self)) {
-        answer(&m, 482, "Loop Detected", NULL, src, out, dst, dstlen);
+        answer(&m, 482, "Loop Detected", NULL, src, in_conn, out);
         goto done;
     }
     if (m.max_forwards == 0) {
-        answer(&m, 483, "Too Many Hops", NULL, src, out, dst, dstlen);
+        answer(&m, 483, "Too Many Hops", NULL, src, in_conn, out);
         goto done;
     }
     action = 0;
@@ -319,64 +542,369 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     else if (spim__slice_ieq(m.method.p, m.method.len, "INVITE") && m.body.len > 0)
         action = judge_request(w, &m, SPIM_FMSG_INVITE, src, &r);
     if (action < 0) {
-        answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, out, dst, dstlen);
-        goto done;
+        if (!f->cfg.on_error_deliver) {
+            answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, in_conn, out);
+            goto done;
+        }
+        action = 0; /* on_error = deliver: unscored */
     }
     if (action == 2) {
         int code = r.code >= 400 && r.code <= 699 ? r.code : 403;
 
-        answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src, out,
-               dst, dstlen);
+        answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src,
+               in_conn, out);
         goto done;
     }
     if (action == 1) {
-        char score[32], prob[32];
-        struct spim_proxy_header h[4] = {{"X-SPIM-Verdict", "tag"},
-                                         {"X-SPIM-Score", score},
-                                         {"X-SPIM-Probability", prob},
-                                         {"X-SPIM-Rules", r.rules[0] ? r.rules : "none"}};
-
         snprintf(score, sizeof(score), "%.2f", r.score);
         snprintf(prob, sizeof(prob), "%.4f", r.spam_probability);
-        rc = spim_proxy_forward_request(&m, &f->cfg.self, src, h, 4, out);
-    } else {
-        rc = spim_proxy_forward_request(&m, &f->cfg.self, src, NULL, 0, out);
+        h[0] = (struct spim_proxy_header){"X-SPIM-Verdict", "tag"};
+        h[1] = (struct spim_proxy_header){"X-SPIM-Score", score};
+        h[2] = (struct spim_proxy_header){"X-SPIM-Probability", prob};
+        h[3] = (struct spim_proxy_header){"X-SPIM-Rules", r.rules[0] ? r.rules : "none"};
+        how.extra = h;
+        how.nextra = 4;
     }
+    /* RFC 3261 18.1.1, RFC 3428: too large for UDP toward the next hop: TCP */
+    how.tcp = f->cfg.udp_max > 0 && m.msg_len + 512 > f->cfg.udp_max;
+    rc = spim_proxy_forward_request(&m, &f->cfg.self, src, &how, &out->buf);
     if (rc != 0) {
-        answer(&m, 513, "Message Too Large", NULL, src, out, dst, dstlen);
+        answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
     }
-    memcpy(dst, &f->next, f->nextlen);
-    *dstlen = f->nextlen;
+    if (how.tcp) {
+        out->how = SPIM_OUT_NEXT_TCP;
+    } else {
+        out->how = SPIM_OUT_UDP;
+        memcpy(&out->dst, &f->next, f->nextlen);
+        out->dstlen = f->nextlen;
+    }
 done:
     spim_sip_msg_free(&m);
+}
+
+/* --- the worker ------------------------------------------------------------------ */
+
+struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f)
+{
+    struct spim_filter_worker *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    w->f = f;
+    w->sock = w->listen = w->ep = -1;
+    w->in = malloc(SPIM_SIP_MAX + 1);
+    w->text = malloc(TEXT_CAP);
+    w->out.buf.p = malloc(OUT_CAP);
+    w->out.buf.cap = OUT_CAP;
+    if (w->in == NULL || w->text == NULL || w->out.buf.p == NULL)
+        goto fail;
+    for (unsigned i = 0; i < BATCH; i++) {
+        w->rbuf[i] = malloc(SPIM_SIP_MAX + 1);
+        w->sbuf[i] = malloc(OUT_CAP);
+        if (w->rbuf[i] == NULL || w->sbuf[i] == NULL)
+            goto fail;
+    }
+    if (f->ops->worker_new != NULL) {
+        w->wud = f->ops->worker_new(f->ud);
+        if (w->wud == NULL)
+            goto fail;
+    }
+    return w;
+
+fail:
+    spim_filter_worker_free(w);
+    return NULL;
+}
+
+void spim_filter_worker_free(struct spim_filter_worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->ep >= 0) {
+        struct spim_filter *f = w->f;
+
+        /* close what this worker still owns */
+        for (unsigned i = 1; i < MAX_CONNS; i++) {
+            struct conn *c;
+
+            pthread_mutex_lock(&f->conns_lock);
+            c = f->conns[i];
+            pthread_mutex_unlock(&f->conns_lock);
+            if (c != NULL && c->owner == w)
+                conn_close(w, c);
+        }
+        close(w->ep);
+    }
+    if (w->wud != NULL && w->f->ops->worker_free != NULL)
+        w->f->ops->worker_free(w->wud);
+    for (unsigned i = 0; i < BATCH; i++) {
+        free(w->rbuf[i]);
+        free(w->sbuf[i]);
+    }
+    free(w->in);
+    free(w->text);
+    free(w->out.buf.p);
+    free(w);
+}
+
+/* Sends what one handled message produced, except UDP (batched by the caller). */
+static void send_out(struct spim_filter_worker *w, struct spim_filter_out *o)
+{
+    struct conn *c;
+
+    if (o->buf.len == 0)
+        return;
+    switch (o->how) {
+    case SPIM_OUT_UDP:
+        if (sendto(w->sock, o->buf.p, o->buf.len, 0, (struct sockaddr *)&o->dst, o->dstlen) < 0)
+            spim_log(SPIM_LOG_WARN, "sendto: %s", strerror(errno));
+        break;
+    case SPIM_OUT_CONN:
+        if (conn_send(w->f, o->conn, o->buf.p, o->buf.len) != 0)
+            spim_log(SPIM_LOG_INFO, "tcp connection %x is gone; message dropped", o->conn);
+        break;
+    case SPIM_OUT_NEXT_TCP:
+        c = next_conn(w);
+        if (c == NULL || write_all(c->fd, o->buf.p, o->buf.len) != 0) {
+            if (c != NULL)
+                conn_close(w, c);
+            spim_log(SPIM_LOG_WARN, "cannot send over tcp to the next hop; dropped");
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* Reads a batch of datagrams, handles them, sends the UDP answers in one batch. */
+static void udp_batch(struct spim_filter_worker *w)
+{
+    int n, ns = 0;
+
+    for (int i = 0; i < BATCH; i++) {
+        w->riov[i] = (struct iovec){w->rbuf[i], SPIM_SIP_MAX + 1};
+        memset(&w->rmsg[i], 0, sizeof(w->rmsg[i]));
+        w->rmsg[i].msg_hdr.msg_iov = &w->riov[i];
+        w->rmsg[i].msg_hdr.msg_iovlen = 1;
+        w->rmsg[i].msg_hdr.msg_name = &w->rsrc[i];
+        w->rmsg[i].msg_hdr.msg_namelen = sizeof(w->rsrc[i]);
+    }
+    n = recvmmsg(w->sock, w->rmsg, BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        struct spim_filter_out o = {{w->sbuf[ns], 0, OUT_CAP}, 0, {0}, 0, 0};
+
+        if (w->rmsg[i].msg_len > SPIM_SIP_MAX)
+            continue;
+        spim_filter_handle(w, w->rbuf[i], w->rmsg[i].msg_len, &w->rsrc[i], 0, &o);
+        if (o.how == SPIM_OUT_UDP && o.buf.len > 0) {
+            w->sdst[ns] = o.dst;
+            w->siov[ns] = (struct iovec){o.buf.p, o.buf.len};
+            memset(&w->smsg[ns], 0, sizeof(w->smsg[ns]));
+            w->smsg[ns].msg_hdr.msg_iov = &w->siov[ns];
+            w->smsg[ns].msg_hdr.msg_iovlen = 1;
+            w->smsg[ns].msg_hdr.msg_name = &w->sdst[ns];
+            w->smsg[ns].msg_hdr.msg_namelen = o.dstlen;
+            ns++;
+        } else {
+            send_out(w, &o);
+        }
+    }
+    for (int sent = 0; sent < ns;) {
+        int k = sendmmsg(w->sock, w->smsg + sent, (unsigned)(ns - sent), 0);
+
+        if (k <= 0) {
+            /* one bad destination must not hold back the others */
+            if (errno != EINTR)
+                spim_log(SPIM_LOG_WARN, "sendmmsg: %s", strerror(errno));
+            sent++;
+            continue;
+        }
+        sent += k;
+    }
+}
+
+/* The Content-Length of a header block (-1 invalid, 0 when absent). */
+static long frame_content_length(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t le = nl ? (size_t)(nl - p) + 1 : n, k = i, ve;
+
+        while (k < le && p[k] != ':')
+            k++;
+        if (k < le) {
+            size_t ne = k;
+
+            while (ne > i && (p[ne - 1] == ' ' || p[ne - 1] == '\t'))
+                ne--;
+            if (spim__slice_ieq(p + i, ne - i, "Content-Length") ||
+                spim__slice_ieq(p + i, ne - i, "l")) {
+                k++;
+                while (k < le && (p[k] == ' ' || p[k] == '\t'))
+                    k++;
+                ve = le;
+                while (ve > k && (p[ve - 1] == '\r' || p[ve - 1] == '\n' || p[ve - 1] == ' ' ||
+                                  p[ve - 1] == '\t'))
+                    ve--;
+                return spim__parse_uint(p + k, ve - k);
+            }
+        }
+        i = le;
+    }
+    return 0;
+}
+
+/*
+ * Reads what the connection has and handles every complete message in its
+ * buffer (framed by Content-Length; keep-alive CRLFs skipped, a double
+ * CRLF ping answered with CRLF, RFC 5626). Returns -1 to close it.
+ */
+static int conn_read(struct spim_filter_worker *w, struct conn *c)
+{
+    for (unsigned guard = 0; guard < 64; guard++) {
+        ssize_t k;
+
+        if (c->cap - c->len < 4096) {
+            size_t nc = c->cap ? c->cap * 2 : 8192;
+            char *nb;
+
+            if (nc > CONN_BUF_MAX)
+                nc = CONN_BUF_MAX;
+            if (nc <= c->cap)
+                return -1; /* a message larger than we take */
+            nb = realloc(c->buf, nc);
+            if (nb == NULL)
+                return -1;
+            c->buf = nb;
+            c->cap = nc;
+        }
+        k = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (k == 0)
+            return -1;
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c->len += (size_t)k;
+        c->last_ns = spim_mono_ns();
+    }
+    for (unsigned guard = 0; c->len > 0 && guard < 1024; guard++) {
+        size_t skip = 0, total;
+        const char *end;
+        long cl;
+
+        while (skip < c->len && (c->buf[skip] == '\r' || c->buf[skip] == '\n'))
+            skip++;
+        if (skip >= 4 && !c->outbound)
+            write_all(c->fd, "\r\n", 2); /* pong */
+        if (skip) {
+            memmove(c->buf, c->buf + skip, c->len - skip);
+            c->len -= skip;
+            continue;
+        }
+        end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+        if (end == NULL)
+            return c->len >= CONN_BUF_MAX ? -1 : 0;
+        cl = frame_content_length(c->buf, (size_t)(end - c->buf) + 2);
+        if (cl < 0) {
+            spim_log(SPIM_LOG_INFO, "tcp: bad Content-Length, closing the connection");
+            return -1;
+        }
+        total = (size_t)(end - c->buf) + 4 + (size_t)cl;
+        if (total > CONN_BUF_MAX)
+            return -1;
+        if (c->len < total)
+            return 0;
+        w->out.buf.len = 0;
+        spim_filter_handle(w, c->buf, total, &c->peer, c->outbound ? 0 : c->id, &w->out);
+        send_out(w, &w->out);
+        memmove(c->buf, c->buf + total, c->len - total);
+        c->len -= total;
+    }
+    return 0;
+}
+
+static void accept_all(struct spim_filter_worker *w)
+{
+    for (unsigned guard = 0; guard < 64; guard++) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof(peer);
+        int fd = accept4(w->listen, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC),
+            one = 1;
+
+        if (fd < 0)
+            return;
+        if (!spim_cidr_match(w->f->cfg.trusted, w->f->cfg.ntrusted, &peer)) {
+            close(fd); /* untrusted: no connection at all */
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (conn_new(w, fd, &peer, 0) == NULL) {
+            spim_log(SPIM_LOG_WARN, "tcp: too many connections, refused one");
+            close(fd);
+        }
+    }
+}
+
+static void sweep_idle(struct spim_filter_worker *w)
+{
+    struct spim_filter *f = w->f;
+    uint64_t now = spim_mono_ns(), idle = (uint64_t)f->cfg.tcp_idle_s * 1000000000ull;
+
+    for (unsigned i = 1; i < MAX_CONNS; i++) {
+        struct conn *c;
+
+        pthread_mutex_lock(&f->conns_lock);
+        c = f->conns[i];
+        pthread_mutex_unlock(&f->conns_lock);
+        if (c != NULL && c->owner == w && now - c->last_ns > idle)
+            conn_close(w, c);
+    }
 }
 
 static void *worker_main(void *arg)
 {
     struct spim_filter_worker *w = arg;
     struct spim_filter *f = w->f;
-    struct spim_buf out = {w->outp, 0, OUT_CAP};
-    struct sockaddr_storage src, dst;
-    socklen_t srclen, dstlen;
+    struct epoll_event ev, evs[64];
+    uint64_t last_sweep = spim_mono_ns();
 
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->ep < 0) {
+        spim_log(SPIM_LOG_ERR, "epoll_create1: %s", strerror(errno));
+        return NULL;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.ptr = &w->sock;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, w->sock, &ev);
+    ev.data.ptr = &w->listen;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, w->listen, &ev);
     while (!atomic_load(&f->stop)) {
-        ssize_t n;
+        int n = epoll_wait(w->ep, evs, 64, 200);
 
-        srclen = sizeof(src);
-        n = recvfrom(w->sock, w->in, SPIM_SIP_MAX + 1, 0, (struct sockaddr *)&src, &srclen);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                spim_log(SPIM_LOG_WARN, "recvfrom: %s", strerror(errno));
-            continue;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &w->sock) {
+                udp_batch(w);
+            } else if (evs[i].data.ptr == &w->listen) {
+                accept_all(w);
+            } else {
+                struct conn *c = evs[i].data.ptr;
+
+                if (conn_read(w, c) != 0)
+                    conn_close(w, c);
+            }
         }
-        if ((size_t)n > SPIM_SIP_MAX)
-            continue; /* cannot happen for UDP; keeps the bound explicit */
-        dstlen = 0;
-        spim_filter_handle(w, w->in, (size_t)n, &src, &out, &dst, &dstlen);
-        if (out.len > 0 && dstlen > 0 &&
-            sendto(w->sock, out.p, out.len, 0, (struct sockaddr *)&dst, dstlen) < 0)
-            spim_log(SPIM_LOG_WARN, "sendto: %s", strerror(errno));
+        if (spim_mono_ns() - last_sweep > 1000000000ull) {
+            sweep_idle(w);
+            last_sweep = spim_mono_ns();
+        }
     }
     return NULL;
 }
@@ -397,6 +925,7 @@ int spim_filter_start(struct spim_filter *f)
             break;
         }
         w->sock = f->socks[f->started];
+        w->listen = f->listens[f->started];
         f->ws[f->started] = w;
         if (pthread_create(&f->threads[f->started], NULL, worker_main, w) != 0) {
             spim_filter_worker_free(w);
@@ -409,8 +938,9 @@ int spim_filter_start(struct spim_filter *f)
         spim_filter_wait(f);
         return rc;
     }
-    spim_log(SPIM_LOG_INFO, "serving on %s:%u, next hop %s:%u, %u workers", f->cfg.listen_host,
-             f->cfg.listen_port, f->cfg.next_host, f->cfg.next_port, f->started);
+    spim_log(SPIM_LOG_INFO, "serving on %s:%u (udp, tcp), next hop %s:%u, %u workers",
+             f->cfg.listen_host, f->cfg.listen_port, f->cfg.next_host, f->cfg.next_port,
+             f->started);
     return 0;
 }
 

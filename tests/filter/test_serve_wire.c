@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,7 +28,7 @@
 
 static char dir[] = "/tmp/spim-wire-XXXXXX";
 static pid_t serve_pid;
-static int sock, hop;
+static int sock, hop, hop_tcp;
 static unsigned serve_port, sock_port, hop_port;
 
 static int bind_any(unsigned *port)
@@ -109,6 +110,20 @@ static int setup(void **state)
     sock = bind_any(&sock_port);
     hop = bind_any(&hop_port);
     assert_true(sock >= 0 && hop >= 0);
+    {
+        /* the next hop also listens on TCP, on the same port, for large requests */
+        struct sockaddr_in sin;
+        int one = 1;
+
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)hop_port);
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        hop_tcp = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(hop_tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        assert_int_equal(bind(hop_tcp, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(listen(hop_tcp, 4), 0);
+    }
     /* a free port for serve: bind one, release it, hand it over */
     {
         int t = bind_any(&serve_port);
@@ -153,6 +168,7 @@ static int teardown(void **state)
     }
     close(sock);
     close(hop);
+    close(hop_tcp);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         return -1;
@@ -278,12 +294,167 @@ static void test_serve_wire_still_forwards(void **state)
     assert_true(alive());
 }
 
+/* The lines of a request a response copies: Via, From, To, Call-ID, CSeq. */
+static size_t response_for(const char *req, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "SIP/2.0 200 OK\r\n");
+    const char *p = strstr(req, "\r\n") + 2, *end = strstr(req, "\r\n\r\n");
+
+    while (p < end) {
+        const char *e = strstr(p, "\r\n");
+
+        if (strncasecmp(p, "Via:", 4) == 0 || strncasecmp(p, "From:", 5) == 0 ||
+            strncasecmp(p, "To:", 3) == 0 || strncasecmp(p, "Call-ID:", 8) == 0 ||
+            strncasecmp(p, "CSeq:", 5) == 0)
+            n += (size_t)snprintf(out + n, cap - n, "%.*s\r\n", (int)(e - p), p);
+        p = e + 2;
+    }
+    n += (size_t)snprintf(out + n, cap - n, "Content-Length: 0\r\n\r\n");
+    return n;
+}
+
+/* Reads one forwarded request from the next hop's UDP socket and answers it 200. */
+static void hop_answer_udp(char *req, size_t cap)
+{
+    struct sockaddr_in from;
+    socklen_t fl = sizeof(from);
+    char resp[8192];
+    ssize_t r;
+    size_t n;
+    struct pollfd pfd = {hop, POLLIN, 0};
+
+    assert_true(poll(&pfd, 1, 2000) == 1);
+    r = recvfrom(hop, req, cap - 1, 0, (struct sockaddr *)&from, &fl);
+    assert_true(r > 0);
+    req[r] = '\0';
+    n = response_for(req, resp, sizeof(resp));
+    assert_true(sendto(hop, resp, n, 0, (struct sockaddr *)&from, fl) == (ssize_t)n);
+}
+
+static int tcp_connect(unsigned port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+/* Reads from fd until want status lines arrived or 3 s passed. */
+static size_t read_responses(int fd, char *buf, size_t cap, int want)
+{
+    size_t n = 0;
+
+    for (int i = 0; i < 30; i++) {
+        int count = 0;
+        const char *p = buf;
+        ssize_t r;
+
+        buf[n] = '\0';
+        while ((p = strstr(p, "SIP/2.0 ")) != NULL) {
+            count++;
+            p++;
+        }
+        if (count >= want)
+            break;
+        r = recv_wait(fd, buf + n, cap - n - 1, 100);
+        if (r > 0)
+            n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+static void test_serve_wire_tcp_framing(void **state)
+{
+    char m1[2048], m2[2048], m3[2048], all[8192], req[70000], resp[8192];
+    int fd = tcp_connect(serve_port), n1, n2, n3;
+    struct sockaddr_in me;
+    socklen_t ml = sizeof(me);
+
+    (void)state;
+    drain(hop);
+    getsockname(fd, (struct sockaddr *)&me, &ml);
+    /* a TCP upstream: its Via says TCP and its own address */
+    n1 = message(m1, sizeof(m1), "tcp-1", "see you at lunch", NULL);
+    n2 = message(m2, sizeof(m2), "tcp-2", "WIN a free prize now call 09061234567", NULL);
+    n3 = message(m3, sizeof(m3), "tcp-3", "ok talk later", NULL);
+    memcpy(all, m1, (size_t)n1);
+    memcpy(all + n1, m2, (size_t)n2);
+    memcpy(all + n1 + n2, m3, 40);
+    /* two whole requests and the start of a third in one segment */
+    assert_true(send(fd, all, (size_t)n1 + (size_t)n2 + 40, 0) > 0);
+    hop_answer_udp(req, sizeof(req)); /* tcp-1 forwarded over UDP, answered */
+    assert_non_null(strstr(req, "Call-ID: tcp-1"));
+    /* the branch of a TCP-received request names its connection */
+    assert_non_null(strstr(req, ";branch=z9hG4bKspf"));
+    usleep(100000);
+    assert_true(send(fd, m3 + 40, (size_t)n3 - 40, 0) > 0);
+    hop_answer_udp(req, sizeof(req));
+    assert_non_null(strstr(req, "Call-ID: tcp-3"));
+    /* every answer on the connection the requests came on: 200, 403 (spam), 200 */
+    read_responses(fd, resp, sizeof(resp), 3);
+    assert_non_null(strstr(resp, "SIP/2.0 200 OK\r\n"));
+    assert_non_null(strstr(resp, "SIP/2.0 403 "));
+    assert_non_null(strstr(strstr(resp, "SIP/2.0 200 OK") + 1, "SIP/2.0 200 OK"));
+    close(fd);
+    assert_true(alive());
+}
+
+static void test_serve_wire_large_goes_tcp(void **state)
+{
+    char body[3000], msg[8192], req[70000], resp[8192];
+    int n, c;
+    size_t got = 0;
+
+    (void)state;
+    memset(body, 'a', sizeof(body) - 1);
+    for (size_t i = 5; i < sizeof(body) - 1; i += 6)
+        body[i] = ' ';
+    body[sizeof(body) - 1] = '\0';
+    n = message(msg, sizeof(msg), "big-1", body, NULL);
+    send_to_serve(msg, (size_t)n);
+    /* more than 1300 bytes: the filter opens a TCP connection to the next hop */
+    {
+        struct pollfd pfd = {hop_tcp, POLLIN, 0};
+
+        assert_true(poll(&pfd, 1, 2000) == 1);
+    }
+    c = accept(hop_tcp, NULL, NULL);
+    assert_true(c >= 0);
+    while (got < (size_t)n + 100) {
+        ssize_t r = recv_wait(c, req + got, sizeof(req) - got - 1, 1000);
+
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        req[got] = '\0';
+        if (strstr(req, "\r\n\r\n") && strstr(req, body))
+            break;
+    }
+    assert_non_null(strstr(req, "Via: SIP/2.0/TCP 127.0.0.1:"));
+    assert_non_null(strstr(req, body));
+    /* the answer comes back on that connection and goes out to the sender by UDP */
+    n = (int)response_for(req, resp, sizeof(resp));
+    assert_true(send(c, resp, (size_t)n, 0) == n);
+    assert_true(recv_wait(sock, resp, sizeof(resp) - 1, 2000) > 0);
+    assert_int_equal(strncmp(resp, "SIP/2.0 200 OK", 14), 0);
+    close(c);
+    assert_true(alive());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve_wire_bad_datagrams),
         cmocka_unit_test(test_serve_wire_random_mutations),
         cmocka_unit_test(test_serve_wire_still_forwards),
+        cmocka_unit_test(test_serve_wire_tcp_framing),
+        cmocka_unit_test(test_serve_wire_large_goes_tcp),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

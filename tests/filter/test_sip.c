@@ -196,7 +196,10 @@ static void test_sip_files_and_sdp_offers(void **state)
     assert_true(slice_is(files.f[0].name, "invoice.exe"));
     assert_true(slice_is(files.f[0].content_type, "application/octet-stream"));
     assert_int_equal(files.f[0].data.len, 10);
-    assert_memory_equal(files.f[0].data.p, "MZ\x90\0" "binary", 10);
+    assert_memory_equal(files.f[0].data.p,
+                        "MZ\x90\0"
+                        "binary",
+                        10);
     spim_sip_msg_free(&m);
     free(buf);
 
@@ -221,7 +224,7 @@ static void test_proxy_forward_request_splices(void **state)
 
     (void)state;
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
-    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, &out), 0);
     spim_proxy_branch(&m, branch, sizeof(branch));
     snprintf(expect, sizeof(expect),
              "MESSAGE sip:bob@127.0.0.1:5080 SIP/2.0\r\n"
@@ -274,7 +277,7 @@ static void test_proxy_received_and_rport(void **state)
 
     (void)state;
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
-    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, &out), 0);
     outb[out.len] = '\0';
     assert_non_null(strstr(outb, "v: SIP/2.0/UDP 10.0.0.9:5062;rport=40000;branch=z9hG4bKc1;"
                                  "received=127.0.0.1, SIP/2.0/UDP 127.0.0.1:5061"));
@@ -293,10 +296,11 @@ static void test_proxy_tag_headers(void **state)
     struct spim_sip_msg m;
     struct sockaddr_storage src = addr("127.0.0.1", 5060);
     struct spim_proxy_header h[2] = {{"X-SPIM-Verdict", "tag"}, {"X-SPIM-Score", "5.10"}};
+    struct spim_proxy_fwd how = {0, 0, h, 2};
 
     (void)state;
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
-    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, h, 2, &out), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, &how, &out), 0);
     outb[out.len] = '\0';
     assert_non_null(strstr(outb, "Content-Length:    20\r\nX-SPIM-Verdict: tag\r\n"
                                  "X-SPIM-Score: 5.10\r\n\r\nWin a free iPhone!!!"));
@@ -315,12 +319,13 @@ static void test_proxy_response_removes_folded_via(void **state)
     socklen_t dl;
     struct sockaddr_in *sin = (struct sockaddr_in *)&dst;
     char ip[32];
+    uint32_t conn = 1;
 
     (void)state;
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
     assert_false(m.is_request);
     assert_int_equal(m.status, 200);
-    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl), 0);
+    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl, &conn), 0);
     outb[out.len] = '\0';
     assert_non_null(strstr(outb, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKkam1;"
                                  "received=127.0.0.2, SIP/2.0/UDP 127.0.0.1:5061"));
@@ -328,13 +333,15 @@ static void test_proxy_response_removes_folded_via(void **state)
     /* the next Via's received, its port (none: 5060) */
     inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
     assert_string_equal(ip, "127.0.0.2");
+    assert_int_equal(conn, 0);
     assert_int_equal(ntohs(sin->sin_port), 5060);
     spim_sip_msg_free(&m);
 
     /* a response whose top Via is not ours is dropped */
     memcpy(strstr(buf, ":5070"), ":5071", 5);
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
-    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl), SPIM_ENOTFOUND);
+    assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl, &conn),
+                     SPIM_ENOTFOUND);
     spim_sip_msg_free(&m);
     free(buf);
 }
@@ -395,7 +402,7 @@ static void test_proxy_loop_and_options(void **state)
     assert_true(spim_proxy_is_for_us(&m, &self));
     assert_false(spim_proxy_is_loop(&m, &self));
     /* what we forward carries our Via: seeing it again is a loop */
-    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, 0, &out), 0);
+    assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, &out), 0);
     assert_int_equal(spim_sip_parse(out.p, out.len, &fwd, err, sizeof(err)), 0);
     assert_true(spim_proxy_is_loop(&fwd, &self));
     spim_sip_msg_free(&fwd);
@@ -426,22 +433,23 @@ static const struct spim_filter_ops ops = {.worker_new = wnew, .judge = judge};
 struct handled {
     char out[SPIM_SIP_MAX + 8192];
     size_t len;
+    int how;
     struct sockaddr_storage dst;
 };
 
-static void handle(const char *file, struct handled *h)
+static struct spim_filter *filter;
+static struct spim_filter_worker *worker;
+
+static void handle_from(const char *file, const char *ip, struct handled *h)
 {
-    static struct spim_filter *f;
-    static struct spim_filter_worker *w;
     struct spim_filter_config cfg;
     char err[128];
     size_t len;
     char *buf;
-    struct spim_buf out = {h->out, 0, sizeof(h->out) - 1};
-    struct sockaddr_storage src = addr("127.0.0.1", 5060);
-    socklen_t dl = 0;
+    struct spim_filter_out out;
+    struct sockaddr_storage src = addr(ip, 5060);
 
-    if (f == NULL) {
+    if (filter == NULL) {
         memset(&cfg, 0, sizeof(cfg));
         snprintf(cfg.listen_host, sizeof(cfg.listen_host), "127.0.0.1");
         cfg.listen_port = 0;
@@ -449,17 +457,27 @@ static void handle(const char *file, struct handled *h)
         cfg.next_port = 5080;
         cfg.self = self;
         cfg.workers = 1;
-        assert_int_equal(spim_filter_new(&cfg, &ops, &judged, &f, err, sizeof(err)), 0);
-        w = spim_filter_worker_new(f);
-        assert_non_null(w);
+        cfg.udp_max = 1300;
+        assert_int_equal(spim_filter_new(&cfg, &ops, &judged, &filter, err, sizeof(err)), 0);
+        worker = spim_filter_worker_new(filter);
+        assert_non_null(worker);
     }
     buf = file ? load(file, &len) : calloc(1, 1);
     if (file == NULL)
         len = 0;
-    spim_filter_handle(w, buf, len, &src, &out, &h->dst, &dl);
-    h->len = out.len;
-    h->out[out.len] = '\0';
+    memset(&out, 0, sizeof(out));
+    out.buf = (struct spim_buf){h->out, 0, sizeof(h->out) - 1};
+    spim_filter_handle(worker, buf, len, &src, 0, &out);
+    h->len = out.buf.len;
+    h->how = out.how;
+    h->dst = out.dst;
+    h->out[out.buf.len] = '\0';
     free(buf);
+}
+
+static void handle(const char *file, struct handled *h)
+{
+    handle_from(file, "127.0.0.1", h);
 }
 
 static void test_filter_handle_paths(void **state)
@@ -487,11 +505,18 @@ static void test_filter_handle_paths(void **state)
     assert_non_null(strstr(h->out, "SIP/2.0 483 "));
     handle("options_to_filter.sip", h);
     assert_non_null(strstr(h->out, "SIP/2.0 200 OK\r\n"));
+    /* an untrusted source: 403, nothing forwarded */
+    handle_from("kamailio_message.sip", "192.0.2.7", h);
+    assert_non_null(strstr(h->out, "SIP/2.0 403 Source Not Trusted\r\n"));
+    assert_int_equal(h->how, SPIM_OUT_UDP);
+    assert_int_equal(((struct sockaddr_in *)&h->dst)->sin_addr.s_addr, inet_addr("192.0.2.7"));
     judged = 0;
     handle("iscomposing.sip", h); /* forwarded unscored */
     assert_int_equal(judged, 0);
     assert_non_null(strstr(h->out, "MESSAGE sip:bob@"));
     free(h);
+    spim_filter_worker_free(worker);
+    spim_filter_free(filter);
 }
 
 int main(void)

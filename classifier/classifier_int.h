@@ -26,16 +26,17 @@
 
 /*
  * Working memory of the tokenizer, sized once for the largest input:
- * rep holds the repaired input, cps the normalised text (first as
- * codepoints, then re-encoded in place as UTF-8), set the keys seen in the
- * current message.
+ * rep holds the repaired input, cps its NFKC codepoints, norm the folded
+ * text (look-alikes, case; first as codepoints, then re-encoded in place as
+ * UTF-8), set the keys seen in the current message.
  */
 struct spim__tok_ws {
     char *rep;       /* 3 * SPIM_TOK_MAX_INPUT bytes */
     int32_t *cps;    /* SPIM__NORM_CPS + 1 codepoints */
+    int32_t *norm;   /* SPIM__NORM_CPS + 1 codepoints */
     uint64_t *set;   /* SPIM__TOK_SET_SLOTS keys */
     size_t rep_len;  /* valid bytes in rep after spim__tok_prepare */
-    size_t norm_len; /* valid bytes of UTF-8 at (char *)cps */
+    size_t norm_len; /* valid bytes of UTF-8 at (char *)norm */
 };
 
 /* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */
@@ -44,15 +45,16 @@ void spim__tok_ws_fini(struct spim__tok_ws *ws);
 
 /*
  * Repairs text (at most SPIM_TOK_MAX_INPUT bytes of it) into ws->rep and
- * normalises that into ws->cps (NFKC, case fold, default-ignorable and
- * format characters removed). Afterwards spim__tok_norm(ws) is valid UTF-8
+ * normalises that into ws->norm (NFKC, default-ignorable and format
+ * characters removed, look-alikes inside Latin words folded to Latin, case
+ * folded). Afterwards spim__tok_norm(ws) is valid UTF-8
  * of ws->norm_len bytes, NUL-terminated.
  */
 void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len);
 
 static inline const char *spim__tok_norm(const struct spim__tok_ws *ws)
 {
-    return (const char *)ws->cps;
+    return (const char *)ws->norm;
 }
 
 /*

@@ -28,10 +28,17 @@
 /* A phone number has at most this many digits; longer runs are cut. */
 #define PHONE_DIGITS_MAX 20
 
-/* NFKC + case fold + drop default-ignorables; control characters stripped, newlines kept. */
+/*
+ * NFKC + drop default-ignorables; control characters stripped, newlines kept.
+ * Case folding comes after the look-alike pass, which needs the case: the
+ * capital Cyrillic "Н" imitates 'H', its small "н" imitates nothing.
+ */
 #define NORM_OPTS                                                                                  \
-    (UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE |  \
-     UTF8PROC_STRIPCC | UTF8PROC_NLF2LF)
+    (UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_IGNORE | UTF8PROC_STRIPCC |   \
+     UTF8PROC_NLF2LF)
+
+/* The look-alike table, generated at build time from ICU's confusables. */
+#include "confusables.h"
 
 /* --- UTF-8 repair ----------------------------------------------------------- */
 
@@ -95,13 +102,18 @@ int spim__tok_ws_init(struct spim__tok_ws *ws)
     ws->cps = malloc(sizeof(int32_t) * ((size_t)SPIM__NORM_CPS + 1));
     if (ws->cps == NULL)
         goto fail_cps;
+    ws->norm = malloc(sizeof(int32_t) * ((size_t)SPIM__NORM_CPS + 1));
+    if (ws->norm == NULL)
+        goto fail_norm;
     ws->set = malloc(sizeof(uint64_t) * SPIM__TOK_SET_SLOTS);
     if (ws->set == NULL)
         goto fail_set;
-    ws->cps[0] = 0;
+    ws->norm[0] = 0;
     return 0;
 
 fail_set:
+    free(ws->norm);
+fail_norm:
     free(ws->cps);
 fail_cps:
     free(ws->rep);
@@ -113,6 +125,7 @@ fail_rep:
 void spim__tok_ws_fini(struct spim__tok_ws *ws)
 {
     free(ws->set);
+    free(ws->norm);
     free(ws->cps);
     free(ws->rep);
     memset(ws, 0, sizeof(*ws));
@@ -133,17 +146,129 @@ static size_t utf8_floor(const char *s, size_t n)
 /* Characters the normalised text drops beyond utf8proc's ignorables. */
 static int drop_cp(int32_t c)
 {
-    utf8proc_category_t cat = utf8proc_category(c);
-
     /* Format characters (U+200B..U+200F, U+2060..U+2064, U+FEFF, U+00AD, bidi
      * controls) are invisible to a reader and only serve to split words. */
-    return cat == UTF8PROC_CATEGORY_CF;
+    return c >= 0x80 && utf8proc_category(c) == UTF8PROC_CATEGORY_CF;
+}
+
+/* The ASCII letter c imitates (from the generated table), or 0. */
+static char confusable_of(int32_t c)
+{
+    size_t lo = 0, hi = SPIM__CONFUSABLES_N;
+
+    if (c < (int32_t)spim__confusables[0].cp)
+        return 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (spim__confusables[mid].cp < (unsigned)c)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < SPIM__CONFUSABLES_N && spim__confusables[lo].cp == (unsigned)c)
+        return spim__confusables[lo].ascii;
+    return 0;
+}
+
+/* Part of a word for the look-alike pass: letters, marks, digits. */
+static int word_cp(int32_t c)
+{
+    if (c < 0x80)
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A letter of the Latin script (ASCII, Latin-1, Latin Extended-A/B, Additional). */
+static int latin_cp(int32_t c)
+{
+    if (c < 0x80)
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    return ((c >= 0xC0 && c <= 0x24F) || (c >= 0x1E00 && c <= 0x1EFF)) && c != 0xD7 &&
+           c != 0xF7;
+}
+
+/*
+ * Appends the case fold of c to out[*o..cap). ASCII is folded here; other
+ * codepoints through utf8proc's full case folding (which may give up to
+ * three codepoints, "ß" -> "ss").
+ */
+static void fold_append(int32_t c, int32_t *out, size_t *o, size_t cap)
+{
+    utf8proc_int32_t tmp[8];
+    utf8proc_ssize_t r;
+    int bc = 0;
+
+    if (c < 0x80) {
+        if (*o < cap)
+            out[(*o)++] = (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+        return;
+    }
+    r = utf8proc_decompose_char(c, tmp, 8, UTF8PROC_CASEFOLD, &bc);
+    if (r <= 0 || r > 8) {
+        if (*o < cap)
+            out[(*o)++] = c;
+        return;
+    }
+    for (utf8proc_ssize_t i = 0; i < r && *o < cap; i++)
+        out[(*o)++] = tmp[i];
+}
+
+/*
+ * cps[0..n) (NFKC, format characters gone) -> norm: look-alikes inside a
+ * word that has a Latin letter become that Latin letter ("frее" with a
+ * Cyrillic е is "free"), a word wholly in another script stays as it is;
+ * then everything is case-folded. Returns the codepoints written.
+ */
+static size_t fold_words(const int32_t *cps, size_t n, int32_t *norm, size_t cap)
+{
+    size_t i = 0, o = 0;
+
+    while (i < n) {
+        size_t st = i, j;
+        int latin = 0, conf = 0;
+
+        if (!word_cp(cps[i])) {
+            fold_append(cps[i], norm, &o, cap);
+            i++;
+            continue;
+        }
+        while (i < n && word_cp(cps[i])) {
+            latin |= latin_cp(cps[i]);
+            conf |= cps[i] >= 0x80 && confusable_of(cps[i]) != 0;
+            i++;
+        }
+        for (j = st; j < i; j++) {
+            char a = (latin && conf && cps[j] >= 0x80) ? confusable_of(cps[j]) : 0;
+
+            if (a != 0) {
+                if (o < cap)
+                    norm[o++] = a;
+            } else {
+                fold_append(cps[j], norm, &o, cap);
+            }
+        }
+    }
+    return o;
 }
 
 void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
 {
-    utf8proc_ssize_t r = 0, w, enc;
-    size_t src;
+    utf8proc_ssize_t r = 0, w, enc, i;
+    size_t src, nf;
     unsigned tries;
 
     if (text == NULL)
@@ -166,14 +291,20 @@ void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
     if (r < 0 || r > SPIM__NORM_CPS)
         r = 0;
 
-    for (w = 0, enc = 0; enc < r; enc++) {
-        if (!drop_cp(ws->cps[enc]))
-            ws->cps[w++] = ws->cps[enc];
+    for (w = 0, i = 0; i < r; i++) {
+        if (!drop_cp(ws->cps[i]))
+            ws->cps[w++] = ws->cps[i];
     }
-    enc = utf8proc_reencode(ws->cps, w, NORM_OPTS);
+    /* utf8proc_decompose gives decomposed codepoints; compose them (NFKC). */
+    w = utf8proc_normalize_utf32(ws->cps, w, NORM_OPTS);
+    if (w < 0)
+        w = 0;
+    nf = fold_words(ws->cps, (size_t)w, ws->norm, SPIM__NORM_CPS);
+    /* Options 0: only the encoding, the text is already normalised. */
+    enc = utf8proc_reencode(ws->norm, (utf8proc_ssize_t)nf, 0);
     if (enc < 0) {
         enc = 0;
-        ((char *)ws->cps)[0] = '\0';
+        ((char *)ws->norm)[0] = '\0';
     }
     ws->norm_len = (size_t)enc;
 }

@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct spim_policy;
+struct spim_rate;
+
 /* --- Config: an INI file (inih), then flags on top. --- */
 struct spim_config {
     char listen[128];    /* HOST:PORT */
@@ -28,6 +31,31 @@ struct spim_config {
     int log_level;
     struct spim_thresholds th;
     struct spim_bayes_params bp;
+    /* the inline path (issue 4) */
+    char trusted_sources[1024]; /* comma-separated CIDRs; requests from others get 403 */
+    int on_error_deliver;       /* on_error = deliver|reject when the store cannot be read */
+    unsigned max_message_size;  /* bytes; larger requests get 513 */
+    unsigned udp_max;           /* forwarded requests larger than this go over TCP; 0 never */
+    unsigned tcp_idle_timeout;  /* seconds */
+    /* the quarantine (issue 5) */
+    double quarantine_days;     /* held records expire after this; 0 keeps them forever */
+    unsigned quarantine_max_mb; /* cap on the quarantine's size; 0 no cap */
+    int quarantine_full_tag;    /* quarantine_full = block (store nothing, still 403) | tag */
+    /* policy: lists, files, antivirus, fan-out and bulk (issue 6, docs/policy.md) */
+    char allow_list[PATH_MAX]; /* exclusion list file: deliver without checks */
+    char block_list[PATH_MAX]; /* block list file: always block */
+    char file_block_ext[1024], file_allow_ext[1024];     /* comma-separated extensions */
+    char file_block_types[1024], file_allow_types[1024]; /* comma-separated media types */
+    uint64_t file_max_size;                              /* bytes; 0 no limit */
+    int invite_block_code;                               /* 488 or 403 for a blocked INVITE */
+    char clamd_socket[108];     /* clamd's LocalSocket; empty: no antivirus scan */
+    unsigned clamd_timeout_ms;  /* per scan step; clamd failing follows on_error */
+    unsigned fanout_window, fanout_limit; /* seconds; distinct recipients per sender */
+    double fanout_score;                  /* points added past the limit */
+    unsigned bulk_window, bulk_limit;     /* seconds; distinct recipients per text */
+    unsigned bulk_min_length;             /* normalised texts shorter than this never count */
+    double bulk_score;
+    unsigned rate_entries; /* counter slots per tracker (fixed at start) */
 };
 
 void spim_config_defaults(struct spim_config *c);
@@ -53,6 +81,7 @@ struct spim_engine_conf {
     uint64_t generation;
     struct spim_config cfg;
     struct spim_rules *rules; /* may be NULL */
+    struct spim_policy *policy; /* lists and file policy of cfg; never NULL */
 };
 
 struct spim_engine {
@@ -60,6 +89,8 @@ struct spim_engine {
     pthread_mutex_t lock;
     struct spim_engine_conf *conf; /* current; swapped under lock */
     _Atomic uint64_t generation;
+    /* Fan-out and bulk counters: shared by the workers, kept across reloads. */
+    struct spim_rate *fanout, *bulk;
 };
 
 struct spim_engine_worker {
@@ -102,6 +133,7 @@ int spim_cmd_classify(int argc, char **argv);
 int spim_cmd_serve(int argc, char **argv);
 int spim_cmd_quarantine(int argc, char **argv);
 int spim_cmd_eval(int argc, char **argv);
+int spim_cmd_avcheck(int argc, char **argv);
 
 /*
  * A labelled TSV corpus: `spam|ham<TAB>text` per line. A first line whose

@@ -1,7 +1,12 @@
 /*
  * cmd_train.c: `spimfilter train`: learn token counts from labelled
- * messages. All messages of one run go into one batch, written in one LMDB
- * transaction at the end: a bad line anywhere means nothing is written.
+ * messages. Every TSV is read through once before anything is learned, so
+ * a bad line anywhere means nothing is written. Messages go into batches of
+ * at most CHUNK_ENTS distinct tokens, each written in one LMDB transaction,
+ * which bounds memory however large the corpus (a read error of a file
+ * part way leaves the batches before it written). Each message is learned
+ * once: the store's learned-message cache makes a repeat a no-op and a
+ * message trained with the other label moves.
  */
 #include "cli.h"
 
@@ -11,6 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/*
+ * Distinct tokens a batch may hold before it is written: about 40 bytes
+ * each in the batch, so 1M keeps the batch near 40 MB; larger batches save
+ * little, since each commit rewrites the leaf pages its keys land on.
+ */
+#define CHUNK_ENTS ((size_t)1 << 20)
 
 static void usage(FILE *f)
 {
@@ -25,25 +37,61 @@ static void usage(FILE *f)
 }
 
 struct trainer {
+    struct spim_store *st;
     struct spim_scan *scan;
     struct spim_store_batch *batch;
     struct spim_token *toks;
-    unsigned long spam, ham;
+    unsigned long spam, ham, dup, moved, unknown;
     int delta;
 };
 
 static int add(struct trainer *t, const char *text, size_t len, int is_spam)
 {
     size_t n = spim_scan_tokens(t->scan, text, len, NULL, t->toks, SPIM_TOK_MAX);
-    int rc = spim_store_batch_add(t->batch, t->toks, n, is_spam, t->delta);
+    int oc = SPIM_LEARN_NEW;
+    int rc = spim_store_batch_learn(t->batch, spim_store_msg_key(text, len), t->toks, n, is_spam,
+                                    t->delta, &oc);
 
-    if (rc == 0) {
-        if (is_spam)
-            t->spam++;
-        else
-            t->ham++;
+    if (rc != 0)
+        return rc;
+    if (oc == SPIM_LEARN_DUP)
+        t->dup++;
+    else if (oc == SPIM_LEARN_UNKNOWN)
+        t->unknown++;
+    else if (is_spam)
+        t->spam++;
+    else
+        t->ham++;
+    if (oc == SPIM_LEARN_MOVED)
+        t->moved++;
+    if (spim_store_batch_size(t->batch) >= CHUNK_ENTS) {
+        rc = spim_store_batch_commit(t->batch);
+        t->batch = NULL;
+        if (rc == 0)
+            rc = spim_store_batch_new(t->st, &t->batch);
     }
     return rc;
+}
+
+/* Reads a TSV through without learning: 0, or an error already printed. */
+static int check_tsv(const char *path)
+{
+    struct spim_tsv tsv;
+    char err[512];
+    const char *text;
+    size_t len;
+    int is_spam, rc;
+
+    if (spim_tsv_open(&tsv, path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "spimfilter train: %s\n", err);
+        return SPIM_EIO;
+    }
+    while ((rc = spim_tsv_next(&tsv, &is_spam, &text, &len, err, sizeof(err))) == 1)
+        ;
+    if (rc < 0)
+        fprintf(stderr, "spimfilter train: %s\n", err[0] ? err : spim_strerror(rc));
+    spim_tsv_close(&tsv);
+    return rc < 0 ? rc : 0;
 }
 
 static int add_file(struct trainer *t, const char *path, int is_spam)
@@ -182,11 +230,18 @@ int spim_cmd_train(int argc, char **argv)
         usage(stderr);
         goto out;
     }
+    for (size_t i = 0; i < ntsv && err == 0; i++)
+        err = check_tsv(tsvs[i]);
+    if (err != 0) {
+        fprintf(stderr, "spimfilter train: nothing written\n");
+        goto out;
+    }
     t0 = spim_mono_ns();
     if ((err = spim_store_open(db, SPIM_STORE_CREATE, 0, &st)) != 0) {
         fprintf(stderr, "spimfilter train: %s: %s\n", db, spim_strerror(err));
         goto out;
     }
+    t.st = st;
     t.toks = malloc(SPIM_TOK_MAX * sizeof(*t.toks));
     if (t.toks == NULL || spim_scan_new(NULL, &t.scan) != 0 ||
         spim_store_batch_new(st, &t.batch) != 0) {
@@ -198,7 +253,7 @@ int spim_cmd_train(int argc, char **argv)
     for (size_t i = 0; i < npath && err == 0; i++)
         err = add_path(&t, paths[i], labels[i]);
     if (err != 0) {
-        fprintf(stderr, "spimfilter train: nothing written\n");
+        fprintf(stderr, "spimfilter train: stopped; batches before the error are written\n");
         goto out;
     }
     err = spim_store_batch_commit(t.batch);
@@ -212,11 +267,17 @@ int spim_cmd_train(int argc, char **argv)
         double s = (double)(spim_mono_ns() - t0) / 1e9;
 
         spim_store_totals(st, &tot);
+        unsigned long all = t.spam + t.ham + t.dup + t.unknown;
+
         printf("%s %lu spam and %lu ham messages in %.2f s (%.0f messages/s); the store now "
                "holds %llu spam and %llu ham\n",
                t.delta > 0 ? "learned" : "unlearned", t.spam, t.ham, s,
-               s > 0 ? (double)(t.spam + t.ham) / s : 0.0, (unsigned long long)tot.spam_msgs,
+               s > 0 ? (double)all / s : 0.0, (unsigned long long)tot.spam_msgs,
                (unsigned long long)tot.ham_msgs);
+        if (t.dup || t.moved || t.unknown)
+            printf("%lu already learned with that label (skipped), %lu moved from the other "
+                   "label, %lu not learned before (nothing to unlearn)\n",
+                   t.dup, t.moved, t.unknown);
     }
     rc = 0;
 out:

@@ -5,9 +5,11 @@
  * that names the file and line.
  */
 #include "cli.h"
+#include "policy.h"
 
 #include <errno.h>
 #include <ini.h>
+#include "filter.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +21,27 @@ void spim_config_defaults(struct spim_config *c)
     snprintf(c->db, sizeof(c->db), "/var/lib/spimfilter");
     snprintf(c->block_reason, sizeof(c->block_reason), "Forbidden");
     c->log_level = SPIM_LOG_INFO;
+    snprintf(c->trusted_sources, sizeof(c->trusted_sources), "127.0.0.0/8, ::1/128");
+    c->max_message_size = 65535;
+    c->udp_max = 1300; /* RFC 3261 18.1.1 */
+    c->tcp_idle_timeout = 300;
     spim_thresholds_defaults(&c->th);
     spim_bayes_defaults(&c->bp);
+    c->quarantine_days = 30;
+    snprintf(c->file_block_ext, sizeof(c->file_block_ext), "%s", SPIM_POLICY_DEFAULT_BLOCK_EXT);
+    snprintf(c->file_block_types, sizeof(c->file_block_types), "%s",
+             SPIM_POLICY_DEFAULT_BLOCK_TYPES);
+    c->file_max_size = 10u << 20;
+    c->invite_block_code = 488;
+    c->clamd_timeout_ms = 1000;
+    c->fanout_window = 60;
+    c->fanout_limit = 20;
+    c->fanout_score = 6;
+    c->bulk_window = 300;
+    c->bulk_limit = 20;
+    c->bulk_min_length = 20;
+    c->bulk_score = 6;
+    c->rate_entries = 65536;
 }
 
 int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port)
@@ -135,6 +156,110 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
             goto bad;
     } else if (strcmp(key, "bayes_weight") == 0) {
         if (parse_double(v, 0, 1000, &c->th.bayes_weight) != 0)
+            goto bad;
+    } else if (strcmp(key, "trusted_sources") == 0) {
+        struct spim_cidr nets[SPIM_FILTER_MAX_TRUSTED];
+        char badv[64];
+        unsigned n;
+
+        if (strlen(v) >= sizeof(c->trusted_sources))
+            goto bad;
+        if (spim_cidr_list_parse(v, nets, SPIM_FILTER_MAX_TRUSTED, &n, badv, sizeof(badv)) != 0) {
+            snprintf(err, errcap, "trusted_sources: '%s' is not a network (ADDR/PREFIX)", badv);
+            return SPIM_EINVAL;
+        }
+        memcpy(c->trusted_sources, v, strlen(v) + 1);
+    } else if (strcmp(key, "on_error") == 0) {
+        if (strcmp(v, "deliver") == 0)
+            c->on_error_deliver = 1;
+        else if (strcmp(v, "reject") == 0)
+            c->on_error_deliver = 0;
+        else {
+            snprintf(err, errcap, "on_error: expected deliver or reject, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "max_message_size") == 0) {
+        if (parse_double(v, 512, 65535, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        c->max_message_size = (unsigned)d;
+    } else if (strcmp(key, "udp_max") == 0) {
+        if (parse_double(v, 0, 65535, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        c->udp_max = (unsigned)d;
+    } else if (strcmp(key, "tcp_idle_timeout") == 0) {
+        if (parse_double(v, 1, 86400, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        c->tcp_idle_timeout = (unsigned)d;
+    } else if (strcmp(key, "quarantine_days") == 0) {
+        /* Fractions are allowed (0.5 is twelve hours); 0 keeps records forever. */
+        if (parse_double(v, 0, 36500, &c->quarantine_days) != 0)
+            goto bad;
+    } else if (strcmp(key, "quarantine_max_mb") == 0) {
+        if (parse_double(v, 0, 1048576, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        c->quarantine_max_mb = (unsigned)d;
+    } else if (strcmp(key, "quarantine_full") == 0) {
+        if (strcmp(v, "block") == 0)
+            c->quarantine_full_tag = 0;
+        else if (strcmp(v, "tag") == 0)
+            c->quarantine_full_tag = 1;
+        else {
+            snprintf(err, errcap, "quarantine_full: expected block or tag, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "allow_list") == 0) {
+        if (copy_str(c->allow_list, sizeof(c->allow_list), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "block_list") == 0) {
+        if (copy_str(c->block_list, sizeof(c->block_list), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "file_block_ext") == 0) {
+        if (copy_str(c->file_block_ext, sizeof(c->file_block_ext), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "file_allow_ext") == 0) {
+        if (copy_str(c->file_allow_ext, sizeof(c->file_allow_ext), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "file_block_types") == 0) {
+        if (copy_str(c->file_block_types, sizeof(c->file_block_types), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "file_allow_types") == 0) {
+        if (copy_str(c->file_allow_types, sizeof(c->file_allow_types), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "file_max_size") == 0) {
+        if (parse_double(v, 0, 1e15, &d) != 0 || d != (double)(uint64_t)d)
+            goto bad;
+        c->file_max_size = (uint64_t)d;
+    } else if (strcmp(key, "invite_block_code") == 0) {
+        if (strcmp(v, "488") != 0 && strcmp(v, "403") != 0) {
+            snprintf(err, errcap, "invite_block_code: expected 488 or 403, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+        c->invite_block_code = v[0] == '4' && v[1] == '8' ? 488 : 403;
+    } else if (strcmp(key, "clamd_socket") == 0) {
+        if (copy_str(c->clamd_socket, sizeof(c->clamd_socket), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "clamd_timeout_ms") == 0 || strcmp(key, "fanout_window") == 0 ||
+               strcmp(key, "fanout_limit") == 0 || strcmp(key, "bulk_window") == 0 ||
+               strcmp(key, "bulk_limit") == 0 || strcmp(key, "bulk_min_length") == 0 ||
+               strcmp(key, "rate_entries") == 0) {
+        unsigned *dst = key[0] == 'c'                ? &c->clamd_timeout_ms
+                        : strcmp(key, "fanout_window") == 0 ? &c->fanout_window
+                        : strcmp(key, "fanout_limit") == 0  ? &c->fanout_limit
+                        : strcmp(key, "bulk_window") == 0   ? &c->bulk_window
+                        : strcmp(key, "bulk_limit") == 0    ? &c->bulk_limit
+                        : strcmp(key, "bulk_min_length") == 0 ? &c->bulk_min_length
+                                                            : &c->rate_entries;
+
+        /* A limit of 0 turns the check off; windows and the timeout must be at least 1. */
+        if (parse_double(v, 0, 1e8, &d) != 0 || d != (unsigned)d ||
+            (d < 1 && (strstr(key, "window") != NULL || key[0] == 'c' || key[0] == 'r')))
+            goto bad;
+        *dst = (unsigned)d;
+    } else if (strcmp(key, "fanout_score") == 0) {
+        if (parse_double(v, -1000, 1000, &c->fanout_score) != 0)
+            goto bad;
+    } else if (strcmp(key, "bulk_score") == 0) {
+        if (parse_double(v, -1000, 1000, &c->bulk_score) != 0)
             goto bad;
     } else {
         snprintf(err, errcap, "unknown key '%s'", key);

@@ -6,7 +6,11 @@
 #include "cli.h"
 #include "filter.h"
 
+#include <stdatomic.h>
 #include <string.h>
+
+/* Set while the quarantine is over quarantine_max_mb: one log line per change. */
+static atomic_int quar_over;
 
 void *spim_judge_worker_new(void *ud)
 {
@@ -22,14 +26,19 @@ void spim_judge_worker_free(void *wud)
     spim_engine_worker_free(wud);
 }
 
-/* Writes the blocked message and its verdict to the quarantine. */
+/*
+ * Writes the blocked message and its verdict to the quarantine. Over the
+ * quarantine_max_mb quota nothing is stored and, with quarantine_full = tag,
+ * the message is tagged and delivered instead of blocked (r->action).
+ */
 static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg *m,
-                      const struct spim_verdict *v, const struct spim_filter_result *r)
+                      const struct spim_verdict *v, struct spim_filter_result *r)
 {
+    const struct spim_config *cfg = &w->conf->cfg;
     struct spim_quar_entry q;
     char reasons[256];
     uint64_t id;
-    int rc, existed = 0;
+    int rc, existed = 0, over = 0;
 
     snprintf(reasons, sizeof(reasons), "score %.2f >= block_score %.2f (bayes p=%.4f, rules %.2f)",
              v->score, w->conf->cfg.th.block_score, v->spam_probability, v->hits.score);
@@ -47,11 +56,31 @@ static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg
     q.reasons = (struct spim_slice){reasons, strlen(reasons)};
     q.text = m->text;
     q.raw = m->raw;
-    rc = spim_quar_put(w->e->store, &q, &id, &existed);
+    rc = spim_quar_put_quota(w->e->store, &q, (uint64_t)cfg->quarantine_max_mb << 20, &id,
+                             &existed, &over);
     if (rc != 0) {
         spim_log(SPIM_LOG_ERR, "quarantine write failed, answering 503: %s", spim_strerror(rc));
         return rc;
     }
+    if (over) {
+        if (!atomic_exchange(&quar_over, 1))
+            spim_log(SPIM_LOG_WARN,
+                     "quarantine full: it uses quarantine_max_mb %u MB or more; blocked messages "
+                     "are now %s (quarantine_full = %s) until `spimfilter quarantine purge` or "
+                     "expiry frees space",
+                     cfg->quarantine_max_mb,
+                     cfg->quarantine_full_tag ? "tagged and delivered" : "refused and not stored",
+                     cfg->quarantine_full_tag ? "tag" : "block");
+        spim_log(SPIM_LOG_DEBUG, "quarantine full: %s %.*s without storing",
+                 cfg->quarantine_full_tag ? "tagging" : "blocking", (int)m->call_id.len,
+                 m->call_id.p);
+        if (cfg->quarantine_full_tag)
+            r->action = SPIM_TAG;
+        return 0;
+    }
+    if (atomic_exchange(&quar_over, 0))
+        spim_log(SPIM_LOG_INFO, "quarantine below quarantine_max_mb %u MB again: storing",
+                 cfg->quarantine_max_mb);
     spim_log(SPIM_LOG_DEBUG, "quarantine id %llu%s", (unsigned long long)id,
              existed ? " (retransmission)" : "");
     return 0;

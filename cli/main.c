@@ -14,6 +14,7 @@ static void usage(FILE *f)
                "  classify     print the verdict for messages\n"
                "  eval         measure accuracy with K-fold cross-validation\n"
                "  quarantine   list, show, delete blocked messages\n"
+               "  av-check     check that the host's ClamAV leaves the filter's files alone\n"
                "\n"
                "spimfilter <command> --help shows the options of a command.\n");
 }
@@ -26,7 +27,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"serve", spim_cmd_serve},           {"train", spim_cmd_train},
         {"classify", spim_cmd_classify},     {"eval", spim_cmd_eval},
-        {"quarantine", spim_cmd_quarantine},
+        {"quarantine", spim_cmd_quarantine}, {"av-check", spim_cmd_avcheck},
     };
 
     if (argc < 2) {

@@ -10,6 +10,7 @@ packages=(
     libhyperscan-dev                     # multi-pattern rules (classifier/)
     liblmdb-dev lmdb-utils               # the store (store/), mdb_stat for operators
     libutf8proc-dev                      # Unicode NFKC and case folding (classifier/)
+    libicu-dev                           # confusables table generated at build time (classifier/)
     libxxhash-dev                        # token hashing (common/)
     libinih-dev                          # the INI config file (cli/)
     libcmocka-dev                        # unit tests

@@ -2,7 +2,9 @@
  * store.c: the LMDB environment, token counts and training batches.
  *
  * Layout (all integers fixed-width little-endian unless said otherwise):
- *   "tokens"  8-byte token key -> uint32 ham, uint32 spam
+ *   "tokens"  8-byte token key -> uint32 ham, uint32 spam, uint32 day
+ *             (8-byte values without the day are read too)
+ *   "learned" 8-byte message hash -> uint8 label (0 ham, 1 spam), uint32 day
  *   "meta"    "format" -> uint32, "ham_msgs"/"spam_msgs"/"quar_next" -> uint64
  *   "quar", "quar_dedup": see quarantine.c
  *
@@ -325,6 +327,13 @@ static int init_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         (rc = mdb_dbi_open(txn, "quar", create, &st->quar)) != 0 ||
         (rc = mdb_dbi_open(txn, "quar_dedup", create, &st->dedup)) != 0)
         return rc == MDB_NOTFOUND ? SPIM_ESTORE : rc;
+    /* The learned-message cache came later: a reader of a store without it goes on. */
+    rc = mdb_dbi_open(txn, "learned", create, &st->learned);
+    if (rc == MDB_NOTFOUND && rdonly)
+        return 0;
+    if (rc != 0)
+        return rc;
+    st->has_learned = 1;
     return 0;
 }
 
@@ -413,7 +422,7 @@ int spim_store_open(const char *dir, unsigned flags, size_t map_size, struct spi
         rc = spim__err(rc);
         goto fail_lock;
     }
-    if ((rc = mdb_env_set_maxdbs(st->env, 4)) != 0 ||
+    if ((rc = mdb_env_set_maxdbs(st->env, 8)) != 0 ||
         (fresh && (rc = mdb_env_set_mapsize(st->env, want)) != 0)) {
         rc = spim__err(rc);
         goto fail_env;
@@ -504,6 +513,18 @@ struct spim_store_batch {
     size_t nslots;   /* a power of two, kept at least twice n */
     uint64_t msg;
     int64_t dham_msgs, dspam_msgs;
+    uint32_t day; /* of this batch, written into every value it touches */
+    /* The learned cache of this batch: message hash -> state (0 forget, 1 ham, 2 spam). */
+    struct batch_msg *msgs;
+    size_t nmsgs, capmsgs;
+    uint32_t *mslots; /* as slots, into msgs */
+    size_t nmslots;
+    struct spim_store_reader *rd; /* reads the stored cache; made on first use */
+};
+
+struct batch_msg {
+    uint64_t key;
+    uint8_t state;
 };
 
 #define BATCH_MAX_ENTS ((size_t)UINT32_MAX - 1)
@@ -525,6 +546,7 @@ int spim_store_batch_new(struct spim_store *st, struct spim_store_batch **out)
     if (b == NULL)
         return SPIM_ENOMEM;
     b->st = st;
+    b->day = (uint32_t)(spim_now_us() / (86400 * (int64_t)1000000));
     *out = b;
     return 0;
 }
@@ -535,6 +557,9 @@ void spim_store_batch_free(struct spim_store_batch *b)
         return;
     free(b->ents);
     free(b->slots);
+    free(b->msgs);
+    free(b->mslots);
+    spim_store_reader_free(b->rd);
     free(b);
 }
 
@@ -670,11 +695,37 @@ static int apply_total(struct spim_store *st, MDB_txn *txn, const char *key, int
     return spim__meta_put_u64(st, txn, key, add_u64(v, d));
 }
 
+/* Writes the learned-cache states of the batch's messages. */
+static int apply_learned(struct spim_store *st, MDB_txn *txn, const struct spim_store_batch *b)
+{
+    unsigned char kb[8], vb[5];
+    MDB_val k = {sizeof(kb), kb}, v = {sizeof(vb), vb};
+    int rc;
+
+    if (b->nmsgs > 0 && !st->has_learned)
+        return SPIM_ESTORE;
+    for (size_t i = 0; i < b->nmsgs; i++) {
+        spim__put_le64(kb, b->msgs[i].key);
+        if (b->msgs[i].state == 0) {
+            rc = mdb_del(txn, st->learned, &k, NULL);
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                return rc;
+            continue;
+        }
+        vb[0] = (unsigned char)(b->msgs[i].state - 1);
+        spim__put_le32(vb + 1, b->day);
+        rc = mdb_put(txn, st->learned, &k, &v, 0);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* The write of a batch; run again from scratch after a map resize. */
 static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
 {
     struct spim_store_batch *b = ud;
-    unsigned char kb[8], vb[8];
+    unsigned char kb[8], vb[12];
     MDB_val k = {sizeof(kb), kb}, v;
     int rc;
 
@@ -689,7 +740,7 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         rc = mdb_get(txn, st->tokens, &k, &v);
         found = rc == 0;
         if (found) {
-            if (v.mv_size != 8)
+            if (v.mv_size != 8 && v.mv_size != 12)
                 return SPIM_ESTORE;
             ham = spim__get_le32(v.mv_data);
             spam = spim__get_le32((const unsigned char *)v.mv_data + 4);
@@ -706,6 +757,7 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         }
         spim__put_le32(vb, ham);
         spim__put_le32(vb + 4, spam);
+        spim__put_le32(vb + 8, b->day);
         v.mv_size = sizeof(vb);
         v.mv_data = vb;
         rc = mdb_put(txn, st->tokens, &k, &v, 0);
@@ -715,7 +767,15 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
     if ((rc = apply_total(st, txn, SPIM__META_HAM, b->dham_msgs)) != 0 ||
         (rc = apply_total(st, txn, SPIM__META_SPAM, b->dspam_msgs)) != 0)
         return rc;
-    return 0;
+    return apply_learned(st, txn, b);
+}
+
+static int cmp_msg(const void *a, const void *b)
+{
+    uint64_t x = store_order(((const struct batch_msg *)a)->key);
+    uint64_t y = store_order(((const struct batch_msg *)b)->key);
+
+    return (x > y) - (x < y);
 }
 
 int spim_store_batch_commit(struct spim_store_batch *b)
@@ -726,6 +786,11 @@ int spim_store_batch_commit(struct spim_store_batch *b)
         return SPIM_EINVAL;
     if (b->n > 1)
         qsort(b->ents, b->n, sizeof(*b->ents), cmp_ent);
+    if (b->nmsgs > 1)
+        qsort(b->msgs, b->nmsgs, sizeof(*b->msgs), cmp_msg);
+    /* The batch's reader must not hold a read slot while the batch writes. */
+    spim_store_reader_free(b->rd);
+    b->rd = NULL;
     rc = spim__write(b->st, apply_fn, b);
     spim_store_batch_free(b);
     return rc;
@@ -838,7 +903,7 @@ int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size
         }
         if (rc != 0)
             goto out;
-        if (v.mv_size != 8) {
+        if (v.mv_size != 8 && v.mv_size != 12) {
             rc = SPIM_ESTORE;
             goto out;
         }
@@ -870,4 +935,278 @@ int spim_store_totals(struct spim_store *st, struct spim_totals *totals)
     if (rc == 0)
         *totals = t;
     return spim__err(rc);
+}
+
+/* --- Stats, prune, learned-message cache ------------------------------------ */
+
+uint64_t spim_store_msg_key(const char *text, size_t len)
+{
+    /* Its own seed: a message key never equals a token key by construction. */
+    return spim_hash64(text, len, 0x6c6561726e6564ull);
+}
+
+size_t spim_store_batch_size(const struct spim_store_batch *b)
+{
+    return b ? b->n : 0;
+}
+
+/* The slot of key in the batch's message map, or where it would go. */
+static size_t msg_slot(const struct spim_store_batch *b, uint64_t key)
+{
+    size_t s = slot_of(key, b->nmslots);
+
+    while (b->mslots[s] != 0 && b->msgs[b->mslots[s] - 1].key != key)
+        s = (s + 1) & (b->nmslots - 1);
+    return s;
+}
+
+/* Room for one more message in the batch's map. */
+static int msgs_reserve(struct spim_store_batch *b)
+{
+    if (b->nmsgs + 1 > b->capmsgs) {
+        size_t cap = b->capmsgs ? b->capmsgs * 2 : 256;
+        struct batch_msg *m;
+
+        if (cap > BATCH_MAX_ENTS)
+            return SPIM_ETOOBIG;
+        m = realloc(b->msgs, cap * sizeof(*m));
+        if (m == NULL)
+            return SPIM_ENOMEM;
+        b->msgs = m;
+        b->capmsgs = cap;
+    }
+    if ((b->nmsgs + 1) * 2 > b->nmslots) {
+        size_t ns = b->nmslots ? b->nmslots * 2 : 512;
+        uint32_t *sl = calloc(ns, sizeof(*sl));
+
+        if (sl == NULL)
+            return SPIM_ENOMEM;
+        free(b->mslots);
+        b->mslots = sl;
+        b->nmslots = ns;
+        for (size_t i = 0; i < b->nmsgs; i++)
+            b->mslots[msg_slot(b, b->msgs[i].key)] = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+/* The stored cache state of key: 0 unknown, 1 ham, 2 spam. */
+static int learned_get(struct spim_store_batch *b, uint64_t key, uint8_t *state)
+{
+    struct spim_store *st = b->st;
+    unsigned char kb[8];
+    MDB_val k = {sizeof(kb), kb}, v;
+    int rc;
+
+    *state = 0;
+    if (!st->has_learned)
+        return 0;
+    if (b->rd == NULL && (rc = spim_store_reader_new(st, &b->rd)) != 0)
+        return rc;
+    rc = reader_renew(b->rd);
+    if (rc != 0)
+        return rc;
+    spim__put_le64(kb, key);
+    rc = mdb_get(b->rd->txn, st->learned, &k, &v);
+    if (rc == 0 && v.mv_size >= 1)
+        *state = ((const unsigned char *)v.mv_data)[0] ? 2 : 1;
+    else if (rc == MDB_NOTFOUND)
+        rc = 0;
+    mdb_txn_reset(b->rd->txn);
+    unlock_shared(st);
+    return spim__err(rc);
+}
+
+int spim_store_batch_learn(struct spim_store_batch *b, uint64_t msg_key,
+                           const struct spim_token *toks, size_t n, int is_spam, int delta,
+                           int *outcome)
+{
+    uint8_t cur, want = is_spam ? 2 : 1;
+    size_t slot;
+    int rc, res;
+
+    if (b == NULL || (n > 0 && toks == NULL) || (delta != 1 && delta != -1))
+        return SPIM_EINVAL;
+    if ((rc = msgs_reserve(b)) != 0)
+        return rc;
+    slot = msg_slot(b, msg_key);
+    if (b->mslots[slot] != 0) {
+        cur = b->msgs[b->mslots[slot] - 1].state;
+    } else if ((rc = learned_get(b, msg_key, &cur)) != 0) {
+        return rc;
+    }
+    if (delta > 0) {
+        if (cur == want) {
+            res = SPIM_LEARN_DUP;
+        } else if (cur != 0) {
+            /* Learned with the other label: take it out there, count it here. */
+            if ((rc = spim_store_batch_add(b, toks, n, !is_spam, -1)) != 0)
+                return rc;
+            if ((rc = spim_store_batch_add(b, toks, n, is_spam, 1)) != 0)
+                return rc;
+            res = SPIM_LEARN_MOVED;
+        } else {
+            if ((rc = spim_store_batch_add(b, toks, n, is_spam, 1)) != 0)
+                return rc;
+            res = SPIM_LEARN_NEW;
+        }
+    } else if (cur == want) {
+        if ((rc = spim_store_batch_add(b, toks, n, is_spam, -1)) != 0)
+            return rc;
+        res = SPIM_LEARN_UNLEARNED;
+        want = 0;
+    } else {
+        res = SPIM_LEARN_UNKNOWN;
+    }
+    if (res != SPIM_LEARN_DUP && res != SPIM_LEARN_UNKNOWN) {
+        if (b->mslots[slot] == 0) {
+            b->msgs[b->nmsgs].key = msg_key;
+            b->mslots[slot] = (uint32_t)(++b->nmsgs);
+        }
+        b->msgs[b->mslots[slot] - 1].state = want;
+    }
+    if (outcome)
+        *outcome = res;
+    return 0;
+}
+
+static int count_entries(MDB_txn *txn, MDB_dbi dbi, uint64_t *out)
+{
+    MDB_stat ms;
+    int rc = mdb_stat(txn, dbi, &ms);
+
+    if (rc == 0)
+        *out = ms.ms_entries;
+    return rc;
+}
+
+int spim_store_stats(struct spim_store *st, struct spim_store_stats *out)
+{
+    struct spim_store_stats s;
+    struct spim_totals t;
+    MDB_envinfo info;
+    MDB_stat es;
+    const char *dir = NULL;
+    char path[PATH_MAX];
+    struct stat sb;
+    MDB_txn *txn;
+    int rc;
+
+    if (st == NULL || out == NULL)
+        return SPIM_EINVAL;
+    memset(&s, 0, sizeof(s));
+    rc = spim__read_begin(st, &txn);
+    if (rc != 0)
+        return rc;
+    if ((rc = count_entries(txn, st->tokens, &s.tokens)) == 0 &&
+        (!st->has_learned || (rc = count_entries(txn, st->learned, &s.learned)) == 0) &&
+        (rc = read_totals(st, txn, &t)) == 0 && (rc = mdb_env_info(st->env, &info)) == 0 &&
+        (rc = mdb_env_stat(st->env, &es)) == 0) {
+        s.ham_msgs = t.ham_msgs;
+        s.spam_msgs = t.spam_msgs;
+        s.used_bytes = ((uint64_t)info.me_last_pgno + 1) * es.ms_psize;
+        s.map_size = info.me_mapsize;
+    }
+    spim__read_end(st, txn);
+    if (rc != 0)
+        return spim__err(rc);
+    if (mdb_env_get_path(st->env, &dir) == 0 && dir != NULL &&
+        (size_t)snprintf(path, sizeof(path), "%s/data.mdb", dir) < sizeof(path) &&
+        stat(path, &sb) == 0) {
+        s.file_bytes = (uint64_t)sb.st_size;
+        s.disk_bytes = (uint64_t)sb.st_blocks * 512;
+    }
+    *out = s;
+    return 0;
+}
+
+struct prune_args {
+    uint32_t min_count, max_age_days, today;
+    int dry_run;
+    uint64_t removed, learned_removed;
+};
+
+/* Walks dbi with a cursor and deletes what old() says; counts into *n. */
+static int prune_dbi(MDB_txn *txn, MDB_dbi dbi, int (*old)(const MDB_val *v, void *ud), void *ud,
+                     int dry_run, uint64_t *n)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc, op = MDB_FIRST;
+
+    *n = 0;
+    rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc != 0)
+        return rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+        op = MDB_NEXT;
+        if (!old(&v, ud))
+            continue;
+        (*n)++;
+        /* After a delete LMDB's MDB_NEXT yields the entry that moved under the cursor. */
+        if (!dry_run && (rc = mdb_cursor_del(c, 0)) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int too_old(const struct prune_args *a, uint32_t day)
+{
+    return a->max_age_days > 0 && day > 0 && a->today > day && a->today - day > a->max_age_days;
+}
+
+static int token_old(const MDB_val *v, void *ud)
+{
+    const struct prune_args *a = ud;
+    const unsigned char *p = v->mv_data;
+    uint64_t cnt;
+
+    if (v->mv_size != 8 && v->mv_size != 12)
+        return 0;
+    cnt = (uint64_t)spim__get_le32(p) + spim__get_le32(p + 4);
+    if (a->min_count > 0 && cnt < a->min_count)
+        return 1;
+    return v->mv_size == 12 && too_old(a, spim__get_le32(p + 8));
+}
+
+static int learned_old(const MDB_val *v, void *ud)
+{
+    const struct prune_args *a = ud;
+
+    return v->mv_size == 5 && too_old(a, spim__get_le32((const unsigned char *)v->mv_data + 1));
+}
+
+static int prune_fn(struct spim_store *st, MDB_txn *txn, void *ud)
+{
+    struct prune_args *a = ud;
+    int rc;
+
+    rc = prune_dbi(txn, st->tokens, token_old, a, a->dry_run, &a->removed);
+    if (rc == 0 && st->has_learned && a->max_age_days > 0)
+        rc = prune_dbi(txn, st->learned, learned_old, a, a->dry_run, &a->learned_removed);
+    return rc;
+}
+
+int spim_store_prune(struct spim_store *st, uint32_t min_count, uint32_t max_age_days,
+                     int64_t now_us, int dry_run, uint64_t *removed, uint64_t *learned_removed)
+{
+    struct prune_args a;
+    int rc;
+
+    if (st == NULL || now_us < 0)
+        return SPIM_EINVAL;
+    memset(&a, 0, sizeof(a));
+    a.min_count = min_count;
+    a.max_age_days = max_age_days;
+    a.today = (uint32_t)(now_us / (86400 * (int64_t)1000000));
+    a.dry_run = dry_run;
+    rc = spim__write(st, prune_fn, &a);
+    if (rc == 0) {
+        if (removed)
+            *removed = a.removed;
+        if (learned_removed)
+            *learned_removed = a.learned_removed;
+    }
+    return rc;
 }

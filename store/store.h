@@ -103,6 +103,14 @@ struct spim_quar_entry {
     struct spim_slice reasons;                   /* free text: why it was blocked */
     struct spim_slice text;                      /* the extracted text */
     struct spim_slice raw;                       /* the SIP request, byte for byte */
+    uint32_t learned; /* enum spim_quar_learned: what review trained it as */
+};
+
+/* What a review command trained a record as, so that a later one can undo it. */
+enum spim_quar_learned {
+    SPIM_QUAR_LEARNED_NONE = 0,
+    SPIM_QUAR_LEARNED_SPAM = 1, /* confirm */
+    SPIM_QUAR_LEARNED_HAM = 2,  /* release --learn */
 };
 
 /*
@@ -127,5 +135,125 @@ int spim_quar_foreach(struct spim_store *st, int (*cb)(const struct spim_quar_en
 int spim_quar_delete(struct spim_store *st, uint64_t id);
 /* Changes the status of a record. SPIM_ENOTFOUND if absent. */
 int spim_quar_set_status(struct spim_store *st, uint64_t id, uint32_t status);
+
+/*
+ * spim_quar_put with a quota: when the quarantine already uses max_bytes or
+ * more (its B-tree pages, see spim_quar_usage) nothing is written, *over is
+ * set to 1 and 0 is returned; a retransmission of a record already held still
+ * maps to it (*existed 1). max_bytes 0 means no quota. The size check and the
+ * write are one transaction, so concurrent writers never overshoot by more
+ * than one record each.
+ */
+int spim_quar_put_quota(struct spim_store *st, const struct spim_quar_entry *e, uint64_t max_bytes,
+                        uint64_t *id_out, int *existed, int *over);
+
+/* How big the quarantine is: records and the bytes of its LMDB pages. */
+struct spim_quar_usage {
+    uint64_t records;
+    uint64_t bytes;
+};
+
+int spim_quar_usage(struct spim_store *st, struct spim_quar_usage *out);
+
+/*
+ * One line of the audit log ("audit" database): who did what to which
+ * record. seq is set by the store (grows by one per entry); time_us 0 means
+ * now. The slices are copied on write and borrowed on read (valid during
+ * the foreach callback only).
+ */
+struct spim_quar_audit {
+    uint64_t seq;
+    int64_t time_us;
+    uint64_t quar_id; /* 0 for an action on no single record (purge) */
+    struct spim_slice action, user, detail;
+};
+
+/* Appends one audit entry in its own transaction. */
+int spim_quar_audit_add(struct spim_store *st, const struct spim_quar_audit *a);
+/*
+ * Calls cb for every audit entry, newest first, in one read transaction
+ * (the rules of spim_quar_foreach). A store without an audit log walks
+ * nothing and returns 0.
+ */
+int spim_quar_audit_foreach(struct spim_store *st,
+                            int (*cb)(const struct spim_quar_audit *a, void *ud), void *ud);
+
+/*
+ * Sets the status and learned flag of a record and, when a is not NULL,
+ * appends a (its quar_id becomes id) in the same transaction: a review
+ * action and its audit line are written together or not at all.
+ * SPIM_ENOTFOUND if absent, SPIM_EINVAL for a bad status or flag.
+ */
+int spim_quar_mark(struct spim_store *st, uint64_t id, uint32_t status, uint32_t learned,
+                   const struct spim_quar_audit *a);
+
+enum {
+    SPIM_QUAR_PURGE_DELETED = 1 << 0, /* also remove every record marked deleted */
+};
+
+/*
+ * Removes every record older than before_us (any status), and with
+ * SPIM_QUAR_PURGE_DELETED every deleted one, with their de-duplication keys.
+ * Works in transactions of a bounded size so a running serve is never held
+ * up for long. dry_run counts without removing. *removed gets the count.
+ */
+int spim_quar_purge(struct spim_store *st, int64_t before_us, unsigned flags, int dry_run,
+                    uint64_t *removed);
+
+/* --- Stats, prune, learned-message cache ------------------------------------
+ * Token values are uint32 ham, uint32 spam and uint32 day (days since the
+ * Unix epoch of the last training that touched the token); values of 8
+ * bytes (no day) from earlier builds are read as day 0, never pruned by age.
+ * The "learned" database maps a 64-bit hash of a message's text to the
+ * label it was learned with (1 byte: 0 ham, 1 spam) and the day (uint32),
+ * so that learning the same message twice counts it once.
+ */
+struct spim_store_stats {
+    uint64_t tokens;            /* distinct tokens with a count */
+    uint64_t ham_msgs, spam_msgs;
+    uint64_t learned;           /* messages in the learned-message cache */
+    uint64_t file_bytes;        /* size of data.mdb */
+    uint64_t disk_bytes;        /* blocks data.mdb takes on disk */
+    uint64_t used_bytes;        /* pages in use (last page number * page size) */
+    uint64_t map_size;
+};
+
+/* Fills *out in one read transaction. */
+int spim_store_stats(struct spim_store *st, struct spim_store_stats *out);
+
+/*
+ * Drops tokens seen in fewer than min_count messages (ham + spam; 0: no such
+ * test) or, if max_age_days > 0, last trained more than max_age_days before
+ * now_us (learned-cache entries that old are dropped too). One write
+ * transaction; *removed (may be NULL) gets the number of tokens dropped and
+ * *learned_removed (may be NULL) the cache entries. dry_run counts only.
+ */
+int spim_store_prune(struct spim_store *st, uint32_t min_count, uint32_t max_age_days,
+                     int64_t now_us, int dry_run, uint64_t *removed, uint64_t *learned_removed);
+
+/* What spim_store_batch_learn did with a message. */
+enum spim_learn_outcome {
+    SPIM_LEARN_NEW = 0,     /* counted */
+    SPIM_LEARN_DUP = 1,     /* already learned with this label: no change */
+    SPIM_LEARN_MOVED = 2,   /* learned with the other label: its counts moved */
+    SPIM_LEARN_UNLEARNED = 3, /* delta -1: removed from the counts and the cache */
+    SPIM_LEARN_UNKNOWN = 4, /* delta -1 of a message not learned with this label */
+};
+
+/*
+ * Like spim_store_batch_add, once per message: msg_key identifies the message
+ * (a hash of its text, see spim_store_msg_key). The store's cache and the
+ * messages earlier in this batch decide the outcome (*outcome, may be
+ * NULL). The cache is written with the batch at commit.
+ */
+int spim_store_batch_learn(struct spim_store_batch *b, uint64_t msg_key,
+                           const struct spim_token *toks, size_t n, int is_spam, int delta,
+                           int *outcome);
+
+/* The key of a message for the learned cache: a hash of its bytes. */
+uint64_t spim_store_msg_key(const char *text, size_t len);
+
+/* Distinct token entries a batch holds in memory (for committing in chunks). */
+size_t spim_store_batch_size(const struct spim_store_batch *b);
 
 #endif

@@ -33,6 +33,19 @@ struct spim_store {
     atomic_size_t map_size;
     /* Set when a remap failed: the env has no usable map and must be closed. */
     atomic_int broken;
+    /*
+     * The "audit" database is opened on first use (quarantine.c), not by
+     * open: a read-only open of a store that never had one must still work.
+     * audit_open is set once a write transaction that opened it committed.
+     */
+    MDB_dbi audit;
+    atomic_int audit_open;
+    /*
+     * The learned-message cache (store.c): message hash -> label. Opened by
+     * open; a read-only open of a store that lacks it leaves has_learned 0.
+     */
+    MDB_dbi learned;
+    int has_learned;
 };
 
 /* Meta keys (stored without NUL). */

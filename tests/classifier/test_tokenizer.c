@@ -126,6 +126,69 @@ static void test_tok_free_variants_share_word(void **state)
     }
 }
 
+/* Whether two texts give the same set of keys: one meaning, one set of tokens. */
+static int same_keys(const struct run *a, const struct run *b)
+{
+    size_t i, j;
+
+    if (a->n != b->n)
+        return 0;
+    for (i = 0; i < a->n; i++) {
+        for (j = 0; j < b->n && b->toks[j].key != a->toks[i].key; j++)
+            ;
+        if (j == b->n)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_tok_lookalikes_fold_to_latin(void **state)
+{
+    /* Cyrillic е (U+0435) twice in "frее", capital Cyrillic Е (U+0415) in
+     * "FRЕЕ", Greek ο (U+03BF) in "frοm"... each gives exactly the tokens of
+     * the plain Latin text, not merely one token in common. */
+    static const char *const pairs[][2] = {
+        {"fr\xd0\xb5\xd0\xb5", "free"},
+        {"FR\xd0\x95\xd0\x95 entry", "FREE entry"},
+        {"claim fr\xd0\xb5\xd0\xb5 prize", "claim free prize"},
+        {"\xd1\x80\xd0\xb0\xd1\x83pal login", "paypal login"},       /* р а у */
+        {"H\xd0\x95LLO fr\xce\xbfm B\xd0\x90NK", "HELLO from BANK"}, /* Е ο А */
+        {"\xd0\x9d" "ELLO", "HELLO"}, /* capital Н looks like H; small н does not */
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(pairs) / sizeof(*pairs); i++) {
+        struct run *a = toks(pairs[i][0]), *b = toks(pairs[i][1]);
+
+        if (!same_keys(a, b))
+            fail_msg("\"%s\" and \"%s\" differ in tokens", pairs[i][0], pairs[i][1]);
+        free(a);
+        free(b);
+    }
+}
+
+static void test_tok_other_scripts_stay(void **state)
+{
+    /* Words wholly in Cyrillic or Greek are not look-alikes but words:
+     * "сор" (Cyrillic, "litter") must not become "cop". */
+    struct run *r = toks("\xd1\x81\xd0\xbe\xd1\x80 \xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5"
+                         "\xd1\x82 \xce\xbf\xce\xba");
+
+    (void)state;
+    assert_token(r, SPIM_TOK_WORD, "\xd1\x81\xd0\xbe\xd1\x80");
+    assert_token(r, SPIM_TOK_WORD,
+                 "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"); /* привет */
+    assert_token(r, SPIM_TOK_WORD, "\xce\xbf\xce\xba");                 /* οκ */
+    assert_false(emitted(r, SPIM_TOK_WORD, "cop"));
+    assert_false(emitted(r, SPIM_TOK_WORD, "ok"));
+    free(r);
+    /* Accented Latin letters are letters, not look-alikes: "café" stays. */
+    r = toks("caf\xc3\xa9");
+    assert_token(r, SPIM_TOK_WORD, "caf\xc3\xa9");
+    free(r);
+}
+
 static void test_tok_leet_adds_plain_word(void **state)
 {
     struct run *r = toks("w1n a c4sh pr1ze ca$h 2day 150p");
@@ -345,6 +408,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tok_free_variants_share_word),
+        cmocka_unit_test(test_tok_lookalikes_fold_to_latin),
+        cmocka_unit_test(test_tok_other_scripts_stay),
         cmocka_unit_test(test_tok_leet_adds_plain_word),
         cmocka_unit_test(test_tok_urls),
         cmocka_unit_test(test_tok_numbers_money_phones),

@@ -25,11 +25,14 @@
 #   KAMAILIO      kamailio binary                                  (kamailio)
 #   SIPP          sipp binary                                      (sipp)
 #   KAMAILIO_CFG  config                  (docs/examples/kamailio.cfg)
-#   KAMAILIO_ARGS extra arguments for kamailio, e.g. "-A FAIL_OPEN"
+#   KAMAILIO_ARGS extra arguments for kamailio, e.g. "-A FAIL_OPEN" (split
+#                 on blanks; for a value with quotes or blanks give it as
+#                 an argument of start_kamailio instead)
 #   UAS_PORT      the R-URI port run_uac addresses (last start_uas port)
 #   UAC_PORT      UAC local port                                   (15061)
 #   UAC_RATE, UAC_LIMIT, UAC_TIMEOUT  sipp -r, -l, -timeout        (10, 50, 30)
 #   UAC_ARGS      extra arguments for the UAC sipp
+#   UAC_SF        the UAC scenario                       (uac_message.xml)
 #
 # shellcheck shell=bash
 
@@ -176,12 +179,16 @@ it_port_free() {
     fi
 }
 
-# start_kamailio PORT FILTER_URI: run Kamailio with KAMAILIO_CFG on
-# udp:127.0.0.1:PORT, relaying MESSAGE to FILTER_URI (e.g.
-# sip:127.0.0.1:15070, quotes added here). Private run dir and pid file
-# under $IT_TMP; log in $KAM_LOG. Sets KAM_PID.
+# start_kamailio PORT FILTER_URI [ARG...]: run Kamailio with KAMAILIO_CFG
+# on udp:127.0.0.1:PORT, relaying MESSAGE to FILTER_URI (e.g.
+# sip:127.0.0.1:15070, quotes added here). Each ARG is passed to kamailio
+# as it is, after KAMAILIO_ARGS, e.g.
+#   start_kamailio 15060 sip:127.0.0.1:15070 -A WITH_DISPATCHER \
+#       -A "DS_LIST=\"$IT_TMP/dispatcher.list\""
+# Private run dir and pid file under $IT_TMP; log in $KAM_LOG. Sets KAM_PID.
 start_kamailio() {
     local port=${1:-} filter=${2:-} dir
+    shift 2 2>/dev/null || shift $#
     [ -n "$IT_TMP" ] || { it_fail "start_kamailio: call it_init first"; return 1; }
     if [ -z "$port" ] || [ -z "$filter" ]; then
         it_fail "usage: start_kamailio PORT FILTER_URI"
@@ -196,7 +203,7 @@ start_kamailio() {
     # shellcheck disable=SC2086
     it_spawn "$KAM_LOG" "${KAMAILIO:-kamailio}" -DD -E -f "$cfg" \
         -Y "$dir" -P "$dir/kamailio.pid" -m "${KAM_SHM:-512}" -M "${KAM_PKG:-16}" \
-        -A "LISTEN=udp:127.0.0.1:$port" -A "FILTER=\"$filter\"" ${KAMAILIO_ARGS:-}
+        -A "LISTEN=udp:127.0.0.1:$port" -A "FILTER=\"$filter\"" ${KAMAILIO_ARGS:-} "$@"
     KAM_PID=$IT_LAST_PID
     if ! wait_port "$port" udp "${IT_WAIT:-10}" "$KAM_PID"; then
         it_fail "kamailio did not start on udp 127.0.0.1:$port (cfg $cfg)" "$KAM_LOG"
@@ -247,7 +254,7 @@ run_uac() {
     IT_UAC_SEQ=$((${IT_UAC_SEQ:-0} + 1))
     UAC_DIR=$IT_TMP/uac-$IT_UAC_SEQ
     mkdir -p "$UAC_DIR"
-    local timeout=${UAC_TIMEOUT:-30} sf=$IT_LIB_DIR/uac_message.xml
+    local timeout=${UAC_TIMEOUT:-30} sf=${UAC_SF:-$IT_LIB_DIR/uac_message.xml}
     # sipp runs in the background and is waited for, so that a TERM/INT
     # trap in the caller runs at once and cleans it up. -timeout bounds the
     # run; the outer bound (timeout + 15 s) only guards against a hung sipp.

@@ -986,6 +986,130 @@ static void test_store_corrupt_token(void **state)
     assert_int_equal(spim_store_batch_commit(b), SPIM_ESTORE);
 }
 
+/* --- Learned cache, stats, prune ------------------------------------------- */
+
+/* Learns one message (keys as its tokens) through the cache; returns the outcome. */
+static int learn_once(struct spim_store *st, uint64_t msg, const uint64_t *keys, size_t n,
+                      int is_spam, int delta)
+{
+    struct spim_store_batch *b = NULL;
+    struct spim_token toks[16];
+    int outcome = -1;
+
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++)
+        toks[i].key = keys[i];
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_learn(b, msg, toks, n, is_spam, delta, &outcome), 0);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+    return outcome;
+}
+
+static void test_store_learned_cache_counts_once(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 0);
+    struct spim_store_reader *r = NULL;
+    struct spim_store_batch *b = NULL;
+    struct spim_token tok = {.key = 42};
+    struct spim_totals t;
+    const uint64_t keys[] = {42, 43};
+    uint64_t m = spim_store_msg_key("win a prize", 11);
+    uint32_t ham, spam;
+    int oc;
+
+    assert_int_equal(learn_once(st, m, keys, 2, 1, 1), SPIM_LEARN_NEW);
+    /* The same message again, in a later run: no change. */
+    assert_int_equal(learn_once(st, m, keys, 2, 1, 1), SPIM_LEARN_DUP);
+    /* Twice within one batch: counted once too. */
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_learn(b, 7, &tok, 1, 0, 1, &oc), 0);
+    assert_int_equal(oc, SPIM_LEARN_NEW);
+    assert_int_equal(spim_store_batch_learn(b, 7, &tok, 1, 0, 1, &oc), 0);
+    assert_int_equal(oc, SPIM_LEARN_DUP);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+
+    assert_int_equal(spim_store_reader_new(st, &r), 0);
+    counts(r, 42, &ham, &spam, &t);
+    assert_int_equal(spam, 1);
+    assert_int_equal(ham, 1);
+    assert_int_equal(t.spam_msgs, 1);
+    assert_int_equal(t.ham_msgs, 1);
+
+    /* Trained as the other label: the counts move, totals too. */
+    assert_int_equal(learn_once(st, m, keys, 2, 0, 1), SPIM_LEARN_MOVED);
+    counts(r, 43, &ham, &spam, &t);
+    assert_int_equal(ham, 1);
+    assert_int_equal(spam, 0);
+    assert_int_equal(t.spam_msgs, 0);
+    assert_int_equal(t.ham_msgs, 2);
+
+    /* Unlearn: only with the label it has, and then it is forgotten. */
+    assert_int_equal(learn_once(st, m, keys, 2, 1, -1), SPIM_LEARN_UNKNOWN);
+    assert_int_equal(learn_once(st, m, keys, 2, 0, -1), SPIM_LEARN_UNLEARNED);
+    counts(r, 43, &ham, &spam, &t);
+    assert_int_equal(ham, 0);
+    assert_int_equal(t.ham_msgs, 1);
+    assert_int_equal(learn_once(st, m, keys, 2, 0, 1), SPIM_LEARN_NEW);
+    spim_store_reader_free(r);
+}
+
+static void test_store_stats_and_prune(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 0);
+    struct spim_store_stats ss;
+    struct spim_store_reader *r = NULL;
+    uint64_t keys[200], removed = 9, lrem = 9;
+    uint32_t ham, spam;
+    int64_t now = spim_now_us();
+
+    /* Tokens 0..99 in one message, 100..199 in three: prune below 2 drops 100. */
+    for (uint64_t i = 0; i < 200; i++)
+        keys[i] = 1000 + i;
+    learn(st, keys, 200, 1, 1);
+    learn(st, keys + 100, 100, 0, 1);
+    learn(st, keys + 100, 100, 1, 1);
+    assert_int_equal(learn_once(st, 5, keys, 1, 1, 1), SPIM_LEARN_NEW);
+    assert_int_equal(spim_store_stats(st, &ss), 0);
+    assert_int_equal(ss.tokens, 200);
+    assert_int_equal(ss.learned, 1);
+    assert_int_equal(ss.spam_msgs, 3);
+    assert_int_equal(ss.ham_msgs, 1);
+    assert_true(ss.file_bytes > 0);
+    assert_true(ss.used_bytes > 0 && ss.used_bytes <= ss.map_size);
+
+    /* Token 1000 is in two messages now (200-batch and learn_once). */
+    assert_int_equal(spim_store_prune(st, 2, 0, now, 1, &removed, &lrem), 0);
+    assert_int_equal(removed, 99);
+    assert_int_equal(spim_store_stats(st, &ss), 0);
+    assert_int_equal(ss.tokens, 200); /* dry run */
+    assert_int_equal(spim_store_prune(st, 2, 0, now, 0, &removed, &lrem), 0);
+    assert_int_equal(removed, 99);
+    assert_int_equal(lrem, 0);
+    assert_int_equal(spim_store_stats(st, &ss), 0);
+    assert_int_equal(ss.tokens, 101);
+    assert_int_equal(spim_store_reader_new(st, &r), 0);
+    counts(r, 1001, &ham, &spam, NULL);
+    assert_int_equal(spam + ham, 0);
+    counts(r, 1150, &ham, &spam, NULL);
+    assert_int_equal(spam, 2);
+    assert_int_equal(ham, 1);
+    spim_store_reader_free(r);
+
+    /* By age: nothing is older than a day today; 40 days on, all is. */
+    assert_int_equal(spim_store_prune(st, 0, 30, now, 0, &removed, &lrem), 0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(spim_store_prune(st, 0, 30, now + 40LL * 86400 * 1000000, 0, &removed, &lrem),
+                     0);
+    assert_int_equal(removed, 101);
+    assert_int_equal(lrem, 1);
+    assert_int_equal(spim_store_stats(st, &ss), 0);
+    assert_int_equal(ss.tokens, 0);
+    assert_int_equal(ss.learned, 0);
+    assert_int_equal(ss.spam_msgs, 3); /* totals are of messages, not tokens */
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1015,6 +1139,8 @@ int main(void)
         T(test_quar_set_status),
         T(test_quar_not_found),
         T(test_quar_corrupt_record),
+        T(test_store_learned_cache_counts_once),
+        T(test_store_stats_and_prune),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -440,7 +440,7 @@ struct state {
     double t0;
     struct counters c;
     uint64_t lat[LAT_N], nlat;
-    uint32_t lat_max;
+    uint32_t lat_max, ivl_max; /* the whole run; since the last progress line */
     /* buffers */
     char *txbuf, *rxbuf, *ansbuf;
     struct mmsghdr txm[BATCH], rxm[BATCH], ansm[MAX_SOURCES][BATCH];
@@ -603,6 +603,8 @@ static void recv_answers(struct state *s, int fd)
                 s->nlat++;
                 if (us > s->lat_max)
                     s->lat_max = us;
+                if (us > s->ivl_max)
+                    s->ivl_max = us;
             }
         }
         if (n < BATCH)
@@ -833,12 +835,13 @@ static uint64_t answered(const struct state *s)
     return s->c.r200 + s->c.r403 + s->c.rother;
 }
 
-static void progress(const struct state *s, double t)
+static void progress(struct state *s, double t)
 {
     printf("progress t=%.0f sent=%" PRIu64 " answered=%" PRIu64 " in_flight=%" PRIu64
-           " forwarded=%" PRIu64 "\n",
-           t - s->t0, s->c.sent, answered(s), s->c.sent - answered(s), s->c.fwd);
+           " forwarded=%" PRIu64 " max_latency_us=%" PRIu32 "\n",
+           t - s->t0, s->c.sent, answered(s), s->c.sent - answered(s), s->c.fwd, s->ivl_max);
     fflush(stdout);
+    s->ivl_max = 0;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)

@@ -921,8 +921,8 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
     }
     /* Mixed: the word as written, then what it imitates. */
     add_word(k, w, wl);
-    if (lead_digits > 0 && lead_digits == digits && !leetsym) {
-        /* "150p", "2nd", "10am": a number with a unit, not leet. */
+    if (lead_digits > 0 && lead_digits == digits && lead_digits < wl && !leetsym) {
+        /* "150p", "2nd", "10am": a number with a unit, not leet (w may be cut: lead_digits < wl). */
         const char *unit = w + lead_digits;
         size_t ul = wl - lead_digits;
 

@@ -37,6 +37,8 @@ struct spim_config {
     unsigned max_message_size;  /* bytes; larger requests get 513 */
     unsigned udp_max;           /* forwarded requests larger than this go over TCP; 0 never */
     unsigned tcp_idle_timeout;  /* seconds */
+    int block_code;             /* 403 or 608 (RFC 8688) */
+    char block_call_info[256];  /* 608: the Call-Info URI (purpose=jwscard) */
     /* the quarantine (issue 5) */
     double quarantine_days;     /* held records expire after this; 0 keeps them forever */
     unsigned quarantine_max_mb; /* cap on the quarantine's size; 0 no cap */
@@ -56,6 +58,7 @@ struct spim_config {
     unsigned bulk_min_length;             /* normalised texts shorter than this never count */
     double bulk_score;
     unsigned rate_entries; /* counter slots per tracker (fixed at start) */
+    char metrics_listen[128]; /* HOST:PORT of the Prometheus endpoint; empty: none (issue 7) */
 };
 
 void spim_config_defaults(struct spim_config *c);
@@ -121,6 +124,25 @@ void *spim_judge_worker_new(void *engine);
 void spim_judge_worker_free(void *wud);
 int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
 
+/* --- The metrics endpoint (metrics_http.c): common/metrics.h over HTTP. --- */
+struct spim_metrics_http;
+/*
+ * Serves GET /metrics on hostport ("127.0.0.1:9464") from its own thread
+ * (libmicrohttpd), reading the quarantine's size from st (may be NULL) at
+ * each scrape. On failure err says why and nothing runs.
+ */
+int spim_metrics_http_start(const char *hostport, struct spim_store *st,
+                            struct spim_metrics_http **out, char *err, size_t errcap);
+/* Stops the server and waits for its thread; NULL is a no-op. */
+void spim_metrics_http_stop(struct spim_metrics_http *h);
+/*
+ * GET http://hostport/metrics within timeout_ms: the body in a malloc'd
+ * NUL-terminated *body (the caller frees). SPIM_ENET, SPIM_ETIMEOUT or
+ * SPIM_EPARSE (not an HTTP 200) with err saying what happened.
+ */
+int spim_metrics_fetch(const char *hostport, unsigned timeout_ms, char **body, size_t *len,
+                       char *err, size_t errcap);
+
 /* --- Output --- */
 /* Writes s[0..n) as a JSON string (quoted, escaped; invalid UTF-8 as U+FFFD). */
 void spim_json_str(FILE *f, const char *s, size_t n);
@@ -133,7 +155,9 @@ int spim_cmd_classify(int argc, char **argv);
 int spim_cmd_serve(int argc, char **argv);
 int spim_cmd_quarantine(int argc, char **argv);
 int spim_cmd_eval(int argc, char **argv);
+int spim_cmd_db(int argc, char **argv);
 int spim_cmd_avcheck(int argc, char **argv);
+int spim_cmd_stats(int argc, char **argv);
 
 /*
  * A labelled TSV corpus: `spam|ham<TAB>text` per line. A first line whose

@@ -155,8 +155,7 @@ static int parse_time(const char *s, int64_t *out)
         }
         if (s[used] == 'Z')
             used++;
-        if (s[used] != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-            se > 60)
+        if (s[used] != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
             return -1;
         *out = ((days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400) + h * 3600 + mi * 60 + se) *
                1000000;
@@ -353,9 +352,9 @@ static void print_show(const struct spim_quar_entry *e)
            "to:       %.*s\ncall-id:  %.*s\nsource:   %.*s\nscore:    %.2f\nbayes:    %.4f\n"
            "rules:    %.*s\nreasons:  %.*s\nsize:     %zu bytes of SIP\n\n",
            (unsigned long long)e->id, status_name(e->status), learned_name(e->learned), ts,
-           (int)e->from.len, e->from.p, (int)e->to.len, e->to.p, (int)e->call_id.len,
-           e->call_id.p, (int)e->source.len, e->source.p, e->score, e->spam_probability,
-           (int)e->rules.len, e->rules.p, (int)e->reasons.len, e->reasons.p, e->raw.len);
+           (int)e->from.len, e->from.p, (int)e->to.len, e->to.p, (int)e->call_id.len, e->call_id.p,
+           (int)e->source.len, e->source.p, e->score, e->spam_probability, (int)e->rules.len,
+           e->rules.p, (int)e->reasons.len, e->reasons.p, e->raw.len);
     fwrite(e->text.p, 1, e->text.len, stdout);
     fputc('\n', stdout);
 }
@@ -507,13 +506,13 @@ static int do_release(struct spim_store *st, const struct qopts *o,
         return -1;
     }
     /* Delivered: mark it first, so that a failure below can never cause a second delivery. */
-    snprintf(detail, sizeof(detail), "%d %s from %s:%u in %llu ms, %u transmission%s%s",
-             res.status, res.reason, co->host, co->port, (unsigned long long)res.elapsed_ms,
-             res.sent, res.sent == 1 ? "" : "s",
-             !o->learn                               ? ""
-             : e->learned == SPIM_QUAR_LEARNED_HAM   ? "; already learned as ham"
+    snprintf(detail, sizeof(detail), "%d %s from %s:%u in %llu ms, %u transmission%s%s", res.status,
+             res.reason, co->host, co->port, (unsigned long long)res.elapsed_ms, res.sent,
+             res.sent == 1 ? "" : "s",
+             !o->learn                              ? ""
+             : e->learned == SPIM_QUAR_LEARNED_HAM  ? "; already learned as ham"
              : e->learned == SPIM_QUAR_LEARNED_SPAM ? "; learned as ham, spam training undone"
-                                                     : "; learned as ham");
+                                                    : "; learned as ham");
     rc = audit_mark(st, o, e->id, SPIM_QUAR_RELEASED, learned,
                     o->learn ? "release+learn" : "release", detail);
     if (rc != 0) {
@@ -538,9 +537,10 @@ static int do_release(struct spim_store *st, const struct qopts *o,
 
 static int do_confirm(struct spim_store *st, const struct qopts *o, const struct spim_quar_entry *e)
 {
-    const char *what = e->learned == SPIM_QUAR_LEARNED_SPAM  ? "already learned as spam"
-                       : e->learned == SPIM_QUAR_LEARNED_HAM ? "learned as spam, ham training undone"
-                                                             : "learned as spam";
+    const char *what = e->learned == SPIM_QUAR_LEARNED_SPAM ? "already learned as spam"
+                       : e->learned == SPIM_QUAR_LEARNED_HAM
+                           ? "learned as spam, ham training undone"
+                           : "learned as spam";
     int rc;
 
     if (o->dry_run) {
@@ -659,7 +659,10 @@ static int run_action(struct spim_store *st, struct qopts *o, char **ids, int ni
     }
     free(s.ids);
     printf("%s%s %lu, failed %lu", o->dry_run ? "dry run: would have " : "",
-           rel ? "released" : conf ? "confirmed" : "deleted", done, failed);
+           rel    ? "released"
+           : conf ? "confirmed"
+                  : "deleted",
+           done, failed);
     if (skipped)
         printf(", already done %lu", skipped);
     printf("\n");
@@ -758,10 +761,10 @@ static int log_one(const struct spim_quar_audit *a, void *ud)
     struct log_ctx *lc = ud;
     char ts[32];
 
+    if (a->time_us < lc->o->f.since || a->time_us >= lc->o->f.until)
+        return 0;
     lc->seen++;
     if (lc->seen <= lc->o->f.offset || (lc->o->f.limit && lc->shown >= lc->o->f.limit))
-        return 0;
-    if (a->time_us < lc->o->f.since || a->time_us >= lc->o->f.until)
         return 0;
     lc->shown++;
     fmt_time(a->time_us, ts, sizeof(ts));
@@ -774,8 +777,8 @@ static int log_one(const struct spim_quar_audit *a, void *ud)
         printf("}\n");
     } else {
         printf("%-20s  %-16.*s  %-14.*s  %-6llu  %.*s\n", ts, (int)a->user.len, a->user.p,
-               (int)a->action.len, a->action.p, (unsigned long long)a->quar_id,
-               (int)a->detail.len, a->detail.p);
+               (int)a->action.len, a->action.p, (unsigned long long)a->quar_id, (int)a->detail.len,
+               a->detail.p);
     }
     return 0;
 }
@@ -829,8 +832,8 @@ static int cmd_stats(struct spim_store *st, const struct qopts *o)
         fmt_time(sc.oldest, t1, sizeof(t1));
         fmt_time(sc.newest, t2, sizeof(t2));
     }
-    printf("records:  %llu (held %lu, released %lu, deleted %lu)\n",
-           (unsigned long long)u.records, sc.by_status[0], sc.by_status[1], sc.by_status[2]);
+    printf("records:  %llu (held %lu, released %lu, deleted %lu)\n", (unsigned long long)u.records,
+           sc.by_status[0], sc.by_status[1], sc.by_status[2]);
     printf("oldest:   %s\nnewest:   %s\n", t1, t2);
     if (o->cfg.quarantine_max_mb)
         printf("size:     %.2f MB of quarantine_max_mb %u (%.1f%%)\n", (double)u.bytes / 1048576.0,
@@ -855,8 +858,8 @@ static int cmd_purge(struct spim_store *st, const struct qopts *o)
 
     rc = spim_quar_purge(st, before, o->deleted ? SPIM_QUAR_PURGE_DELETED : 0, o->dry_run, &n);
     if (rc != 0) {
-        fprintf(stderr, "%s purge: %s (%llu removed before the error)\n", PROG,
-                spim_strerror(rc), (unsigned long long)n);
+        fprintf(stderr, "%s purge: %s (%llu removed before the error)\n", PROG, spim_strerror(rc),
+                (unsigned long long)n);
         return 1;
     }
     if (days > 0)

@@ -211,6 +211,8 @@ static int filter_config(const struct spim_config *cfg, struct spim_filter_confi
             return SPIM_EINVAL;
     }
     fc->on_error_deliver = cfg->on_error_deliver;
+    fc->block_code = cfg->block_code;
+    snprintf(fc->block_call_info, sizeof(fc->block_call_info), "%s", cfg->block_call_info);
     fc->max_message_size = cfg->max_message_size;
     fc->udp_max = cfg->udp_max;
     fc->tcp_idle_s = cfg->tcp_idle_timeout;

@@ -19,10 +19,10 @@
 
 /*
  * Distinct tokens a batch may hold before it is written: about 40 bytes
- * each in the batch, so 1M keeps the batch near 40 MB; larger batches save
+ * each in the batch, so 256K keeps the batch near 10 MB; larger batches save
  * little, since each commit rewrites the leaf pages its keys land on.
  */
-#define CHUNK_ENTS ((size_t)1 << 20)
+#define CHUNK_ENTS ((size_t)1 << 18)
 
 static void usage(FILE *f)
 {

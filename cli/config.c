@@ -25,6 +25,7 @@ void spim_config_defaults(struct spim_config *c)
     c->max_message_size = 65535;
     c->udp_max = 1300; /* RFC 3261 18.1.1 */
     c->tcp_idle_timeout = 300;
+    c->block_code = 403;
     spim_thresholds_defaults(&c->th);
     spim_bayes_defaults(&c->bp);
     c->quarantine_days = 30;
@@ -42,6 +43,7 @@ void spim_config_defaults(struct spim_config *c)
     c->bulk_min_length = 20;
     c->bulk_score = 6;
     c->rate_entries = 65536;
+    snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:9464");
 }
 
 int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port)
@@ -169,6 +171,21 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
             return SPIM_EINVAL;
         }
         memcpy(c->trusted_sources, v, strlen(v) + 1);
+    } else if (strcmp(key, "block_code") == 0) {
+        if (strcmp(v, "403") == 0)
+            c->block_code = 403;
+        else if (strcmp(v, "608") == 0)
+            c->block_code = 608;
+        else {
+            snprintf(err, errcap, "block_code: expected 403 or 608, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "block_call_info") == 0) {
+        if (copy_str(c->block_call_info, sizeof(c->block_call_info), v) != 0 ||
+            strpbrk(v, "<>\r\n \t") != NULL || strchr(v, ':') == NULL) {
+            snprintf(err, errcap, "block_call_info: expected a URI such as https://host/path");
+            return SPIM_EINVAL;
+        }
     } else if (strcmp(key, "on_error") == 0) {
         if (strcmp(v, "deliver") == 0)
             c->on_error_deliver = 1;
@@ -261,6 +278,15 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
     } else if (strcmp(key, "bulk_score") == 0) {
         if (parse_double(v, -1000, 1000, &c->bulk_score) != 0)
             goto bad;
+    } else if (strcmp(key, "metrics_listen") == 0) {
+        /* Empty turns the endpoint off. */
+        if (v[0] != '\0' && (spim_hostport(v, host, sizeof(host), &port) != 0 ||
+                              copy_str(c->metrics_listen, sizeof(c->metrics_listen), v) != 0)) {
+            snprintf(err, errcap, "metrics_listen: expected HOST:PORT or empty, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+        if (v[0] == '\0')
+            c->metrics_listen[0] = '\0';
     } else {
         snprintf(err, errcap, "unknown key '%s'", key);
         return SPIM_EINVAL;

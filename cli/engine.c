@@ -5,10 +5,48 @@
  * sees the last committed training.
  */
 #include "cli.h"
+#include "policy.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/*
+ * Builds the policy of cfg: the allow and block list files (errors name the
+ * file and line) and the file-transfer rules. Loaded in full beside the
+ * running one, so a reload with a bad list keeps the old policy.
+ */
+static int policy_load(const struct spim_config *cfg, struct spim_policy **out, char *err,
+                       size_t errcap)
+{
+    struct spim_policy_files_conf fc = {cfg->file_block_ext, cfg->file_allow_ext,
+                                        cfg->file_block_types, cfg->file_allow_types,
+                                        cfg->file_max_size};
+    struct spim_policy *p;
+    struct spim_diag d;
+    int rc;
+
+    if ((rc = spim_policy_new(&p)) != 0) {
+        snprintf(err, errcap, "out of memory");
+        return rc;
+    }
+    memset(&d, 0, sizeof(d));
+    if ((cfg->allow_list[0] != '\0' &&
+         (rc = spim_policy_load_list(p, SPIM_POLICY_ALLOW, cfg->allow_list, &d)) != 0) ||
+        (cfg->block_list[0] != '\0' &&
+         (rc = spim_policy_load_list(p, SPIM_POLICY_BLOCK, cfg->block_list, &d)) != 0) ||
+        (rc = spim_policy_set_files(p, &fc, &d)) != 0) {
+        if (d.line)
+            snprintf(err, errcap, "%s:%u: %s", d.file, d.line, d.msg);
+        else
+            snprintf(err, errcap, "%s%s%s", d.file, d.file[0] ? ": " : "",
+                     d.msg[0] ? d.msg : spim_strerror(rc));
+        spim_policy_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
 
 static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out, char *err,
                     size_t errcap)
@@ -35,6 +73,12 @@ static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out
             return rc;
         }
     }
+    rc = policy_load(cfg, &c->policy, err, errcap);
+    if (rc != 0) {
+        spim_rules_free(c->rules);
+        free(c);
+        return rc;
+    }
     *out = c;
     return 0;
 }
@@ -44,6 +88,7 @@ static void conf_free(struct spim_engine_conf *c)
     if (c == NULL)
         return;
     spim_rules_free(c->rules);
+    spim_policy_free(c->policy);
     free(c);
 }
 
@@ -84,11 +129,21 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int w
     }
     e->conf->generation = 1;
     atomic_store(&e->generation, 1);
+    /* Counter memory is fixed here (rate_entries) and kept across reloads. */
+    if (spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->fanout) != 0 ||
+        spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->bulk) != 0) {
+        snprintf(err, errcap, "out of memory for %u rate_entries", cfg->rate_entries);
+        spim_engine_close(e);
+        return SPIM_ENOMEM;
+    }
     return 0;
 }
 
 void spim_engine_close(struct spim_engine *e)
 {
+    spim_rate_free(e->fanout);
+    spim_rate_free(e->bulk);
+    e->fanout = e->bulk = NULL;
     conf_release(e, e->conf);
     e->conf = NULL;
     spim_store_close(e->store);

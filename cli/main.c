@@ -14,7 +14,9 @@ static void usage(FILE *f)
                "  classify     print the verdict for messages\n"
                "  eval         measure accuracy with K-fold cross-validation\n"
                "  quarantine   list, show, delete blocked messages\n"
+               "  db           store statistics and pruning\n"
                "  av-check     check that the host's ClamAV leaves the filter's files alone\n"
+               "  stats        print the metrics of a running serve\n"
                "\n"
                "spimfilter <command> --help shows the options of a command.\n");
 }
@@ -28,6 +30,7 @@ int main(int argc, char **argv)
         {"serve", spim_cmd_serve},           {"train", spim_cmd_train},
         {"classify", spim_cmd_classify},     {"eval", spim_cmd_eval},
         {"quarantine", spim_cmd_quarantine}, {"av-check", spim_cmd_avcheck},
+        {"db", spim_cmd_db},                 {"stats", spim_cmd_stats},
     };
 
     if (argc < 2) {

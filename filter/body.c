@@ -174,6 +174,8 @@ void spim__parse_ctype(const char *p, size_t n, struct spim_slice *type, struct 
     memset(sub, 0, sizeof(*sub));
     memset(charset, 0, sizeof(*charset));
     memset(boundary, 0, sizeof(*boundary));
+    if (p == NULL)
+        return;
     while (i < n && (p[i] == ' ' || p[i] == '\t'))
         i++;
     b = i;

@@ -45,6 +45,7 @@ struct spim_sip_msg {
     size_t via_hdr_end;              /* end of the first Via header line, CRLF included */
     int via_single;                  /* the first Via header holds only one value */
     size_t maxfwd_value, maxfwd_len; /* Max-Forwards value, 0 length when absent */
+    size_t cl_line, cl_line_end;     /* the (last) Content-Length header line, if any */
     long max_forwards;               /* -1 when absent */
     uint64_t cseq_num;
     /* The top Via, decoded */
@@ -203,6 +204,18 @@ struct spim_filter_result {
     int code;        /* block: the status to answer (0: 403 for MESSAGE, 403 for INVITE) */
 };
 
+/*
+ * A recipient refused a MESSAGE we delivered with 607 Unwanted (RFC 8197):
+ * what it was, from the filter's short memory of what it forwarded.
+ */
+struct spim_filter_report {
+    struct spim_slice from_uri; /* the sender */
+    struct spim_slice to_uri;   /* the recipient who reported it */
+    struct spim_slice text;     /* the text that was delivered (may be cut at 1 KiB) */
+    struct spim_slice call_id;
+    const char *source; /* who sent the 607: "ip:port" */
+};
+
 struct spim_filter_ops {
     /* Per-worker state (scratch, store reader): called in the worker thread. */
     void *(*worker_new)(void *ud);
@@ -213,6 +226,8 @@ struct spim_filter_ops {
      * the filter then answers 503 and delivers nothing.
      */
     int (*judge)(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
+    /* Optional: records a 607 report; called in the worker that got the 607. */
+    void (*report)(void *wud, const struct spim_filter_report *rep);
 };
 
 /* A network in CIDR form, for trusted_sources. */
@@ -240,6 +255,8 @@ struct spim_filter_config {
     struct spim_proxy_self self; /* our Via; defaults to the listen address */
     unsigned workers;            /* 0: the number of cores */
     char block_reason[64];       /* reason phrase of the 403 */
+    int block_code;              /* 403 (0 too) or 608 Rejected (RFC 8688) */
+    char block_call_info[256];   /* 608: Call-Info URI (purpose=jwscard), may be empty */
     /* Requests are taken only from these (0 networks: loopback only). */
     struct spim_cidr trusted[SPIM_FILTER_MAX_TRUSTED];
     unsigned ntrusted;

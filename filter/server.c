@@ -12,6 +12,7 @@
 #define _GNU_SOURCE /* recvmmsg, sendmmsg, accept4 */
 #include "filter.h"
 #include "filter_int.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +35,22 @@
 #define BATCH 16
 #define MAX_CONNS 4096 /* connection slots across workers */
 #define CONN_BUF_MAX (SPIM_SIP_MAX + 16384)
+
+/*
+ * What we delivered lately, so that a 607 Unwanted coming back (RFC 8197)
+ * can be turned into a report about that text. Keyed by a hash of our
+ * branch, which the response carries; fixed size, the oldest overwritten,
+ * one lock per stripe of slots.
+ */
+#define SENT_SLOTS 4096
+#define SENT_LOCKS 64
+#define SENT_TEXT 1024
+
+struct sent {
+    uint64_t key;
+    uint16_t from_len, to_len, cid_len, text_len;
+    char from[160], to[160], cid[128], text[SENT_TEXT];
+};
 
 /* A TCP connection: accepted from upstream, or ours toward the next hop. */
 struct conn {
@@ -63,6 +80,8 @@ struct spim_filter {
     pthread_mutex_t conns_lock;
     struct conn *conns[MAX_CONNS];
     uint32_t gens[MAX_CONNS];
+    struct sent *sent; /* SENT_SLOTS */
+    pthread_mutex_t sent_locks[SENT_LOCKS];
 };
 
 struct spim_filter_worker {
@@ -71,6 +90,8 @@ struct spim_filter_worker {
     int sock, listen, ep;
     char *in, *text;
     struct spim_sip_files files;
+    size_t text_len; /* of the text judged for the message in hand */
+    struct spim_slice fm_from_uri;
     struct spim_filter_out out;
     struct conn *next_conn; /* our TCP connection to the next hop */
     unsigned nconns;
@@ -156,13 +177,24 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         return SPIM_ENOMEM;
     }
     pthread_mutex_init(&f->conns_lock, NULL);
+    for (i = 0; i < SENT_LOCKS; i++)
+        pthread_mutex_init(&f->sent_locks[i], NULL);
     f->cfg = *cfg;
+    if (ops->report != NULL) {
+        f->sent = calloc(SENT_SLOTS, sizeof(*f->sent));
+        if (f->sent == NULL) {
+            snprintf(err, errcap, "out of memory");
+            goto fail;
+        }
+    }
     f->ops = ops;
     f->ud = ud;
     if (f->cfg.self.host[0] == '\0') {
         snprintf(f->cfg.self.host, sizeof(f->cfg.self.host), "%s", cfg->listen_host);
         f->cfg.self.port = cfg->listen_port;
     }
+    if (f->cfg.block_code != 608)
+        f->cfg.block_code = 403;
     if (f->cfg.block_reason[0] == '\0')
         snprintf(f->cfg.block_reason, sizeof(f->cfg.block_reason), "Forbidden");
     if (f->cfg.ntrusted == 0) {
@@ -250,7 +282,10 @@ void spim_filter_free(struct spim_filter *f)
     }
     free(f->socks);
     free(f->listens);
+    free(f->sent);
     pthread_mutex_destroy(&f->conns_lock);
+    for (unsigned i = 0; i < SENT_LOCKS; i++)
+        pthread_mutex_destroy(&f->sent_locks[i]);
     free(f);
 }
 
@@ -382,6 +417,75 @@ static struct conn *next_conn(struct spim_filter_worker *w)
     return w->next_conn;
 }
 
+/* --- 607 reports ----------------------------------------------------------------- */
+
+static uint64_t branch_key(const char *p, size_t n)
+{
+    return spim_hash64(p, n, 0x607) | 1; /* never 0: 0 marks a free slot */
+}
+
+static void copy_cut(char *dst, uint16_t *dl, size_t cap, struct spim_slice s)
+{
+    size_t n = s.len < cap ? s.len : cap;
+
+    memcpy(dst, s.p, n);
+    *dl = (uint16_t)n;
+}
+
+/* Remembers a MESSAGE we deliver: sender, recipient, text, by our branch. */
+static void sent_remember(struct spim_filter *f, const struct spim_sip_msg *m, const char *branch,
+                          struct spim_slice from_uri, struct spim_slice text)
+{
+    uint64_t key = branch_key(branch, strlen(branch));
+    size_t slot = key % SENT_SLOTS;
+    struct sent *s = &f->sent[slot];
+    pthread_mutex_t *lk = &f->sent_locks[slot % SENT_LOCKS];
+    struct spim_slice to = m->to;
+    const char *lt = memchr(to.p, '<', to.len), *gt;
+
+    if (lt != NULL && (gt = memchr(lt, '>', (size_t)(to.p + to.len - lt))) != NULL)
+        to = (struct spim_slice){lt + 1, (size_t)(gt - lt - 1)};
+    pthread_mutex_lock(lk);
+    s->key = key;
+    copy_cut(s->from, &s->from_len, sizeof(s->from), from_uri);
+    copy_cut(s->to, &s->to_len, sizeof(s->to), to);
+    copy_cut(s->cid, &s->cid_len, sizeof(s->cid), m->call_id);
+    copy_cut(s->text, &s->text_len, sizeof(s->text), text);
+    pthread_mutex_unlock(lk);
+}
+
+/* A 607 to a MESSAGE we delivered: hands the report to the caller. */
+static void sent_report(struct spim_filter_worker *w, const struct spim_sip_msg *m,
+                        const struct sockaddr_storage *src)
+{
+    struct spim_filter *f = w->f;
+    uint64_t key = branch_key(m->via_branch.p, m->via_branch.len);
+    size_t slot = key % SENT_SLOTS;
+    struct sent copy;
+    int found;
+    char source[64];
+    struct spim_filter_report rep;
+
+    if (f->sent == NULL)
+        return;
+    pthread_mutex_lock(&f->sent_locks[slot % SENT_LOCKS]);
+    found = f->sent[slot].key == key;
+    if (found) {
+        copy = f->sent[slot];
+        f->sent[slot].key = 0; /* one report per delivery, whatever the retransmissions */
+    }
+    pthread_mutex_unlock(&f->sent_locks[slot % SENT_LOCKS]);
+    if (!found)
+        return;
+    spim__addr_str(src, source, sizeof(source));
+    rep.from_uri = (struct spim_slice){copy.from, copy.from_len};
+    rep.to_uri = (struct spim_slice){copy.to, copy.to_len};
+    rep.text = (struct spim_slice){copy.text, copy.text_len};
+    rep.call_id = (struct spim_slice){copy.cid, copy.cid_len};
+    rep.source = source;
+    f->ops->report(w->wud, &rep);
+}
+
 /* --- one message ----------------------------------------------------------------- */
 
 static int only_whitespace(const char *buf, size_t len)
@@ -454,6 +558,8 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     fm.from = m->from;
     fm.to = m->to;
     fm.from_uri = uri_of(m->from);
+    w->text_len = tlen;
+    w->fm_from_uri = fm.from_uri;
     fm.call_id = m->call_id;
     fm.user_agent = m->user_agent;
     fm.files = &w->files;
@@ -483,7 +589,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     struct spim_proxy_header h[4];
     struct spim_proxy_fwd how = {0, in_conn, NULL, 0};
     char err[128], score[32], prob[32];
-    int rc, action;
+    int rc, action, judged_text;
 
     out->buf.len = 0;
     out->how = SPIM_OUT_NONE;
@@ -497,6 +603,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         spim__addr_str(src, s, sizeof(s));
         spim_log(SPIM_LOG_WARN, "refused %.*s from untrusted source %s", (int)m.method.len,
                  m.method.p, s);
+        spim_metrics_inc(SPIM_METRIC_UNTRUSTED);
         answer(&m, 403, "Source Not Trusted", NULL, src, in_conn, out);
         goto done;
     }
@@ -504,6 +611,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         char s[64];
 
         spim__addr_str(src, s, sizeof(s));
+        spim_metrics_inc(SPIM_METRIC_PARSE_ERRORS);
         spim_log(SPIM_LOG_DEBUG, "unparsable %s from %s: %s", m.is_request ? "request" : "message",
                  s, err);
         if (m.is_request && spim_sip_can_answer(&m) &&
@@ -512,6 +620,11 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         goto done;
     }
     if (!m.is_request) {
+        spim_metrics_response(m.status);
+        if (m.status == 607 && f->sent != NULL && m.cseq.len > 7 &&
+            spim__slice_ieq(m.cseq.p + m.cseq.len - 7, 7, "MESSAGE") &&
+            spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src))
+            sent_report(w, &m, src);
         if (spim_proxy_forward_response(&m, &f->cfg.self, &out->buf, &out->dst, &out->dstlen,
                                         &out->conn) != 0)
             out->buf.len = 0; /* not ours, or nowhere to go: dropped */
@@ -519,6 +632,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
             out->how = out->conn ? SPIM_OUT_CONN : SPIM_OUT_UDP;
         goto done;
     }
+    spim_metrics_request(m.method.p, m.method.len);
     if (m.msg_len > f->cfg.max_message_size) {
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
@@ -537,10 +651,12 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         goto done;
     }
     action = 0;
+    w->text_len = 0;
     if (spim__slice_ieq(m.method.p, m.method.len, "MESSAGE"))
         action = judge_request(w, &m, SPIM_FMSG_MESSAGE, src, &r);
     else if (spim__slice_ieq(m.method.p, m.method.len, "INVITE") && m.body.len > 0)
         action = judge_request(w, &m, SPIM_FMSG_INVITE, src, &r);
+    judged_text = w->text_len > 0;
     if (action < 0) {
         if (!f->cfg.on_error_deliver) {
             answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, in_conn, out);
@@ -549,10 +665,20 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         action = 0; /* on_error = deliver: unscored */
     }
     if (action == 2) {
-        int code = r.code >= 400 && r.code <= 699 ? r.code : 403;
+        int code = r.code >= 400 && r.code <= 699 ? r.code : f->cfg.block_code;
+        char callinfo[300];
 
-        answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src,
-               in_conn, out);
+        if (code == 608) {
+            /* RFC 8688: an intermediary rejects on the recipient's behalf, with redress */
+            callinfo[0] = '\0';
+            if (f->cfg.block_call_info[0] != '\0')
+                snprintf(callinfo, sizeof(callinfo), "Call-Info: <%s>;purpose=jwscard\r\n",
+                         f->cfg.block_call_info);
+            answer(&m, 608, "Rejected", callinfo[0] ? callinfo : NULL, src, in_conn, out);
+        } else {
+            answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src,
+                   in_conn, out);
+        }
         goto done;
     }
     if (action == 1) {
@@ -571,6 +697,17 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     if (rc != 0) {
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
+    }
+    if (f->sent != NULL && judged_text) {
+        char branch[64];
+
+        spim_proxy_branch(&m, branch, sizeof(branch));
+        if (in_conn != 0) {
+            size_t bl = strlen(branch);
+
+            snprintf(branch + bl, sizeof(branch) - bl, "c%08x", (unsigned)in_conn);
+        }
+        sent_remember(f, &m, branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len});
     }
     if (how.tcp) {
         out->how = SPIM_OUT_NEXT_TCP;

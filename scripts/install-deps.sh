@@ -15,7 +15,10 @@ packages=(
     libinih-dev                          # the INI config file (cli/)
     libcmocka-dev                        # unit tests
     kamailio sip-tester                  # the SIP proxy and SIPp for integration tests and demo
+    clamav-daemon clamav                 # clamd and sigtool: antivirus tests (test_clamd.sh); no freshclam run
     iproute2 procps                      # ss and ps, used by the test scripts
+    clang libclang-rt-14-dev             # the libFuzzer target (scripts/fuzz.sh)
+    clang-format                         # the style check in CI
 )
 
 missing=()

@@ -256,4 +256,74 @@ uint64_t spim_store_msg_key(const char *text, size_t len);
 /* Distinct token entries a batch holds in memory (for committing in chunks). */
 size_t spim_store_batch_size(const struct spim_store_batch *b);
 
+/* --- 607 reports (reports.c) -------------------------------------------------
+ * A recipient refused a message we delivered with 607 Unwanted (RFC 8197).
+ * The "reports" database keeps one record per message and one mark per
+ * reporter of it, so that a recipient counts once per message however often
+ * it reports and nothing is trained before enough distinct recipients did.
+ * The caller makes both keys: msg_key a hash of the message's normalised
+ * text (the same text from several senders is one message), reporter a hash
+ * of the recipient's normalised URI. The store never sees either in clear
+ * beyond the first sender and the text, which it keeps for review.
+ *
+ * Layout: 'm' + be64 msg_key -> le32 version, le32 reporters, le32 learned,
+ * le32 0, le64 first_us, le64 last_us, le32 length + sender, le32 length +
+ * text; 'r' + be64 msg_key + be64 reporter -> le64 time_us.
+ */
+#define SPIM_REPORT_SENDER_MAX 512 /* bytes of the sender kept */
+#define SPIM_REPORT_TEXT_MAX 4096  /* bytes of the text kept */
+
+struct spim_report {
+    uint64_t msg_key;
+    int64_t first_us, last_us; /* first and last report */
+    uint32_t reporters;        /* distinct reporters */
+    uint32_t learned;          /* 1 once trained as spam (`reports learn`) */
+    struct spim_slice sender;  /* the sender of the first report */
+    struct spim_slice text;    /* the text of the first report */
+};
+
+/*
+ * Records that reporter refused msg_key, in one committed transaction. A new
+ * message gets a record with sender and text (cut to the _MAX above); a
+ * reporter already counted for it changes nothing but last_us and sets *dup
+ * (may be NULL). *reporters (may be NULL) gets the distinct reporters after
+ * the call. max_entries caps the database's keys (records and marks; 0: no
+ * cap): past it a new message or reporter is refused with SPIM_EFULL, so a
+ * flood of reports cannot fill the disk. time_us 0 means now.
+ */
+int spim_report_add(struct spim_store *st, uint64_t msg_key, uint64_t reporter,
+                    struct spim_slice sender, struct spim_slice text, int64_t time_us,
+                    uint64_t max_entries, uint32_t *reporters, int *dup);
+/*
+ * Calls cb for every message record in key order inside one read
+ * transaction: the slices live only during the call. cb returns 0 to go on,
+ * non-zero to stop (a negative value is returned). A store without reports
+ * walks nothing and returns 0.
+ */
+int spim_report_foreach(struct spim_store *st, int (*cb)(const struct spim_report *r, void *ud),
+                        void *ud);
+/* Sets the learned flag of a record. SPIM_ENOTFOUND if absent. */
+int spim_report_set_learned(struct spim_store *st, uint64_t msg_key, uint32_t learned);
+
+/* --- Snapshot (snapshot.c) ---------------------------------------------------
+ * A compact, consistent copy of the whole store for other filter instances
+ * (docs/scaling.md): LMDB's copy with compaction (MDB_CP_COMPACT), taken in
+ * one read transaction, so it is safe while `serve` or `train` write.
+ */
+
+/*
+ * Writes the copy to the file path (mode 0600): first to a temporary file
+ * beside it, flushed to disk, then renamed over path, so path is either the
+ * old file or a whole new one. The copy holds everything the store holds,
+ * quarantine included. SPIM_EEXISTS when the temporary file exists.
+ */
+int spim_store_snapshot(struct spim_store *st, const char *path);
+
+/*
+ * Checks that the data file is at least as long as the pages its newest
+ * meta page says are in use: a snapshot still being copied into place
+ * fails with SPIM_ESTORE instead of being read past its end.
+ */
+int spim_store_check(struct spim_store *st);
+
 #endif

@@ -46,6 +46,9 @@ struct spim_store {
      */
     MDB_dbi learned;
     int has_learned;
+    /* The 607 reports database (reports.c): opened on first use, as audit is. */
+    MDB_dbi reports;
+    atomic_int reports_open;
 };
 
 /* Meta keys (stored without NUL). */

@@ -14,6 +14,7 @@
 #include "filter.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -519,6 +520,30 @@ static void test_filter_handle_paths(void **state)
     spim_filter_free(filter);
 }
 
+/* Every input under tests/inputs/sip (fuzzer finds among them) goes through whole. */
+static void test_filter_handle_every_input(void **state)
+{
+    struct handled *h = malloc(sizeof(*h));
+    char path[512];
+    DIR *d;
+    struct dirent *de;
+    unsigned n = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/tests/inputs/sip", SPIM_SOURCE_DIR);
+    d = opendir(path);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        handle(de->d_name, h);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 19);
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_proxy_response_removes_folded_via),
         cmocka_unit_test(test_proxy_answer_403),
         cmocka_unit_test(test_proxy_loop_and_options),
+        cmocka_unit_test(test_filter_handle_every_input),
         cmocka_unit_test(test_filter_handle_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,9 @@
 #         the branch timer), every ham is delivered once, by instance 1;
 #         Kamailio reports instance 2 down;
 #      3. instance 2 restarted: the OPTIONS probes bring it back (Kamailio
-#         logs it up) and the senders go back to the instance they had in 1.
+#         logs it up) and the senders go back to the instance they had in 1;
+#      4. both instances down: no instance left, fail-closed 503, nothing
+#         delivered.
 #
 # Loopback only, ports 19060 (Kamailio), 19061 (UAC), 19070/19071
 # (spimfilter 1/2), 19080/19081 (receivers 1/2). Takes about a minute.
@@ -301,6 +303,21 @@ check "C3: every sender back on its instance of C1" cmp -s "$IT_TMP/map-c1" "$IT
 check "C3: every ham delivered once" cmp -s "$IT_TMP/ham-c3.sorted" "$IT_TMP/c-ham.sorted"
 check "C3: both spimfilter instances still running" kill -0 "$P1" "$P2"
 it_log "C: senders of instance 2 were: $on2"
+
+# C4. Both instances down: nothing left to fail over to, so fail-closed.
+it_log "--- C4: both instances down"
+it_stop "$P2"
+it_stop "$P1"
+o1=$(lines "$U1") o2=$(lines "$U2")
+UAC_SF=$here/uac_sender.xml UAS_PORT=$R1 UAC_TIMEOUT=20 \
+    run_uac "127.0.0.1:$KAM" "$IT_TMP/senders.inf" 4
+check "C4: no 200/403 (got $UAC_N200/$UAC_N403)" [ "$((UAC_N200 + UAC_N403))" = 0 ]
+check "C4: the UAC got 503 for all 4 (got $(grep -c 'SIP/2.0 503' "$UAC_DIR/errors.log"))" \
+    [ "$(grep -c 'SIP/2.0 503' "$UAC_DIR/errors.log")" = 4 ]
+sleep 0.3
+check "C4: nothing delivered" all "$(lines "$U1")" = "$o1" -- "$(lines "$U2")" = "$o2"
+check "C4: kamailio logged fail-closed" grep -q 'fail-closed: 503' "$KAM_LOG"
+IT_FAILED=0 # that sipp failure was expected
 
 if [ "$fails" != 0 ]; then
     echo "---- kamailio log ----" >&2

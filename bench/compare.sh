@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# compare.sh: spimfilter against bogofilter on the same K folds, side by side.
+#
+#   bench/compare.sh [CORPUS.tsv] [K]
+#
+# CORPUS is a header line, then `ham|spam<TAB>text` lines (default: the SMS
+# Spam Collection in ../shared/corpora/); data line i (0-based) is in fold
+# i % K (K defaults to 5). For each fold both filters get a fresh store,
+# are trained on the other folds and classify the fold:
+#   spimfilter: `train --tsv` and `classify --tsv --format jsonl` with the
+#               default config and rules/default.rules ("block" is the spam
+#               decision, "tag" counts as tagged);
+#   bogofilter: one message per file (an empty header, then the text),
+#               registered with `-s -B` / `-n -B`, classified in bulk with
+#               `-t -b` (file names on stdin), default cutoffs: S is
+#               blocked, U (unsure) is tagged.
+# Every command runs pinned to one core (taskset -c 0); rates are messages
+# per second of wall time of the whole commands, pooled over the folds.
+# bogofilter is installed with apt-get when missing (Debian package
+# bogofilter).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+corpus=${1:-$root/../shared/corpora/SMSSpamCollection.tsv}
+folds=${2:-5}
+bin=${SPIMFILTER:-$root/build/release/cli/spimfilter}
+[[ -x $bin ]] || bin=$root/build/release/spimfilter
+rules=${RULES:-$root/rules/default.rules}
+
+if [[ ! -x $bin ]]; then
+    echo "compare.sh: spimfilter not found (set SPIMFILTER or build the release preset)" >&2
+    exit 2
+fi
+if ! command -v bogofilter > /dev/null; then
+    echo "compare.sh: installing bogofilter" >&2
+    if [[ $(id -u) != 0 ]]; then
+        echo "compare.sh: bogofilter missing; run as root or apt-get install bogofilter" >&2
+        exit 2
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bogofilter >&2
+fi
+pin=()
+command -v taskset > /dev/null && pin=(taskset -c 0)
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+now() { date +%s%N; }
+
+echo "corpus: $corpus, $folds folds, one core"
+# Pooled: spam block tag, ham block tag, counts, train msgs, train ns, test msgs, classify ns
+s_acc="0 0 0 0 0 0 0 0 0 0"
+b_acc="0 0 0 0 0 0 0 0 0 0"
+for ((k = 0; k < folds; k++)); do
+    f=$tmp/f$k
+    mkdir -p "$f/spam" "$f/ham" "$f/test"
+    awk -F'\t' -v k="$k" -v K="$folds" -v d="$f" '
+        NR == 1 { print > (d "/train.tsv"); print > (d "/test.tsv"); next }
+        {
+            i = NR - 2
+            if (i % K == k) {
+                print > (d "/test.tsv")
+                fn = sprintf("%s/test/%07d", d, i)
+                print fn > (d "/list"); print $1 > (d "/labels")
+            } else {
+                print > (d "/train.tsv")
+                fn = sprintf("%s/%s/%07d", d, $1, i)
+            }
+            t = $0; sub(/^[^\t]*\t/, "", t)
+            printf "\n%s\n", t > fn; close(fn)
+        }' "$corpus"
+    ntrain=$(($(wc -l < "$f/train.tsv") - 1))
+    ntest=$(wc -l < "$f/list")
+
+    # spimfilter
+    t0=$(now)
+    "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv" > /dev/null
+    t1=$(now)
+    "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl \
+        > "$f/s.jsonl"
+    t2=$(now)
+    s=$(awk '
+        { l = ($0 ~ /"label":"spam"/) ? "spam" : "ham"; n[l]++
+          if ($0 ~ /"verdict":"block"/) b[l]++; else if ($0 ~ /"verdict":"tag"/) t[l]++ }
+        END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }' \
+        "$f/s.jsonl")
+    s_acc=$(awk -v a="$s_acc" -v s="$s $ntrain $((t1 - t0)) $ntest $((t2 - t1))" 'BEGIN {
+        split(a, x); split(s, y); for (i = 1; i <= 10; i++) printf "%.0f ", x[i] + y[i] }')
+
+    # bogofilter
+    mkdir -p "$f/bdb"
+    t0=$(now)
+    "${pin[@]}" bogofilter -d "$f/bdb" -s -B "$f/spam"
+    "${pin[@]}" bogofilter -d "$f/bdb" -n -B "$f/ham"
+    t1=$(now)
+    "${pin[@]}" bogofilter -d "$f/bdb" -t -b < "$f/list" > "$f/b.out" || true
+    t2=$(now)
+    b=$(paste -d' ' "$f/labels" "$f/b.out" | awk '
+        { l = $1; n[l]++; if ($2 == "S") b[l]++; else if ($2 == "U") t[l]++ }
+        END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }')
+    b_acc=$(awk -v a="$b_acc" -v s="$b $ntrain $((t1 - t0)) $ntest $((t2 - t1))" 'BEGIN {
+        split(a, x); split(s, y); for (i = 1; i <= 10; i++) printf "%.0f ", x[i] + y[i] }')
+    rm -rf "$f"
+done
+
+row() {
+    awk -v name="$1" -v a="$2" 'BEGIN {
+        split(a, x); sb = x[1]; st = x[2]; hb = x[3]; ht = x[4]; ns = x[5]; nh = x[6]
+        tp = sb; fn = ns - sb; fp = hb; tn = nh - hb
+        d = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+        mcc = d > 0 ? (tp * tn - fp * fn) / sqrt(d) : 0
+        prec = (tp + fp) ? tp / (tp + fp) : 0
+        printf "%-11s spam blocked %6.2f%%  spam tagged %5.2f%%  caught %6.2f%%  ham blocked %5.2f%% (%d)  ham tagged %5.2f%%  precision %.4f  MCC %.4f  train %6.0f/s  classify %6.0f/s\n",
+            name, 100 * sb / ns, 100 * st / ns, 100 * (sb + st) / ns, 100 * hb / nh, hb, 100 * ht / nh,
+            prec, mcc, x[7] / (x[8] / 1e9), x[9] / (x[10] / 1e9)
+    }'
+}
+row spimfilter "$s_acc"
+row bogofilter "$b_acc"
+awk -v s="$s_acc" -v b="$b_acc" 'BEGIN {
+    split(s, x); split(b, y)
+    printf "rates: spimfilter/bogofilter train %.2fx (target >= 2x), classify %.2fx (target >= 5x)\n",
+        (x[7] / x[8]) / (y[7] / y[8]), (x[9] / x[10]) / (y[9] / y[10]) }'

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# soak.sh: spimfilter serve's memory under steady load.
+#
+#   bench/soak.sh [DURATION_S]        (default 600)
+#
+# The default config (only --listen, --next-hop, --db and --rules
+# rules/default.rules given), a store trained on the SMS Spam Collection.
+# Finds serve's sustained rate with bench's spim_loadgen (rising rates,
+# SEARCH_S seconds each, zero loss and no answer after 500 ms, as
+# bench/filter-load.sh; skipped when SUSTAINED is set), then runs
+# the loadgen at half that rate for DURATION_S seconds while sampling serve's
+# VmRSS from /proc/PID/status every SAMPLE_S seconds. Prints the RSS before
+# the load, at the start (the first sample after WARMUP_S seconds of load:
+# the model's pages and the allocator's arenas are in by then), the peak,
+# the end, the growth from start to end, and whether every message was
+# answered. Targets (issue 4): peak < 100 MB, growth < 5%, nothing lost.
+#
+# Environment:
+#   BUILD_DIR   build tree (build/release); NO_BUILD=1 skips the build
+#   CORPUS      TSV (../shared/corpora/SMSSpamCollection.tsv)
+#   SUSTAINED   the sustained rate, MESSAGE/s (found by a search when unset)
+#   RATE        the soak rate (SUSTAINED / 2)
+#   SEARCH_RATES, SEARCH_S   the search ("1000 2000 3000 4000 5000 6000 8000
+#               10000 12000 14000 16000 18000 20000 25000 30000 35000", 2)
+#   SAMPLE_S    seconds between samples (10, or DURATION/30 when shorter)
+#   WARMUP_S    seconds of load before the start sample (30, or DURATION/10 when shorter)
+#   PORT        base port, 18500: filter +70, sink +80, generator +61
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dur=${1:-${DURATION_S:-600}}
+corpus=${CORPUS:-$root/../shared/corpora/SMSSpamCollection.tsv}
+base=${PORT:-18500}
+fport=$((base + 70)) sport=$((base + 80)) gport=$((base + 61))
+search_rates=${SEARCH_RATES:-"1000 2000 3000 4000 5000 6000 8000 10000 12000 14000 16000 18000 20000 25000 30000 35000"}
+search_s=${SEARCH_S:-2}
+
+die() {
+    echo "soak.sh: $*" >&2
+    exit 2
+}
+[[ $dur =~ ^[0-9]+$ && $dur -ge 10 ]] || die "DURATION_S must be a whole number of seconds >= 10"
+[[ -r $corpus ]] || die "cannot read $corpus"
+sample=${SAMPLE_S:-$((dur >= 300 ? 10 : (dur / 30 > 0 ? dur / 30 : 1)))}
+warm=${WARMUP_S:-$((dur >= 300 ? 30 : dur / 10))}
+
+if [[ -n ${BUILD_DIR:-} ]]; then
+    bdir=$BUILD_DIR
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        [[ -f $bdir/CMakeCache.txt ]] ||
+            cmake -S "$root" -B "$bdir" -DCMAKE_BUILD_TYPE=Release \
+                -DCMAKE_C_FLAGS_RELEASE='-O2 -DNDEBUG' >/dev/null
+        cmake --build "$bdir" -j"$(nproc)" >/dev/null || die "build failed in $bdir"
+    fi
+else
+    bdir=$root/build/release
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        (cd "$root" && cmake --preset release >/dev/null && cmake --build --preset release >/dev/null) ||
+            die "release build failed"
+    fi
+fi
+bin=$bdir/cli/spimfilter
+lg=$bdir/bench/spim_loadgen
+[[ -x $bin && -x $lg ]] || die "$bin or $lg not built"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/spim-soak.XXXXXX")
+serve_pid="" lg_pid=""
+stop_pid() {
+    local p=$1
+    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$lg_pid"
+    stop_pid "$serve_pid"
+    [[ ${KEEP:-0} = 1 ]] && echo "kept $tmp" >&2 || rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+timeout 120 "$bin" train --db "$tmp/db" --tsv "$corpus" >"$tmp/train.log" 2>&1 || die "train failed"
+"$bin" serve --listen "127.0.0.1:$fport" --next-hop "127.0.0.1:$sport" --db "$tmp/db" \
+    --rules "$root/rules/default.rules" </dev/null >"$tmp/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do
+    ss -Hlun "sport = :$fport" 2>/dev/null | grep -q . && break
+    kill -0 "$serve_pid" 2>/dev/null || die "serve died: $(tail -5 "$tmp/serve.log")"
+    sleep 0.1
+done
+
+# status_kb FIELD: a field of /proc/PID/status in kB (0 when gone).
+status_kb() { awk -v f="$1:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$serve_pid/status" 2>/dev/null || echo 0; }
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+lg_args=(--target "127.0.0.1:$fport" --bind "127.0.0.1:$gport" --sink "127.0.0.1:$sport"
+    --corpus "$corpus" --pid "$serve_pid")
+
+idle=$(status_kb VmRSS)
+echo "soak: serve pid $serve_pid, default config, $(head -1 "$tmp/train.log")"
+echo "  RSS idle (trained store open, no traffic yet): $(mb "$idle") MB"
+
+sustained=${SUSTAINED:-}
+if [[ -z $sustained ]]; then
+    sustained=0
+    for r in $search_rates; do
+        res=$(timeout 60 "$lg" "${lg_args[@]}" --rate "$r" --duration "$search_s" --drain 2 2>&1 |
+            grep '^RESULT' || echo "RESULT lost=-1 send_rate=0 other=0")
+        # as bench/filter-load.sh: no loss, only 200/403, no answer after 500 ms, rate kept
+        if [[ $(kv lost "$res") == 0 && $(kv other "$res") == 0 ]] &&
+            awk -v s="$(kv send_rate "$res")" -v r="$r" -v m="$(kv max_us "$res")" \
+                'BEGIN { exit !(s >= 0.97 * r && m < 500000) }'; then
+            sustained=$r
+        else
+            break
+        fi
+    done
+    echo "  sustained rate (search, $search_s s a step): $sustained MESSAGE/s"
+fi
+rate=${RATE:-$((sustained / 2))}
+[[ $rate -gt 0 ]] || die "no sustained rate found (serve log: $(tail -2 "$tmp/serve.log"))"
+sleep 2
+before=$(status_kb VmRSS)
+echo "  soak: $rate MESSAGE/s for $dur s, RSS sampled every $sample s, start sample after $warm s"
+echo "  RSS after the search, before the soak: $(mb "$before") MB"
+
+"$lg" "${lg_args[@]}" --rate "$rate" --duration "$dur" --drain 5 --interval 60 \
+    >"$tmp/soak.out" 2>&1 &
+lg_pid=$!
+t0=$(date +%s)
+start="" peak=0 last=0 n=0
+printf '%8s %10s %10s %10s\n' t_s rss_mb anon_mb file_mb
+while kill -0 "$lg_pid" 2>/dev/null; do
+    sleep "$sample"
+    kill -0 "$serve_pid" 2>/dev/null || die "serve died: $(tail -5 "$tmp/serve.log")"
+    t=$(($(date +%s) - t0))
+    [[ $t -le $dur ]] || continue
+    rss=$(status_kb VmRSS)
+    printf '%8s %10s %10s %10s\n' "$t" "$(mb "$rss")" "$(mb "$(status_kb RssAnon)")" \
+        "$(mb "$(status_kb RssFile)")"
+    [[ $rss -gt $peak ]] && peak=$rss
+    if [[ -z $start && $t -ge $warm ]]; then start=$rss; fi
+    last=$rss n=$((n + 1))
+done
+wait "$lg_pid" || true
+lg_pid=""
+res=$(grep '^RESULT' "$tmp/soak.out" || echo "RESULT lost=-1")
+hwm=$(status_kb VmHWM)
+[[ -n $start ]] || start=$last
+growth=$(awk -v a="$start" -v b="$last" 'BEGIN { printf "%.1f", (a > 0 ? 100 * (b - a) / a : 0) }')
+grep -E '^progress' "$tmp/soak.out" | sed 's/^/  loadgen: /'
+grep -E '^  (sent|LOST|latency|spimfilter)' "$tmp/soak.out" | sed 's/^ */  loadgen: /'
+echo "RSS start $(mb "$start") MB, peak $(mb "$peak") MB (VmHWM $(mb "$hwm") MB), end $(mb "$last") MB," \
+    "growth $growth% over $dur s ($n samples)"
+ok_mem=no ok_growth=no ok_ans=no
+awk -v p="$hwm" 'BEGIN { exit !(p < 100 * 1024) }' && ok_mem=yes
+awk -v g="$growth" 'BEGIN { exit !(g < 5) }' && ok_growth=yes
+[[ $(kv lost "$res") == 0 && $(kv other "$res") == 0 ]] && ok_ans=yes
+echo "every message answered: $ok_ans (sent $(kv sent "$res"), answered $(kv answered "$res")," \
+    "lost $(kv lost "$res")); peak < 100 MB: $ok_mem; growth < 5%: $ok_growth"
+[[ $ok_mem == yes && $ok_growth == yes && $ok_ans == yes ]]

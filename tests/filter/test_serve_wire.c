@@ -89,6 +89,17 @@ static void drain(int fd)
         ;
 }
 
+static char conf[512];
+
+static void write_conf(const char *text)
+{
+    FILE *f = fopen(conf, "w");
+
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 static int setup(void **state)
 {
     char tsv[512], db[512], port[64], hopa[64];
@@ -130,12 +141,14 @@ static int setup(void **state)
         close(t);
     }
     snprintf(port, sizeof(port), "127.0.0.1:%u", serve_port);
+    snprintf(conf, sizeof(conf), "%s/serve.conf", dir);
+    write_conf("log_level = error\n");
     snprintf(hopa, sizeof(hopa), "127.0.0.1:%u", hop_port);
     serve_pid = fork();
     if (serve_pid == 0) {
-        char *argv[] = {SPIMFILTER_BIN, "serve", "--listen", port,        "--next-hop",
-                        hopa,           "--db",  db,         "--workers", "2",
-                        "--log-level",  "error", NULL};
+        char *argv[] = {SPIMFILTER_BIN, "serve",      "--config", conf,   "--listen",
+                        port,           "--next-hop", hopa,       "--db", db,
+                        "--workers",    "2",          NULL};
         execv(argv[0], argv);
         _exit(127);
     }
@@ -447,6 +460,56 @@ static void test_serve_wire_large_goes_tcp(void **state)
     assert_true(alive());
 }
 
+/*
+ * SIGHUP while MESSAGEs flow: none is lost; a config that fails to load is
+ * refused and the old one keeps working; a good one takes effect (mode = tag
+ * forwards the spam with the tag headers instead of blocking it).
+ */
+static void test_serve_wire_reload(void **state)
+{
+    char msg[2048], req[70000], cid[32];
+    unsigned forwarded = 0;
+    int n;
+
+    (void)state;
+    drain(hop);
+    drain(sock);
+    for (int i = 0; i < 200; i++) {
+        if (i % 40 == 20) {
+            write_conf(i % 80 == 20 ? "log_level = error\nno_such_key = 1\n"
+                                    : "log_level = error\n");
+            kill(serve_pid, SIGHUP);
+        }
+        snprintf(cid, sizeof(cid), "reload-%d", i);
+        n = message(msg, sizeof(msg), cid, "see you at lunch", NULL);
+        send_to_serve(msg, (size_t)n);
+        if (recv_wait(hop, req, sizeof(req) - 1, 1000) > 0)
+            forwarded++;
+    }
+    assert_int_equal(forwarded, 200);
+    assert_true(alive());
+
+    /* before: the spam is blocked */
+    n = message(msg, sizeof(msg), "reload-spam-1", "WIN a free prize now call 09061234567", NULL);
+    send_to_serve(msg, (size_t)n);
+    assert_true(recv_wait(sock, req, sizeof(req) - 1, 1000) > 0);
+    assert_int_equal(strncmp(req, "SIP/2.0 403", 11), 0);
+    /* after mode = tag: forwarded, tagged */
+    write_conf("log_level = error\nmode = tag\n");
+    kill(serve_pid, SIGHUP);
+    usleep(300000);
+    n = message(msg, sizeof(msg), "reload-spam-2", "WIN a free prize now call 09061234567", NULL);
+    send_to_serve(msg, (size_t)n);
+    n = (int)recv_wait(hop, req, sizeof(req) - 1, 1000);
+    assert_true(n > 0);
+    req[n] = '\0';
+    assert_non_null(strstr(req, "\r\nX-SPIM-Verdict: tag\r\n"));
+    assert_non_null(strstr(req, "\r\nX-SPIM-Score: "));
+    write_conf("log_level = error\n");
+    kill(serve_pid, SIGHUP);
+    usleep(300000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_serve_wire_still_forwards),
         cmocka_unit_test(test_serve_wire_tcp_framing),
         cmocka_unit_test(test_serve_wire_large_goes_tcp),
+        cmocka_unit_test(test_serve_wire_reload),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -78,7 +78,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$serve_pid" 2>/dev/null || true
     fi
-    [[ ${KEEP:-0} = 1 ]] && echo "kept $tmp" >&2 || rm -rf "$tmp"
+    if [[ ${KEEP:-0} = 1 ]]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -34,7 +34,7 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=../tests/integration/lib.sh
+# shellcheck source=tests/integration/lib.sh
 . "$root/tests/integration/lib.sh"
 
 corpus=${CORPUS:-$root/../shared/corpora/SMSSpamCollection.tsv}

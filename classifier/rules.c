@@ -8,15 +8,31 @@
  * shared by every scan; each scan owns a scratch cloned from the prototype
  * allocated here, since Hyperscan scratch may not be used by two threads.
  * This is the only file that includes Hyperscan.
+ *
+ * Compiling takes Hyperscan a few hundred milliseconds for the bounded
+ * repeats of the shipped rules (".{0,40}"), which would dominate a short
+ * `spimfilter classify` run. So the compiled database is kept in a cache
+ * directory (SPIM_RULES_CACHE, else $XDG_CACHE_HOME/spimfilter, else
+ * ~/.cache/spimfilter; SPIM_RULES_CACHE=off disables it), named by a hash of
+ * the Hyperscan version and every pattern with its flags, so an edited rule
+ * or a new Hyperscan never meets a stale file. A cache file Hyperscan does
+ * not accept (another CPU, damage) is ignored and the rules are compiled.
  */
 #include "classifier_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <hs/hs.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A cache file larger than this is not ours. */
+#define CACHE_MAX ((size_t)256 << 20)
 
 /* Longest line of a rules file; a longer one is an error, not a truncation. */
 #define RULE_LINE_MAX 4096
@@ -200,6 +216,106 @@ static void pending_free(struct pending *pd, unsigned n)
     free(pd->ids);
 }
 
+/* The cache file of these patterns in buf; 0, or -1 when there is no cache. */
+static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t cap)
+{
+    const char *env = getenv("SPIM_RULES_CACHE"), *base = NULL, *sub = "";
+    const char *ver = hs_version();
+    char dir[PATH_MAX];
+    uint64_t h;
+
+    if (env != NULL && (env[0] == '\0' || strcmp(env, "off") == 0))
+        return -1;
+    if (env != NULL) {
+        base = env;
+    } else if ((base = getenv("XDG_CACHE_HOME")) != NULL && base[0] == '/') {
+        sub = "/spimfilter";
+    } else if ((base = getenv("HOME")) != NULL && base[0] == '/') {
+        sub = "/.cache/spimfilter";
+    } else {
+        return -1;
+    }
+    h = spim_hash64(ver, strlen(ver), 0x72756c6573ull);
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char fl[4] = {(unsigned char)pd->flags[i], (unsigned char)(pd->flags[i] >> 8),
+                               (unsigned char)(pd->flags[i] >> 16),
+                               (unsigned char)(pd->flags[i] >> 24)};
+
+        h = spim_hash64(pd->exprs[i], strlen(pd->exprs[i]) + 1, h);
+        h = spim_hash64(fl, sizeof(fl), h);
+    }
+    if ((size_t)snprintf(dir, sizeof(dir), "%s%s", base, sub) >= sizeof(dir))
+        return -1;
+    /* The parent of ~/.cache/spimfilter may be missing too; both private. */
+    if (sub[0] != '\0' && strcmp(sub, "/.cache/spimfilter") == 0) {
+        char parent[PATH_MAX];
+
+        if ((size_t)snprintf(parent, sizeof(parent), "%s/.cache", base) < sizeof(parent))
+            (void)mkdir(parent, 0700);
+    }
+    (void)mkdir(dir, 0700);
+    if ((size_t)snprintf(buf, cap, "%s/rules-%016llx.hsdb", dir, (unsigned long long)h) >= cap)
+        return -1;
+    return 0;
+}
+
+/* The database cached at path, or NULL. */
+static hs_database_t *cache_load(const char *path)
+{
+    hs_database_t *db = NULL;
+    struct stat sb;
+    char *buf;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
+        (size_t)sb.st_size > CACHE_MAX || (buf = malloc((size_t)sb.st_size)) == NULL) {
+        close(fd);
+        return NULL;
+    }
+    while (got < (size_t)sb.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)sb.st_size - got);
+
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != (size_t)sb.st_size || hs_deserialize_database(buf, got, &db) != HS_SUCCESS)
+        db = NULL;
+    free(buf);
+    return db;
+}
+
+/* Writes db to path through a temporary file and a rename; failures are ignored. */
+static void cache_save(const char *path, const hs_database_t *db)
+{
+    char tmp[PATH_MAX + 32], *bytes = NULL;
+    size_t len = 0, put = 0;
+    int fd;
+
+    if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS)
+        return;
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
+        goto out;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        goto out;
+    while (put < len) {
+        ssize_t w = write(fd, bytes + put, len - put);
+
+        if (w <= 0)
+            break;
+        put += (size_t)w;
+    }
+    if (close(fd) != 0 || put != len || rename(tmp, path) != 0)
+        unlink(tmp);
+out:
+    free(bytes); /* hs_serialize_database allocates with malloc (the default allocator) */
+}
+
 int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag *diag)
 {
     struct spim_rules *r;
@@ -255,9 +371,17 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
     }
 
     if (r->n > 0) {
-        hs_error_t he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
-                                         HS_MODE_BLOCK, NULL, &r->db, &cerr);
+        char cpath[PATH_MAX];
+        int cached = cache_path(&pd, r->n, cpath, sizeof(cpath)) == 0;
+        hs_error_t he = HS_SUCCESS;
 
+        r->db = cached ? cache_load(cpath) : NULL;
+        if (r->db == NULL) {
+            he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
+                                  HS_MODE_BLOCK, NULL, &r->db, &cerr);
+            if (he == HS_SUCCESS && cached)
+                cache_save(cpath, r->db);
+        }
         if (he != HS_SUCCESS) {
             int ex = cerr ? cerr->expression : -1;
             const char *msg = (cerr && cerr->message) ? cerr->message : "compile failed";

@@ -265,6 +265,53 @@ static size_t fold_words(const int32_t *cps, size_t n, int32_t *norm, size_t cap
     return o;
 }
 
+/*
+ * The normalisation of pure ASCII, without utf8proc: NFKC and the look-alike
+ * pass change nothing, so what is left is what STRIPCC with NLF2LF does
+ * (CR LF, CR, HT and FF become LF, other controls go) and case folding.
+ * It writes the same bytes utf8proc would, several times faster, and most
+ * IM text is ASCII.
+ */
+static void prepare_ascii(struct spim__tok_ws *ws)
+{
+    const unsigned char *in = (const unsigned char *)ws->rep;
+    char *out = (char *)ws->norm;
+    size_t i, o = 0, n = ws->rep_len;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = in[i];
+
+        if (c >= 'A' && c <= 'Z')
+            out[o++] = (char)(c + ('a' - 'A'));
+        else if (c >= 0x20 && c < 0x7F)
+            out[o++] = (char)c;
+        else if (c == '\r') {
+            out[o++] = '\n';
+            if (i + 1 < n && in[i + 1] == '\n')
+                i++;
+        } else if (c == '\n' || c == '\t' || c == '\f') {
+            out[o++] = '\n';
+        }
+        /* other controls and DEL: dropped */
+    }
+    out[o] = '\0';
+    ws->norm_len = o;
+}
+
+static int all_ascii(const char *s, size_t n)
+{
+    size_t i = 0;
+    uint64_t acc = 0, w;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (unsigned char)s[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
 void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
 {
     utf8proc_ssize_t r = 0, w, enc, i;
@@ -278,6 +325,10 @@ void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
     ws->rep_len = len ? spim_utf8_repair(text, len, ws->rep) : 0;
     ws->rep[ws->rep_len] = '\0';
     src = ws->rep_len;
+    if (all_ascii(ws->rep, ws->rep_len)) {
+        prepare_ascii(ws);
+        return;
+    }
 
     /* Shorten pathological input (NFKC expanding ligature after ligature)
      * until it fits; each try halves it, so this ends. */

@@ -50,15 +50,20 @@ struct spim_config {
     char file_block_types[1024], file_allow_types[1024]; /* comma-separated media types */
     uint64_t file_max_size;                              /* bytes; 0 no limit */
     int invite_block_code;                               /* 488 or 403 for a blocked INVITE */
-    char clamd_socket[108];     /* clamd's LocalSocket; empty: no antivirus scan */
-    unsigned clamd_timeout_ms;  /* per scan step; clamd failing follows on_error */
+    char clamd_socket[108];               /* clamd's LocalSocket; empty: no antivirus scan */
+    unsigned clamd_timeout_ms;            /* per scan step; clamd failing follows on_error */
     unsigned fanout_window, fanout_limit; /* seconds; distinct recipients per sender */
     double fanout_score;                  /* points added past the limit */
     unsigned bulk_window, bulk_limit;     /* seconds; distinct recipients per text */
     unsigned bulk_min_length;             /* normalised texts shorter than this never count */
     double bulk_score;
     unsigned rate_entries; /* counter slots per tracker (fixed at start) */
-    char metrics_listen[128]; /* HOST:PORT of the Prometheus endpoint; empty: none (issue 7) */
+    /* the metrics endpoint of serve (issue 7): HOST:PORT; empty: none */
+    char metrics_listen[128];
+    /* 607 reports (issue 7, cmd_reports.c) */
+    int reports_record;            /* reports = on|off: record 607 Unwanted as spam reports */
+    unsigned report_min_reporters; /* distinct reporters before `reports learn` trains one */
+    uint64_t report_max_entries;   /* cap on the reports database's keys; 0 no cap */
 };
 
 void spim_config_defaults(struct spim_config *c);
@@ -83,7 +88,7 @@ struct spim_engine_conf {
     int refs; /* guarded by the engine's lock */
     uint64_t generation;
     struct spim_config cfg;
-    struct spim_rules *rules; /* may be NULL */
+    struct spim_rules *rules;   /* may be NULL */
     struct spim_policy *policy; /* lists and file policy of cfg; never NULL */
 };
 
@@ -94,6 +99,10 @@ struct spim_engine {
     _Atomic uint64_t generation;
     /* Fan-out and bulk counters: shared by the workers, kept across reloads. */
     struct spim_rate *fanout, *bulk;
+    /* The token counts classified with (model.c); swapped under lock. */
+    struct spim_engine_model *model;
+    _Atomic uint64_t model_generation;
+    char model_root[PATH_MAX]; /* the store directory, where snapshots are dropped */
 };
 
 struct spim_engine_worker {
@@ -101,6 +110,7 @@ struct spim_engine_worker {
     struct spim_store_reader *reader;
     struct spim_scan *scan;
     struct spim_engine_conf *conf; /* the one scan was built for; a reference */
+    struct spim_engine_model *model; /* the one reader reads; a reference */
 };
 
 /* Opens the store (read-only unless writable) and loads the rules of cfg. */
@@ -117,12 +127,58 @@ int spim_engine_worker_sync(struct spim_engine_worker *w);
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v);
 
+/* --- Model (model.c): where the token counts come from, and snapshots. ---
+ *
+ * The counts the workers read are one reference-counted struct
+ * spim_engine_model: at first the engine's own store, or a snapshot of a
+ * trainer's store (docs/scaling.md). spim_engine_snapshot_load moves the file
+ * an operator dropped as DIR/snapshot.mdb into a directory of its own
+ * (DIR/model.N/data.mdb), checks and opens it read-only, and swaps one
+ * pointer; each worker makes a new reader at its next message (in
+ * spim_engine_worker_sync) and drops the old model, whose files the last
+ * reference removes. The quarantine and the reports stay in the engine's own
+ * store whatever the model.
+ */
+struct spim_engine_model {
+    int refs; /* guarded by the engine's lock */
+    uint64_t generation;
+    struct spim_store *store; /* counts; the engine's store (not owned) when dir is empty */
+    char dir[PATH_MAX];       /* a snapshot's directory, closed and removed at the last release */
+};
+
+/* The engine's own store as the first model (spim_engine_open calls it). */
+int spim_engine_model_init(struct spim_engine *e);
+/* Drops the engine's reference (spim_engine_close, before the store closes). */
+void spim_engine_model_fini(struct spim_engine *e);
+/* The current model with a reference taken; never NULL after init. */
+struct spim_engine_model *spim_engine_model_get(struct spim_engine *e);
+void spim_engine_model_release(struct spim_engine *e, struct spim_engine_model *m);
+/* Moves the worker's reader to the current model if it changed; cheap otherwise. */
+int spim_engine_model_sync(struct spim_engine_worker *w);
+/*
+ * Looks for DIR/snapshot.mdb and, when there is one, makes it the model. At
+ * startup without one, the newest DIR/model.N left by an earlier run is
+ * used again (and older ones removed). Returns 1 when the model changed, 0
+ * when there was nothing to load, or an error with err filled: the file was
+ * incomplete or not a store, and the running model stays (an incomplete
+ * file is put back as DIR/snapshot.mdb for the next SIGHUP).
+ */
+int spim_engine_snapshot_load(struct spim_engine *e, int startup, char *err, size_t errcap);
+
 /* --- The serve judge (judge.c): struct spim_filter_ops of filter.h. --- */
 struct spim_filter_msg;
 struct spim_filter_result;
 void *spim_judge_worker_new(void *engine);
 void spim_judge_worker_free(void *wud);
 int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
+struct spim_filter_report;
+/*
+ * A 607 Unwanted for a MESSAGE we delivered (the filter's ops.report):
+ * recorded in the store's reports (one count per recipient per normalised
+ * text) unless reports = off, the sender is on the exclusion (allow) list,
+ * or the recipient reports itself. Never fails the filter: errors are logged.
+ */
+void spim_judge_report(void *wud, const struct spim_filter_report *rep);
 
 /* --- The metrics endpoint (metrics_http.c): common/metrics.h over HTTP. --- */
 struct spim_metrics_http;
@@ -158,6 +214,7 @@ int spim_cmd_eval(int argc, char **argv);
 int spim_cmd_db(int argc, char **argv);
 int spim_cmd_avcheck(int argc, char **argv);
 int spim_cmd_stats(int argc, char **argv);
+int spim_cmd_reports(int argc, char **argv);
 
 /*
  * A labelled TSV corpus: `spam|ham<TAB>text` per line. A first line whose

@@ -103,8 +103,8 @@ static int clamconf_load(const char *path, struct clamconf *c)
         else if (strcmp(k, "OnAccessExcludeUID") == 0 && c->noa_uid < MAX_VALUES)
             c->oa_uid[c->noa_uid++] = strtol(v, NULL, 10);
         else if (strcmp(k, "OnAccessExcludeRootUID") == 0)
-            c->oa_root = strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
-                         strcmp(v, "1") == 0;
+            c->oa_root =
+                strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0;
     }
     free(buf);
     return rc;
@@ -236,9 +236,12 @@ static void usage(FILE *f)
 int spim_cmd_avcheck(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, 'd'},
-        {"clamd-conf", required_argument, NULL, 'a'}, {"user", required_argument, NULL, 'u'},
-        {"binary", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, 'd'},
+        {"clamd-conf", required_argument, NULL, 'a'},
+        {"user", required_argument, NULL, 'u'},
+        {"binary", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *db = NULL, *clamd_conf = "/etc/clamav/clamd.conf";

@@ -31,6 +31,7 @@ static void usage(FILE *f)
                "  --workers N          worker threads, 0 for one per core (workers)\n"
                "  --block-reason TEXT  reason phrase of the 403 (block_reason)\n"
                "  --log-level L        error, warning, info or debug (log_level)\n"
+               "  --metrics-listen HOST:PORT  Prometheus endpoint, \"\" for none (metrics_listen)\n"
                "  --check-config       load everything, report, and exit\n"
                "\n"
                "SIGHUP reloads the config file, rules and thresholds; SIGTERM stops.\n");
@@ -40,6 +41,7 @@ static const struct spim_filter_ops ops = {
     .worker_new = spim_judge_worker_new,
     .worker_free = spim_judge_worker_free,
     .judge = spim_judge,
+    .report = spim_judge_report,
 };
 
 /*
@@ -148,6 +150,7 @@ static const char *keys[128] = {
     ['l'] = "listen",  ['n'] = "next_hop",     ['a'] = "advertise", ['d'] = "db",
     ['r'] = "rules",   ['m'] = "mode",         ['T'] = "tag_score", ['B'] = "block_score",
     ['w'] = "workers", ['R'] = "block_reason", ['L'] = "log_level",
+    ['M'] = "metrics_listen",
 };
 /* clang-format on */
 
@@ -183,9 +186,9 @@ static void reload(struct spim_engine *e, const struct flags *fl, const struct s
     }
     if (strcmp(cfg.listen, run->listen) != 0 || strcmp(cfg.db, run->db) != 0 ||
         strcmp(cfg.next_hop, run->next_hop) != 0 || strcmp(cfg.advertise, run->advertise) != 0 ||
-        cfg.workers != run->workers)
-        spim_log(SPIM_LOG_WARN,
-                 "reload: listen, advertise, next_hop, db and workers change only on restart");
+        cfg.workers != run->workers || strcmp(cfg.metrics_listen, run->metrics_listen) != 0)
+        spim_log(SPIM_LOG_WARN, "reload: listen, advertise, next_hop, db, workers and "
+                                "metrics_listen change only on restart");
     spim_log_set_level(cfg.log_level);
     spim_log(SPIM_LOG_INFO, "reloaded: rules %s, mode %s, tag at %.2f, block at %.2f",
              cfg.rules[0] ? cfg.rules : "(none)", cfg.mode_tag ? "tag" : "block", cfg.th.tag_score,
@@ -219,6 +222,26 @@ static int filter_config(const struct spim_config *cfg, struct spim_filter_confi
     return 0;
 }
 
+/*
+ * The metrics endpoint, when metrics_listen is set. Failing to bind it is
+ * logged and serve goes on without it: the SIP path matters more, and a
+ * second instance on the same host must not be kept from starting.
+ */
+static struct spim_metrics_http *metrics_start(const struct spim_config *cfg, struct spim_engine *e)
+{
+    struct spim_metrics_http *mh = NULL;
+    char err[512];
+
+    if (cfg->metrics_listen[0] == '\0')
+        return NULL;
+    if (spim_metrics_http_start(cfg->metrics_listen, e->store, &mh, err, sizeof(err)) != 0) {
+        spim_log(SPIM_LOG_ERR, "%s; serving without metrics", err);
+        return NULL;
+    }
+    spim_log(SPIM_LOG_INFO, "metrics on http://%s/metrics", cfg->metrics_listen);
+    return mh;
+}
+
 int spim_cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -234,6 +257,7 @@ int spim_cmd_serve(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"block-reason", required_argument, NULL, 'R'},
         {"log-level", required_argument, NULL, 'L'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {"check-config", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -315,6 +339,7 @@ int spim_cmd_serve(int argc, char **argv)
     if (rc == 0) {
         struct purger pg;
         int purging = purger_start(&pg, &e) == 0;
+        struct spim_metrics_http *mh = metrics_start(&cfg, &e);
 
         if (!purging)
             spim_log(SPIM_LOG_ERR, "cannot start the quarantine purge thread");
@@ -330,6 +355,7 @@ int spim_cmd_serve(int argc, char **argv)
         }
         if (purging)
             purger_stop(&pg);
+        spim_metrics_http_stop(mh);
         spim_filter_stop(f);
         spim_filter_wait(f);
     }

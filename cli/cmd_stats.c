@@ -152,9 +152,9 @@ static void summary(char *text, const char *where)
 int spim_cmd_stats(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"metrics", required_argument, NULL, 'M'},
-        {"prometheus", no_argument, NULL, 'p'},    {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"metrics", required_argument, NULL, 'M'},
+        {"prometheus", no_argument, NULL, 'p'},   {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     struct spim_config cfg;
     const char *config = NULL, *metrics = NULL;

@@ -19,10 +19,10 @@
 
 /*
  * Distinct tokens a batch may hold before it is written: about 40 bytes
- * each in the batch, so 256K keeps the batch near 10 MB; larger batches save
+ * each in the batch, so 1M keeps the batch near 40 MB; larger batches save
  * little, since each commit rewrites the leaf pages its keys land on.
  */
-#define CHUNK_ENTS ((size_t)1 << 18)
+#define CHUNK_ENTS ((size_t)1 << 20)
 
 static void usage(FILE *f)
 {
@@ -73,27 +73,6 @@ static int add(struct trainer *t, const char *text, size_t len, int is_spam)
     return rc;
 }
 
-/* Reads a TSV through without learning: 0, or an error already printed. */
-static int check_tsv(const char *path)
-{
-    struct spim_tsv tsv;
-    char err[512];
-    const char *text;
-    size_t len;
-    int is_spam, rc;
-
-    if (spim_tsv_open(&tsv, path, err, sizeof(err)) != 0) {
-        fprintf(stderr, "spimfilter train: %s\n", err);
-        return SPIM_EIO;
-    }
-    while ((rc = spim_tsv_next(&tsv, &is_spam, &text, &len, err, sizeof(err))) == 1)
-        ;
-    if (rc < 0)
-        fprintf(stderr, "spimfilter train: %s\n", err[0] ? err : spim_strerror(rc));
-    spim_tsv_close(&tsv);
-    return rc < 0 ? rc : 0;
-}
-
 static int add_file(struct trainer *t, const char *path, int is_spam)
 {
     char *buf;
@@ -142,25 +121,50 @@ static int add_path(struct trainer *t, const char *path, int is_spam)
     return rc;
 }
 
-static int add_tsv(struct trainer *t, const char *path)
+/*
+ * Reads a TSV a line at a time (so a corpus of any size takes one line of
+ * memory) with the rules of spim_tsv_next, and learns each record into t,
+ * or only checks the lines when t is NULL. "-" is stdin. Returns 0 or an
+ * error already printed.
+ */
+static int stream_tsv(struct trainer *t, const char *path)
 {
-    struct spim_tsv tsv;
-    char err[512];
-    const char *text;
-    size_t len;
-    int is_spam, rc;
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char *line = NULL, err[512];
+    size_t cap = 0;
+    ssize_t got;
+    unsigned lineno = 0;
+    int rc = 0;
 
-    if (spim_tsv_open(&tsv, path, err, sizeof(err)) != 0) {
-        fprintf(stderr, "spimfilter train: %s\n", err);
+    if (f == NULL) {
+        fprintf(stderr, "spimfilter train: %s: %s\n", path, strerror(errno));
         return SPIM_EIO;
     }
-    while ((rc = spim_tsv_next(&tsv, &is_spam, &text, &len, err, sizeof(err))) == 1)
-        if ((rc = add(t, text, len, is_spam)) != 0)
-            break;
-    if (rc < 0)
+    err[0] = '\0';
+    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        struct spim_tsv one = {
+            .buf = line, .len = (size_t)got, .pos = 0, .line = lineno, .path = path};
+        const char *text;
+        size_t len;
+        int is_spam, r;
+
+        lineno++;
+        r = spim_tsv_next(&one, &is_spam, &text, &len, err, sizeof(err));
+        if (r < 0)
+            rc = r;
+        else if (r == 1 && t != NULL)
+            rc = add(t, text, len, is_spam);
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, sizeof(err), "%s: read error", path);
+        rc = SPIM_EIO;
+    }
+    if (rc != 0)
         fprintf(stderr, "spimfilter train: %s\n", err[0] ? err : spim_strerror(rc));
-    spim_tsv_close(&tsv);
-    return rc < 0 ? rc : 0;
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    return rc;
 }
 
 int spim_cmd_train(int argc, char **argv)
@@ -230,8 +234,10 @@ int spim_cmd_train(int argc, char **argv)
         usage(stderr);
         goto out;
     }
+    /* stdin cannot be read twice: it is learned as it comes. */
     for (size_t i = 0; i < ntsv && err == 0; i++)
-        err = check_tsv(tsvs[i]);
+        if (strcmp(tsvs[i], "-") != 0)
+            err = stream_tsv(NULL, tsvs[i]);
     if (err != 0) {
         fprintf(stderr, "spimfilter train: nothing written\n");
         goto out;
@@ -249,7 +255,7 @@ int spim_cmd_train(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < ntsv && err == 0; i++)
-        err = add_tsv(&t, tsvs[i]);
+        err = stream_tsv(&t, tsvs[i]);
     for (size_t i = 0; i < npath && err == 0; i++)
         err = add_path(&t, paths[i], labels[i]);
     if (err != 0) {

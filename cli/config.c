@@ -44,6 +44,9 @@ void spim_config_defaults(struct spim_config *c)
     c->bulk_score = 6;
     c->rate_entries = 65536;
     snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:9464");
+    c->reports_record = 1;
+    c->report_min_reporters = 3;
+    c->report_max_entries = 1000000;
 }
 
 int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port)
@@ -259,13 +262,13 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
                strcmp(key, "fanout_limit") == 0 || strcmp(key, "bulk_window") == 0 ||
                strcmp(key, "bulk_limit") == 0 || strcmp(key, "bulk_min_length") == 0 ||
                strcmp(key, "rate_entries") == 0) {
-        unsigned *dst = key[0] == 'c'                ? &c->clamd_timeout_ms
-                        : strcmp(key, "fanout_window") == 0 ? &c->fanout_window
-                        : strcmp(key, "fanout_limit") == 0  ? &c->fanout_limit
-                        : strcmp(key, "bulk_window") == 0   ? &c->bulk_window
-                        : strcmp(key, "bulk_limit") == 0    ? &c->bulk_limit
+        unsigned *dst = key[0] == 'c'                         ? &c->clamd_timeout_ms
+                        : strcmp(key, "fanout_window") == 0   ? &c->fanout_window
+                        : strcmp(key, "fanout_limit") == 0    ? &c->fanout_limit
+                        : strcmp(key, "bulk_window") == 0     ? &c->bulk_window
+                        : strcmp(key, "bulk_limit") == 0      ? &c->bulk_limit
                         : strcmp(key, "bulk_min_length") == 0 ? &c->bulk_min_length
-                                                            : &c->rate_entries;
+                                                              : &c->rate_entries;
 
         /* A limit of 0 turns the check off; windows and the timeout must be at least 1. */
         if (parse_double(v, 0, 1e8, &d) != 0 || d != (unsigned)d ||
@@ -281,12 +284,29 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
     } else if (strcmp(key, "metrics_listen") == 0) {
         /* Empty turns the endpoint off. */
         if (v[0] != '\0' && (spim_hostport(v, host, sizeof(host), &port) != 0 ||
-                              copy_str(c->metrics_listen, sizeof(c->metrics_listen), v) != 0)) {
+                             copy_str(c->metrics_listen, sizeof(c->metrics_listen), v) != 0)) {
             snprintf(err, errcap, "metrics_listen: expected HOST:PORT or empty, got '%s'", v);
             return SPIM_EINVAL;
         }
         if (v[0] == '\0')
             c->metrics_listen[0] = '\0';
+    } else if (strcmp(key, "reports") == 0) {
+        if (strcmp(v, "on") == 0)
+            c->reports_record = 1;
+        else if (strcmp(v, "off") == 0)
+            c->reports_record = 0;
+        else {
+            snprintf(err, errcap, "reports: expected on or off, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "report_min_reporters") == 0) {
+        if (parse_double(v, 1, 1e6, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        c->report_min_reporters = (unsigned)d;
+    } else if (strcmp(key, "report_max_entries") == 0) {
+        if (parse_double(v, 0, 1e12, &d) != 0 || d != (double)(uint64_t)d)
+            goto bad;
+        c->report_max_entries = (uint64_t)d;
     } else {
         snprintf(err, errcap, "unknown key '%s'", key);
         return SPIM_EINVAL;

@@ -129,6 +129,12 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int w
     }
     e->conf->generation = 1;
     atomic_store(&e->generation, 1);
+    snprintf(e->model_root, sizeof(e->model_root), "%s", cfg->db);
+    if (spim_engine_model_init(e) != 0) {
+        snprintf(err, errcap, "out of memory");
+        spim_engine_close(e);
+        return SPIM_ENOMEM;
+    }
     /* Counter memory is fixed here (rate_entries) and kept across reloads. */
     if (spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->fanout) != 0 ||
         spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->bulk) != 0) {
@@ -146,6 +152,7 @@ void spim_engine_close(struct spim_engine *e)
     e->fanout = e->bulk = NULL;
     conf_release(e, e->conf);
     e->conf = NULL;
+    spim_engine_model_fini(e); /* a snapshot model is closed here, the own store below */
     spim_store_close(e->store);
     e->store = NULL;
     pthread_mutex_destroy(&e->lock);
@@ -190,7 +197,8 @@ int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **ou
         return SPIM_ENOMEM;
     w->e = e;
     w->conf = conf_get(e);
-    if ((rc = spim_store_reader_new(e->store, &w->reader)) != 0 ||
+    w->model = spim_engine_model_get(e);
+    if ((rc = spim_store_reader_new(w->model ? w->model->store : e->store, &w->reader)) != 0 ||
         (rc = spim_scan_new(w->conf->rules, &w->scan)) != 0) {
         spim_engine_worker_free(w);
         return rc;
@@ -205,6 +213,7 @@ void spim_engine_worker_free(struct spim_engine_worker *w)
         return;
     spim_scan_free(w->scan);
     spim_store_reader_free(w->reader);
+    spim_engine_model_release(w->e, w->model);
     conf_release(w->e, w->conf);
     free(w);
 }
@@ -215,6 +224,7 @@ int spim_engine_worker_sync(struct spim_engine_worker *w)
     struct spim_scan *scan;
     int rc;
 
+    spim_engine_model_sync(w); /* a failure keeps the old model, retried at the next message */
     if (atomic_load_explicit(&w->e->generation, memory_order_acquire) == w->conf->generation)
         return 0;
     c = conf_get(w->e);

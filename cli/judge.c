@@ -113,8 +113,8 @@ static int policy_block(struct spim_engine_worker *w, const struct spim_filter_m
     if (m->kind == SPIM_FMSG_INVITE) {
         r->code = w->conf->cfg.invite_block_code;
         spim_log(SPIM_LOG_INFO, "policy: INVITE call-id=%.*s from=%.*s src=%s answered %d: %s",
-                 (int)m->call_id.len, m->call_id.p, (int)m->from_uri.len, m->from_uri.p,
-                 m->source, r->code, entry);
+                 (int)m->call_id.len, m->call_id.p, (int)m->from_uri.len, m->from_uri.p, m->source,
+                 r->code, entry);
         return 0;
     }
     spim_log(SPIM_LOG_INFO, "policy: MESSAGE call-id=%.*s from=%.*s src=%s blocked: %s",
@@ -188,8 +188,8 @@ static int policy_judge(struct spim_engine_worker *w, const struct spim_filter_m
  * Fan-out (distinct recipients of this sender) and bulk (distinct
  * recipients of this normalised text) in their windows: points past a limit.
  */
-static double rate_points(struct spim_engine_worker *w, const struct spim_filter_msg *m,
-                          char *note, size_t notecap)
+static double rate_points(struct spim_engine_worker *w, const struct spim_filter_msg *m, char *note,
+                          size_t notecap)
 {
     const struct spim_config *cfg = &w->conf->cfg;
     char from[256], to[256], name[64];
@@ -293,4 +293,50 @@ int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_re
     spim_metrics_verdict(m->kind, r->action);
     spim_metrics_rules(r->rules);
     return 0;
+}
+
+/*
+ * The keys of a report: the message is its normalised text (the bulk key of
+ * policy.h, so "WIN 100$" and "win 250$" are one message), the reporter the
+ * recipient's normalised URI ("user@host"), hashed with a seed of its own.
+ */
+void spim_judge_report(void *wud, const struct spim_filter_report *rep)
+{
+    struct spim_engine_worker *w = wud;
+    const struct spim_config *cfg;
+    struct spim_policy_who who = {rep->from_uri, {NULL, 0}, NULL};
+    char from[256], to[256], entry[384];
+    size_t fn, tn, textn = 0;
+    uint64_t key;
+    uint32_t n = 0;
+    int dup = 0, rc;
+
+    spim_engine_worker_sync(w);
+    cfg = &w->conf->cfg;
+    if (!cfg->reports_record)
+        return;
+    fn = spim_policy_uri_norm(rep->from_uri, from, sizeof(from));
+    tn = spim_policy_uri_norm(rep->to_uri, to, sizeof(to));
+    key = spim_policy_text_key(rep->text.p, rep->text.len, &textn);
+    if (tn == 0 || textn == 0 || (fn == tn && memcmp(from, to, fn) == 0)) {
+        spim_log(SPIM_LOG_DEBUG, "607 for call-id=%.*s from %s ignored: no recipient, no text or "
+                 "a self-report", (int)rep->call_id.len, rep->call_id.p, rep->source);
+        return;
+    }
+    /* The exclusion list: what it lets through is never reported into training. */
+    if (spim_policy_lookup(w->conf->policy, &who, entry, sizeof(entry)) == SPIM_POLICY_ALLOW) {
+        spim_log(SPIM_LOG_INFO, "607 report by %.*s ignored: sender %.*s is excluded (%s)",
+                 (int)tn, to, (int)fn, from, entry);
+        return;
+    }
+    rc = spim_report_add(w->e->store, key, spim_hash64(to, tn, 0x607), rep->from_uri, rep->text, 0,
+                         cfg->report_max_entries, &n, &dup);
+    if (rc != 0) {
+        spim_log(SPIM_LOG_ERR, "607 report by %.*s not recorded: %s", (int)tn, to,
+                 spim_strerror(rc));
+        return;
+    }
+    spim_log(SPIM_LOG_INFO, "607 report: call-id=%.*s from=%.*s by=%.*s reporters=%u%s",
+             (int)rep->call_id.len, rep->call_id.p, (int)fn, from, (int)tn, to, (unsigned)n,
+             dup ? " (already reported by this recipient)" : "");
 }

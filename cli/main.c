@@ -14,9 +14,10 @@ static void usage(FILE *f)
                "  classify     print the verdict for messages\n"
                "  eval         measure accuracy with K-fold cross-validation\n"
                "  quarantine   list, show, delete blocked messages\n"
-               "  db           store statistics and pruning\n"
+               "  db           store statistics, pruning and snapshots\n"
                "  av-check     check that the host's ClamAV leaves the filter's files alone\n"
                "  stats        print the metrics of a running serve\n"
+               "  reports      list and learn from 607 Unwanted reports of recipients\n"
                "\n"
                "spimfilter <command> --help shows the options of a command.\n");
 }
@@ -31,6 +32,7 @@ int main(int argc, char **argv)
         {"classify", spim_cmd_classify},     {"eval", spim_cmd_eval},
         {"quarantine", spim_cmd_quarantine}, {"av-check", spim_cmd_avcheck},
         {"db", spim_cmd_db},                 {"stats", spim_cmd_stats},
+        {"reports", spim_cmd_reports},
     };
 
     if (argc < 2) {

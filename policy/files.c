@@ -160,8 +160,7 @@ static size_t media_type(struct spim_slice ct, char *out)
 
     while (b < ct.len && (ct.p[b] == ' ' || ct.p[b] == '\t' || ct.p[b] == '"'))
         b++;
-    for (e = b; e < ct.len && ct.p[e] != ';' && ct.p[e] != ' ' && ct.p[e] != '\t' &&
-                ct.p[e] != '"';
+    for (e = b; e < ct.len && ct.p[e] != ';' && ct.p[e] != ' ' && ct.p[e] != '\t' && ct.p[e] != '"';
          e++)
         ;
     if (e - b >= MAX_TYPE)
@@ -197,7 +196,8 @@ int spim_policy_file(const struct spim_policy *p, struct spim_slice content_type
                  (unsigned long long)p->max_size);
         return 1;
     }
-    if ((p->allow_ext != NULL || p->allow_types != NULL) && !(en > 0 && in_set(p->allow_ext, ext, en)) &&
+    if ((p->allow_ext != NULL || p->allow_types != NULL) &&
+        !(en > 0 && in_set(p->allow_ext, ext, en)) &&
         !(tn > 0 && type_in_set(p->allow_types, type, tn))) {
         snprintf(entry, cap, "file:not-allowed:%s", en > 0 ? ext : tn > 0 ? type : "-");
         return 1;

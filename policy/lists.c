@@ -166,8 +166,8 @@ int spim__glob(const char *pat, size_t pn, const char *s, size_t sn)
 
     /* Greedy with one backtrack point: O(pn * sn) at worst, both bounded by the callers. */
     while (i < sn) {
-        if (p < pn && (pat[p] == '?' || tolower((unsigned char)pat[p]) ==
-                                            tolower((unsigned char)s[i]))) {
+        if (p < pn &&
+            (pat[p] == '?' || tolower((unsigned char)pat[p]) == tolower((unsigned char)s[i]))) {
             p++;
             i++;
         } else if (p < pn && pat[p] == '*') {
@@ -572,8 +572,8 @@ int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, co
 
 /* --- Lookup ----------------------------------------------------------------------- */
 
-static void name_entry(const struct spim_policy *p, enum spim_policy_list which,
-                       const char *kind, uint32_t off, uint16_t len, char *entry, size_t cap)
+static void name_entry(const struct spim_policy *p, enum spim_policy_list which, const char *kind,
+                       uint32_t off, uint16_t len, char *entry, size_t cap)
 {
     if (cap == 0)
         return;
@@ -625,9 +625,9 @@ static const struct spim__net *net_find(const struct spim__list *l, uint64_t hi,
     return NULL;
 }
 
-static int list_lookup(const struct spim_policy *p, enum spim_policy_list which,
-                       const char *uri, size_t un, const char *ua, size_t uan, int has_src,
-                       uint64_t hi, uint64_t lo, char *entry, size_t cap)
+static int list_lookup(const struct spim_policy *p, enum spim_policy_list which, const char *uri,
+                       size_t un, const char *ua, size_t uan, int has_src, uint64_t hi, uint64_t lo,
+                       char *entry, size_t cap)
 {
     const struct spim__list *l = &p->lists[which - 1];
     const struct spim__sent *e;

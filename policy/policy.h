@@ -96,8 +96,7 @@ struct spim_policy_who {
  * (the value as written in the list file, cut to fit cap).
  */
 enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
-                                         const struct spim_policy_who *w, char *entry,
-                                         size_t cap);
+                                         const struct spim_policy_who *w, char *entry, size_t cap);
 
 /*
  * Applies the file policy to one payload: its Content-Type (parameters

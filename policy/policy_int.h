@@ -41,13 +41,13 @@ struct spim__net {
 };
 
 struct spim__list {
-    struct spim__strset uri;       /* user@host */
-    struct spim__strset udomain;   /* *@domain: that domain exactly */
-    struct spim__strset domain;    /* domain and subdomains */
-    struct spim__strset ua_exact;  /* lower-cased, no wildcard */
-    struct spim__strset ua_prefix; /* lower-cased prefix of "prefix*" */
+    struct spim__strset uri;                           /* user@host */
+    struct spim__strset udomain;                       /* *@domain: that domain exactly */
+    struct spim__strset domain;                        /* domain and subdomains */
+    struct spim__strset ua_exact;                      /* lower-cased, no wildcard */
+    struct spim__strset ua_prefix;                     /* lower-cased prefix of "prefix*" */
     uint8_t ua_prefix_len[SPIM__POLICY_VALUE_MAX + 1]; /* lengths present in ua_prefix */
-    struct spim__net *nets; /* sorted by plen, hi, lo */
+    struct spim__net *nets;                            /* sorted by plen, hi, lo */
     size_t nnets, capnets;
     unsigned plen_first[130]; /* nets[plen_first[l] .. plen_first[l + 1]) have prefix l */
     uint8_t plens[129];       /* prefix lengths present, longest first */
@@ -59,7 +59,7 @@ struct spim__list {
 
 struct spim_policy {
     struct spim__pool pool;
-    struct spim__list lists[2]; /* allow, block */
+    struct spim__list lists[2];                              /* allow, block */
     char *block_ext, *allow_ext, *block_types, *allow_types; /* ",a,b," or NULL */
     uint64_t max_size;
 };

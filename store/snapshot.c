@@ -78,26 +78,32 @@ fail:
     return rc;
 }
 
-int spim_store_check(struct spim_store *st)
+int spim_store_check(const char *dir)
 {
     char data[PATH_MAX];
-    const char *dir;
+    MDB_env *env = NULL;
     MDB_envinfo info;
     MDB_stat ms;
     struct stat sb;
-    int n;
+    int n, rc;
 
-    if (st == NULL)
+    if (dir == NULL)
         return SPIM_EINVAL;
-    if (mdb_env_get_path(st->env, &dir) != 0 || mdb_env_stat(st->env, &ms) != 0 ||
-        mdb_env_info(st->env, &info) != 0)
-        return SPIM_ESTORE;
     n = snprintf(data, sizeof(data), "%s/data.mdb", dir);
     if (n < 0 || (size_t)n >= sizeof(data))
         return SPIM_EINVAL;
     if (stat(data, &sb) != 0)
-        return spim__err(errno);
-    if ((uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize)
-        return SPIM_ESTORE;
-    return 0;
+        return errno == ENOENT ? SPIM_ENOTFOUND : spim__err(errno);
+    /*
+     * A bare environment: open reads the meta pages with pread(); info and
+     * stat read only those and the header, never a page past them.
+     */
+    if ((rc = mdb_env_create(&env)) != 0)
+        return spim__err(rc);
+    rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0600);
+    if (rc == 0 && (rc = mdb_env_stat(env, &ms)) == 0 && (rc = mdb_env_info(env, &info)) == 0 &&
+        (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize)
+        rc = SPIM_ESTORE;
+    mdb_env_close(env);
+    return rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ? SPIM_ESTORE : spim__err(rc);
 }

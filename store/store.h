@@ -320,10 +320,12 @@ int spim_report_set_learned(struct spim_store *st, uint64_t msg_key, uint32_t le
 int spim_store_snapshot(struct spim_store *st, const char *path);
 
 /*
- * Checks that the data file is at least as long as the pages its newest
- * meta page says are in use: a snapshot still being copied into place
- * fails with SPIM_ESTORE instead of being read past its end.
+ * Checks, before spim_store_open(dir), that dir/data.mdb is at least as long
+ * as the pages its newest meta page says are in use. A copy cut short (still
+ * being copied into place) fails with SPIM_ESTORE here; opened, it would be
+ * read past its end through the map, which kills the process with SIGBUS.
+ * Reads only the meta pages; may create dir/lock.mdb.
  */
-int spim_store_check(struct spim_store *st);
+int spim_store_check(const char *dir);
 
 #endif

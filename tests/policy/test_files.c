@@ -17,8 +17,7 @@ static struct spim_slice sl(const char *s)
     return (struct spim_slice){s, strlen(s)};
 }
 
-static int check(struct spim_policy *p, const char *type, const char *name, uint64_t size,
-                 char *e)
+static int check(struct spim_policy *p, const char *type, const char *name, uint64_t size, char *e)
 {
     return spim_policy_file(p, sl(type), sl(name), size, e, 64);
 }

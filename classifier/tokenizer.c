@@ -105,7 +105,8 @@ int spim__tok_ws_init(struct spim__tok_ws *ws)
     ws->norm = malloc(sizeof(int32_t) * ((size_t)SPIM__NORM_CPS + 1));
     if (ws->norm == NULL)
         goto fail_norm;
-    ws->set = malloc(sizeof(uint64_t) * SPIM__TOK_SET_SLOTS);
+    /* Zero now; each run clears only the slots it used. */
+    ws->set = calloc(SPIM__TOK_SET_SLOTS, sizeof(uint64_t));
     if (ws->set == NULL)
         goto fail_set;
     ws->norm[0] = 0;
@@ -197,8 +198,7 @@ static int latin_cp(int32_t c)
 {
     if (c < 0x80)
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    return ((c >= 0xC0 && c <= 0x24F) || (c >= 0x1E00 && c <= 0x1EFF)) && c != 0xD7 &&
-           c != 0xF7;
+    return ((c >= 0xC0 && c <= 0x24F) || (c >= 0x1E00 && c <= 0x1EFF)) && c != 0xD7 && c != 0xF7;
 }
 
 /*
@@ -268,7 +268,8 @@ static size_t fold_words(const int32_t *cps, size_t n, int32_t *norm, size_t cap
 /*
  * The normalisation of pure ASCII, without utf8proc: NFKC and the look-alike
  * pass change nothing, so what is left is what STRIPCC with NLF2LF does
- * (CR LF, CR, HT and FF become LF, other controls go) and case folding.
+ * (CR LF, CR, VT and FF become LF, HT a space, other controls go) and
+ * case folding.
  * It writes the same bytes utf8proc would, several times faster, and most
  * IM text is ASCII.
  */
@@ -289,8 +290,10 @@ static void prepare_ascii(struct spim__tok_ws *ws)
             out[o++] = '\n';
             if (i + 1 < n && in[i + 1] == '\n')
                 i++;
-        } else if (c == '\n' || c == '\t' || c == '\f') {
+        } else if (c == '\n' || c == '\v' || c == '\f') {
             out[o++] = '\n';
+        } else if (c == '\t') {
+            out[o++] = ' ';
         }
         /* other controls and DEL: dropped */
     }
@@ -387,6 +390,7 @@ struct sink {
     struct spim_token *out;
     size_t cap, n;
     uint64_t *set;
+    uint16_t used[SPIM_TOK_MAX]; /* slots of set taken, cleared at the end */
     emit_fn emit;
     void *ud;
 
@@ -426,6 +430,7 @@ static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n
     if (probes == SPIM__TOK_SET_SLOTS)
         return;
     k->set[slot] = key;
+    k->used[k->n] = (uint16_t)slot;
     k->out[k->n].key = key;
     k->out[k->n].ham = 0;
     k->out[k->n].spam = 0;
@@ -458,9 +463,13 @@ static void adds(struct sink *k, enum spim_tok_kind kind, const char *s)
 static int32_t cp_at(const char *s, size_t len, size_t i, size_t *clen)
 {
     utf8proc_int32_t c = 0;
-    utf8proc_ssize_t r =
-        utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &c);
+    utf8proc_ssize_t r;
 
+    if ((unsigned char)s[i] < 0x80) {
+        *clen = 1;
+        return (unsigned char)s[i];
+    }
+    r = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &c);
     if (r <= 0) {
         /* Cannot happen on normalised text; step over the byte anyway. */
         *clen = 1;
@@ -973,7 +982,8 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
     /* Mixed: the word as written, then what it imitates. */
     add_word(k, w, wl);
     if (lead_digits > 0 && lead_digits == digits && lead_digits < wl && !leetsym) {
-        /* "150p", "2nd", "10am": a number with a unit, not leet (w may be cut: lead_digits < wl). */
+        /* "150p", "2nd", "10am": a number with a unit, not leet (w may be cut: lead_digits < wl).
+         */
         const char *unit = w + lead_digits;
         size_t ul = wl - lead_digits;
 
@@ -1020,8 +1030,15 @@ static const char *bucket_caps(const char *rep, size_t len)
 
     while (i < len) {
         int32_t c = cp_at(rep, len, i, &clen);
-        utf8proc_category_t cat = utf8proc_category(c);
+        utf8proc_category_t cat;
 
+        if (c < 0x80) {
+            upper += c >= 'A' && c <= 'Z';
+            letters += (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+            i += clen;
+            continue;
+        }
+        cat = utf8proc_category(c);
         if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LT)
             upper++;
         if (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO)
@@ -1056,7 +1073,6 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     k.set = ws->set;
     k.emit = emit;
     k.ud = ud;
-    memset(ws->set, 0, sizeof(uint64_t) * SPIM__TOK_SET_SLOTS);
 
     for (i = 0; i < len; i++) {
         if (((unsigned char)s[i] & 0xC0) != 0x80)
@@ -1133,6 +1149,9 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
         }
         addp(&k, SPIM_TOK_META, "from:", d, n);
     }
+    /* 32 KiB of set per message would cost more than the tokens: clear what was used. */
+    for (i = 0; i < k.n; i++)
+        ws->set[k.used[i]] = 0;
     return k.n;
 }
 

@@ -109,7 +109,7 @@ struct spim_engine_worker {
     struct spim_engine *e;
     struct spim_store_reader *reader;
     struct spim_scan *scan;
-    struct spim_engine_conf *conf; /* the one scan was built for; a reference */
+    struct spim_engine_conf *conf;   /* the one scan was built for; a reference */
     struct spim_engine_model *model; /* the one reader reads; a reference */
 };
 
@@ -143,7 +143,8 @@ struct spim_engine_model {
     int refs; /* guarded by the engine's lock */
     uint64_t generation;
     struct spim_store *store; /* counts; the engine's store (not owned) when dir is empty */
-    char dir[PATH_MAX];       /* a snapshot's directory, closed and removed at the last release */
+    char dir[PATH_MAX];       /* a snapshot's directory, closed at the last release */
+    int retired;              /* replaced by a newer one: its directory goes with it */
 };
 
 /* The engine's own store as the first model (spim_engine_open calls it). */

@@ -24,14 +24,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: spimfilter eval --tsv FILE [--folds K] [--format text|jsonl]\n"
-               "                       [--rules FILE] [--config FILE]\n"
-               "\n"
-               "  --tsv FILE      labelled lines: 'spam' or 'ham', a TAB, the text\n"
-               "  --folds K       folds (default 5, 2..%d); line i is in fold i %% K\n"
-               "  --format F      text (default) or jsonl: one object per fold, then pooled\n"
-               "  --rules FILE    a rules file (default: the config's, or none)\n"
-               "  --config FILE   thresholds and rules from a serve config\n",
+    fprintf(f,
+            "usage: spimfilter eval --tsv FILE [--folds K] [--format text|jsonl]\n"
+            "                       [--rules FILE] [--config FILE]\n"
+            "\n"
+            "  --tsv FILE      labelled lines: 'spam' or 'ham', a TAB, the text\n"
+            "  --folds K       folds (default 5, 2..%d); line i is in fold i %% K\n"
+            "  --format F      text (default) or jsonl: one object per fold, then pooled\n"
+            "  --rules FILE    a rules file (default: the config's, or none)\n"
+            "  --config FILE   thresholds and rules from a serve config\n",
             FOLDS_MAX);
 }
 
@@ -42,7 +43,7 @@ struct rec {
 };
 
 struct tally {
-    unsigned long spam, ham;                         /* messages */
+    unsigned long spam, ham; /* messages */
     unsigned long spam_block, spam_tag, ham_block, ham_tag;
     unsigned long trained;
     double train_s, classify_s;
@@ -233,9 +234,12 @@ out_dir:
 int spim_cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"tsv", required_argument, NULL, 't'},   {"folds", required_argument, NULL, 'k'},
-        {"format", required_argument, NULL, 'f'}, {"rules", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"tsv", required_argument, NULL, 't'},
+        {"folds", required_argument, NULL, 'k'},
+        {"format", required_argument, NULL, 'f'},
+        {"rules", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct spim_config cfg;
@@ -326,8 +330,7 @@ int spim_cmd_eval(int argc, char **argv)
         goto out;
     }
     if (n < folds) {
-        fprintf(stderr, "spimfilter eval: %s: %zu messages, fewer than %u folds\n", path, n,
-                folds);
+        fprintf(stderr, "spimfilter eval: %s: %zu messages, fewer than %u folds\n", path, n, folds);
         goto out;
     }
     if (!jsonl)

@@ -34,7 +34,8 @@ static void usage(FILE *f)
                "  --metrics-listen HOST:PORT  Prometheus endpoint, \"\" for none (metrics_listen)\n"
                "  --check-config       load everything, report, and exit\n"
                "\n"
-               "SIGHUP reloads the config file, rules and thresholds; SIGTERM stops.\n");
+               "SIGHUP reloads the config file, rules and thresholds, and swaps in a snapshot\n"
+               "dropped as DIR/snapshot.mdb (docs/scaling.md); SIGTERM stops.\n");
 }
 
 static const struct spim_filter_ops ops = {
@@ -318,6 +319,9 @@ int spim_cmd_serve(int argc, char **argv)
         spim_engine_close(&e);
         return 0;
     }
+    /* A snapshot dropped beside the store, or the model of the last run (docs/scaling.md). */
+    if (spim_engine_snapshot_load(&e, 1, err, sizeof(err)) < 0)
+        spim_log(SPIM_LOG_ERR, "snapshot not loaded, classifying with %s itself: %s", cfg.db, err);
     rc = spim_filter_new(&fc, &ops, &e, &f, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "spimfilter serve: %s: %s\n", cfg.listen, err);
@@ -348,6 +352,8 @@ int spim_cmd_serve(int argc, char **argv)
                 continue;
             if (sig == SIGHUP) {
                 reload(&e, &fl, &cfg);
+                if (spim_engine_snapshot_load(&e, 0, err, sizeof(err)) < 0)
+                    spim_log(SPIM_LOG_ERR, "snapshot refused, the running model stays: %s", err);
                 continue;
             }
             spim_log(SPIM_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");

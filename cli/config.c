@@ -317,9 +317,19 @@ bad:
     return SPIM_EINVAL;
 }
 
+/*
+ * Keys that hold a comma-separated list: given again in the same file, the
+ * values add up, so a long list can span lines (inih reads lines of at
+ * most INI_MAX_LINE - 1 characters).
+ */
+static const char *const list_keys[] = {"trusted_sources", "file_block_ext", "file_allow_ext",
+                                        "file_block_types", "file_allow_types"};
+#define NLIST (sizeof(list_keys) / sizeof(list_keys[0]))
+
 struct load_ctx {
     struct spim_config *c;
     char err[256];
+    char *lists[NLIST]; /* what the file gave so far for each list key */
 };
 
 static int on_key(void *ud, const char *section, const char *name, const char *value)
@@ -330,18 +340,61 @@ static int on_key(void *ud, const char *section, const char *name, const char *v
         snprintf(lc->err, sizeof(lc->err), "unknown section [%s]", section);
         return 0;
     }
+    for (size_t i = 0; i < NLIST; i++) {
+        if (strcmp(name, list_keys[i]) == 0) {
+            size_t old = lc->lists[i] ? strlen(lc->lists[i]) : 0, add = strlen(value);
+            char *n = realloc(lc->lists[i], old + add + 3);
+
+            if (n == NULL) {
+                snprintf(lc->err, sizeof(lc->err), "out of memory");
+                return 0;
+            }
+            if (old)
+                memcpy(n + old, ", ", 2), old += 2;
+            memcpy(n + old, value, add + 1);
+            lc->lists[i] = n;
+            return spim_config_set(lc->c, name, n, lc->err, sizeof(lc->err)) == 0;
+        }
+    }
     return spim_config_set(lc->c, name, value, lc->err, sizeof(lc->err)) == 0;
 }
 
 int spim_config_load(const char *path, struct spim_config *c, char *err, size_t errcap)
 {
-    struct load_ctx lc = {c, ""};
-    int rc = ini_parse(path, on_key, &lc);
+    struct load_ctx lc = {c, "", {NULL}};
+    char *buf;
+    size_t len;
+    unsigned line = 1;
+    int rc;
 
-    if (rc == -1) {
-        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+    if (spim_read_file(path, &buf, &len) != 0) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno ? errno : EIO));
         return SPIM_EIO;
     }
+    /* inih would cut a long line and call the rest a syntax error: say what it is */
+    for (size_t i = 0, start = 0; i <= len; i++) {
+        if (i == len || buf[i] == '\n') {
+            if (i - start >= INI_MAX_LINE - 1) {
+                snprintf(err, errcap,
+                         "%s:%u: line longer than %d characters; give a list key again on the "
+                         "next line to continue it",
+                         path, line, INI_MAX_LINE - 2);
+                free(buf);
+                return SPIM_EPARSE;
+            }
+            if (memchr(buf + start, '\0', i - start) != NULL) {
+                snprintf(err, errcap, "%s:%u: NUL byte in the config", path, line);
+                free(buf);
+                return SPIM_EPARSE;
+            }
+            line++;
+            start = i + 1;
+        }
+    }
+    rc = ini_parse_string(buf, on_key, &lc);
+    free(buf);
+    for (size_t i = 0; i < NLIST; i++)
+        free(lc.lists[i]);
     if (rc != 0) {
         snprintf(err, errcap, "%s:%d: %s", path, rc, lc.err[0] ? lc.err : "syntax error");
         return SPIM_EPARSE;

@@ -319,14 +319,15 @@ void spim_judge_report(void *wud, const struct spim_filter_report *rep)
     tn = spim_policy_uri_norm(rep->to_uri, to, sizeof(to));
     key = spim_policy_text_key(rep->text.p, rep->text.len, &textn);
     if (tn == 0 || textn == 0 || (fn == tn && memcmp(from, to, fn) == 0)) {
-        spim_log(SPIM_LOG_DEBUG, "607 for call-id=%.*s from %s ignored: no recipient, no text or "
-                 "a self-report", (int)rep->call_id.len, rep->call_id.p, rep->source);
+        spim_log(SPIM_LOG_DEBUG,
+                 "607 for call-id=%.*s from %s ignored: no recipient, no text or a self-report",
+                 (int)rep->call_id.len, rep->call_id.p, rep->source);
         return;
     }
     /* The exclusion list: what it lets through is never reported into training. */
     if (spim_policy_lookup(w->conf->policy, &who, entry, sizeof(entry)) == SPIM_POLICY_ALLOW) {
-        spim_log(SPIM_LOG_INFO, "607 report by %.*s ignored: sender %.*s is excluded (%s)",
-                 (int)tn, to, (int)fn, from, entry);
+        spim_log(SPIM_LOG_INFO, "607 report by %.*s ignored: sender %.*s is excluded (%s)", (int)tn,
+                 to, (int)fn, from, entry);
         return;
     }
     rc = spim_report_add(w->e->store, key, spim_hash64(to, tn, 0x607), rep->from_uri, rep->text, 0,

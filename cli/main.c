@@ -28,10 +28,14 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"serve", spim_cmd_serve},           {"train", spim_cmd_train},
-        {"classify", spim_cmd_classify},     {"eval", spim_cmd_eval},
-        {"quarantine", spim_cmd_quarantine}, {"av-check", spim_cmd_avcheck},
-        {"db", spim_cmd_db},                 {"stats", spim_cmd_stats},
+        {"serve", spim_cmd_serve},
+        {"train", spim_cmd_train},
+        {"classify", spim_cmd_classify},
+        {"eval", spim_cmd_eval},
+        {"quarantine", spim_cmd_quarantine},
+        {"av-check", spim_cmd_avcheck},
+        {"db", spim_cmd_db},
+        {"stats", spim_cmd_stats},
         {"reports", spim_cmd_reports},
     };
 

@@ -9,7 +9,8 @@
  * generation at its next message, makes a reader on the new store and drops
  * the old model; the last reference closes the old store and removes its
  * files. A worker that gets no message keeps the old model (and its files)
- * until it does.
+ * until it does. The current model's files stay at shutdown, for the next
+ * start.
  *
  * On disk, beside the engine's own store in DIR:
  *   DIR/snapshot.mdb   dropped by the operator (rename it into place)
@@ -62,8 +63,11 @@ static void model_free(struct spim_engine_model *m)
         return;
     }
     spim_store_close(m->store);
-    remove_model_dir(m->dir);
-    spim_log(SPIM_LOG_DEBUG, "model: %s released and removed", m->dir);
+    /* The current one stays on disk at shutdown: the next start uses it again. */
+    if (m->retired) {
+        remove_model_dir(m->dir);
+        spim_log(SPIM_LOG_DEBUG, "model: %s released and removed", m->dir);
+    }
     free(m);
 }
 
@@ -212,6 +216,7 @@ static void swap_model(struct spim_engine *e, struct spim_engine_model *m)
     pthread_mutex_lock(&e->lock);
     old = e->model;
     m->generation = old->generation + 1;
+    old->retired = 1;
     e->model = m;
     atomic_store_explicit(&e->model_generation, m->generation, memory_order_release);
     pthread_mutex_unlock(&e->lock);

@@ -13,10 +13,12 @@ packages=(
     libicu-dev                           # confusables table generated at build time (classifier/)
     libxxhash-dev                        # token hashing (common/)
     libinih-dev                          # the INI config file (cli/)
+    libmicrohttpd-dev                    # the Prometheus metrics endpoint of serve (cli/metrics_http.c)
     libcmocka-dev                        # unit tests
     kamailio sip-tester                  # the SIP proxy and SIPp for integration tests and demo
     clamav-daemon clamav                 # clamd and sigtool: antivirus tests (test_clamd.sh); no freshclam run
     iproute2 procps                      # ss and ps, used by the test scripts
+    systemd man-db                       # systemd-analyze and man: test_packaging.sh checks the unit and page
     clang libclang-rt-14-dev             # the libFuzzer target (scripts/fuzz.sh)
     clang-format                         # the style check in CI
 )

@@ -72,7 +72,7 @@ int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out)
 void spim_store_reader_free(struct spim_store_reader *r);
 /*
  * Fills toks[i].ham and .spam for every token (0 when unknown) and *totals.
- * May reorder toks (it sorts them by key for locality).
+ * Counts read are kept in a per-reader cache while no training is committed.
  */
 int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
                       struct spim_totals *totals);
@@ -209,12 +209,12 @@ int spim_quar_purge(struct spim_store *st, int64_t before_us, unsigned flags, in
  * so that learning the same message twice counts it once.
  */
 struct spim_store_stats {
-    uint64_t tokens;            /* distinct tokens with a count */
+    uint64_t tokens; /* distinct tokens with a count */
     uint64_t ham_msgs, spam_msgs;
-    uint64_t learned;           /* messages in the learned-message cache */
-    uint64_t file_bytes;        /* size of data.mdb */
-    uint64_t disk_bytes;        /* blocks data.mdb takes on disk */
-    uint64_t used_bytes;        /* pages in use (last page number * page size) */
+    uint64_t learned;    /* messages in the learned-message cache */
+    uint64_t file_bytes; /* size of data.mdb */
+    uint64_t disk_bytes; /* blocks data.mdb takes on disk */
+    uint64_t used_bytes; /* pages in use (last page number * page size) */
     uint64_t map_size;
 };
 
@@ -233,11 +233,11 @@ int spim_store_prune(struct spim_store *st, uint32_t min_count, uint32_t max_age
 
 /* What spim_store_batch_learn did with a message. */
 enum spim_learn_outcome {
-    SPIM_LEARN_NEW = 0,     /* counted */
-    SPIM_LEARN_DUP = 1,     /* already learned with this label: no change */
-    SPIM_LEARN_MOVED = 2,   /* learned with the other label: its counts moved */
+    SPIM_LEARN_NEW = 0,       /* counted */
+    SPIM_LEARN_DUP = 1,       /* already learned with this label: no change */
+    SPIM_LEARN_MOVED = 2,     /* learned with the other label: its counts moved */
     SPIM_LEARN_UNLEARNED = 3, /* delta -1: removed from the counts and the cache */
-    SPIM_LEARN_UNKNOWN = 4, /* delta -1 of a message not learned with this label */
+    SPIM_LEARN_UNKNOWN = 4,   /* delta -1 of a message not learned with this label */
 };
 
 /*

@@ -55,6 +55,8 @@ struct spim_store {
 #define SPIM__META_FORMAT "format"
 #define SPIM__META_HAM "ham_msgs"
 #define SPIM__META_SPAM "spam_msgs"
+/* Bumped by every write to the token counts: readers' caches are valid while it stays. */
+#define SPIM__META_GEN "tokens_gen"
 #define SPIM__META_QUAR_NEXT "quar_next"
 
 /* Translates 0, an MDB_* code, an errno or an already-SPIM code to SPIM_E*. */

@@ -11,9 +11,11 @@
 
 #include "classifier.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct fx {
@@ -98,6 +100,68 @@ static const char rules_text[] =
     "   HAM_LOL -1.5 /\\blol\\b/i   \n"
     "POUND     1.25 /\xc2\xa3\\d+/\n"
     "CYR       0.5  /\\p{Cyrillic}+/u\n";
+
+/* The one cache file in dir (its path into out, size returned), or -1. */
+static long cache_file(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    struct stat sb;
+    long size = -1;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "rules-", 6) != 0)
+            continue;
+        if ((size_t)snprintf(out, cap, "%s/%s", dir, de->d_name) >= cap)
+            fail_msg("path too long");
+        assert_int_equal(stat(out, &sb), 0);
+        size = (long)sb.st_size;
+        n++;
+    }
+    closedir(d);
+    assert_true(n <= 1);
+    return size;
+}
+
+static void test_rules_compiled_cache(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+    char cpath[256];
+    long size;
+
+    /* Off: nothing is written. */
+    setenv("SPIM_RULES_CACHE", "off", 1);
+    load(f, rules_text);
+    assert_int_equal(cache_file(f->dir, cpath, sizeof(cpath)), -1);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+
+    /* On: the first load writes the database, the second reads it. */
+    setenv("SPIM_RULES_CACHE", f->dir, 1);
+    load(f, rules_text);
+    size = cache_file(f->dir, cpath, sizeof(cpath));
+    assert_true(size > 0);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    load(f, rules_text);
+    classify(f, "FREE entry! txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT"));
+    assert_true(hit(&v, "SHOUT"));
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+
+    /* A damaged cache file is ignored, the rules compiled and the file rewritten. */
+    write_file(cpath, "not a hyperscan database");
+    load(f, rules_text);
+    classify(f, "FREE entry! txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT"));
+    assert_int_equal(cache_file(f->dir, cpath, sizeof(cpath)), size);
+    unlink(cpath);
+    unsetenv("SPIM_RULES_CACHE");
+}
 
 static void test_rules_load_and_match(void **state)
 {
@@ -282,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_missing_and_empty_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_scans_share_database, fx_setup, fx_teardown),
         cmocka_unit_test(test_rules_default_file),
+        cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

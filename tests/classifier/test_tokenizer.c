@@ -153,7 +153,9 @@ static void test_tok_lookalikes_fold_to_latin(void **state)
         {"claim fr\xd0\xb5\xd0\xb5 prize", "claim free prize"},
         {"\xd1\x80\xd0\xb0\xd1\x83pal login", "paypal login"},       /* р а у */
         {"H\xd0\x95LLO fr\xce\xbfm B\xd0\x90NK", "HELLO from BANK"}, /* Е ο А */
-        {"\xd0\x9d" "ELLO", "HELLO"}, /* capital Н looks like H; small н does not */
+        {"\xd0\x9d"
+         "ELLO",
+         "HELLO"}, /* capital Н looks like H; small н does not */
     };
     size_t i;
 
@@ -177,9 +179,8 @@ static void test_tok_other_scripts_stay(void **state)
 
     (void)state;
     assert_token(r, SPIM_TOK_WORD, "\xd1\x81\xd0\xbe\xd1\x80");
-    assert_token(r, SPIM_TOK_WORD,
-                 "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"); /* привет */
-    assert_token(r, SPIM_TOK_WORD, "\xce\xbf\xce\xba");                 /* οκ */
+    assert_token(r, SPIM_TOK_WORD, "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"); /* привет */
+    assert_token(r, SPIM_TOK_WORD, "\xce\xbf\xce\xba");                                 /* οκ */
     assert_false(emitted(r, SPIM_TOK_WORD, "cop"));
     assert_false(emitted(r, SPIM_TOK_WORD, "ok"));
     free(r);
@@ -337,6 +338,40 @@ static void test_tok_utf8_repair(void **state)
 }
 
 /* Deterministic garbage: under ASan, any read out of bounds fails here. */
+static void test_tok_ascii_fast_path_matches_utf8proc(void **state)
+{
+    /* Pure ASCII skips utf8proc; a trailing zero-width space (dropped by
+     * normalisation) sends the same text through utf8proc. Both must give
+     * the same tokens, control characters and line ends included. */
+    char all[160], a[256], b[260];
+    static const char *const texts[] = {
+        "FREE entry!! Txt WIN to 87121\r\nCall 09061701461 now\tor\fnever\vok",
+        "a\rb\r\n\nc\x01d\x7f"
+        "e \x1b[0m f.r.e.e www.Example.COM/Win-Now 50% \xc2\xa3"
+        "1000",
+        "",
+    };
+    size_t i, n = 0;
+
+    (void)state;
+    for (i = 1; i < 128; i++)
+        all[n++] = (char)i;
+    all[n] = '\0';
+    for (i = 0; i < sizeof(texts) / sizeof(*texts) + 1; i++) {
+        const char *t = i < sizeof(texts) / sizeof(*texts) ? texts[i] : all;
+        struct run *x, *y;
+
+        snprintf(a, sizeof(a), "%s", t);
+        snprintf(b, sizeof(b), "%s\xe2\x80\x8b", t);
+        x = toks(a);
+        y = toks(b);
+        if (!same_keys(x, y))
+            fail_msg("text %zu: the ASCII path and utf8proc differ", i);
+        free(x);
+        free(y);
+    }
+}
+
 static void test_tok_survives_garbage(void **state)
 {
     static const char *const pieces[] = {
@@ -417,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_tok_dedup_and_cap),
         cmocka_unit_test(test_tok_key_kinds_differ),
         cmocka_unit_test(test_tok_utf8_repair),
+        cmocka_unit_test(test_tok_ascii_fast_path_matches_utf8proc),
         cmocka_unit_test(test_tok_survives_garbage),
     };
 

@@ -189,6 +189,8 @@ off_rc=$?
 check "stats with metrics off exits 1 and says so" \
     ok '[ "$off_rc" = 1 ] && grep -q "metrics are off" "$IT_TMP/off.txt"'
 check "the serve log has no error line" not grep -q ' error: ' "$IT_TMP/serve.log"
+check "serve stopped cleanly, no sanitizer report" ok 'grep -q "info: stopped" "$IT_TMP/serve.log" &&
+    ! grep -qi sanitizer "$IT_TMP/serve.log"'
 
 if [ "$fails" != 0 ]; then
     echo "---- serve log ----" >&2

@@ -19,7 +19,7 @@
 # Environment:
 #   BUILD_DIR  build tree with cli/spimfilter (build/release)
 #   CORPUS     TSV (../shared/corpora/SMSSpamCollection.tsv); MIX=ham keeps ham only
-#   RATES      rising MESSAGE/s ("1000 2000 3000 4000 5000 6000 7000 8000")
+#   RATES      rising MESSAGE/s ("500 1000 2000 3000 4000 5000 6000 7000 8000")
 #   STEP_S     seconds per rate (10)
 #   KAM_CHILDREN  Kamailio UDP workers (4)
 #   WORKERS    spimfilter serve --workers (unset: one per core)
@@ -38,7 +38,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tests/integration/lib.sh"
 
 corpus=${CORPUS:-$root/../shared/corpora/SMSSpamCollection.tsv}
-rates=${RATES:-"1000 2000 3000 4000 5000 6000 7000 8000"}
+rates=${RATES:-"500 1000 2000 3000 4000 5000 6000 7000 8000"}
 step=${STEP_S:-10}
 base=${PORT:-18600}
 kport=$((base + 60)) uacport=$((base + 61)) fport=$((base + 70)) uasport=$((base + 80))

@@ -75,7 +75,7 @@ stop_pid() {
 cleanup() {
     stop_pid "$lg_pid"
     stop_pid "$serve_pid"
-    [[ ${KEEP:-0} = 1 ]] && echo "kept $tmp" >&2 || rm -rf "$tmp"
+    if [[ ${KEEP:-0} = 1 ]]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT

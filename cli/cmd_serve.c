@@ -76,9 +76,8 @@ static void purge_once(struct spim_engine *e, double days)
              (unsigned long long)n, days);
     snprintf(detail, sizeof(detail), "%llu expired (quarantine_days %g)", (unsigned long long)n,
              days);
-    struct spim_quar_audit a = {.action = {"purge", 5},
-                                .user = {"serve", 5},
-                                .detail = {detail, strlen(detail)}};
+    struct spim_quar_audit a = {
+        .action = {"purge", 5}, .user = {"serve", 5}, .detail = {detail, strlen(detail)}};
     spim_quar_audit_add(e->store, &a);
 }
 

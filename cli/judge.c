@@ -62,8 +62,8 @@ static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg
     q.reasons = (struct spim_slice){reasons, strlen(reasons)};
     q.text = m->text;
     q.raw = m->raw;
-    rc = spim_quar_put_quota(w->e->store, &q, (uint64_t)cfg->quarantine_max_mb << 20, &id,
-                             &existed, &over);
+    rc = spim_quar_put_quota(w->e->store, &q, (uint64_t)cfg->quarantine_max_mb << 20, &id, &existed,
+                             &over);
     if (rc != 0) {
         spim_metrics_inc(SPIM_METRIC_STORE_ERRORS);
         spim_log(SPIM_LOG_ERR, "quarantine write failed, answering 503: %s", spim_strerror(rc));

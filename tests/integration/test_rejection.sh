@@ -22,7 +22,7 @@ bin=${SPIMFILTER:-$src/build/dev/cli/spimfilter}
 samples=${SAMPLES_TSV:-$src/corpora/samples.tsv}
 KAM_PORT=20060 FILTER_PORT=20070 UAS_PORT_=20080
 export UAC_PORT=20061 UAC_SF=$here/uac_verdict.xml
-redress=https://redress.example.net/spim?case=42
+redress="https://redress.example.net/spim?case=42"
 fails=0
 check() {
     local what=$1

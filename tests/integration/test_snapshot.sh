@@ -80,10 +80,10 @@ start_uas $UAS_A || exit 1
 UAS_LOG_A=$UAS_LOG
 start_uas $UAS_B || exit 1
 UAS_LOG_B=$UAS_LOG
-for x in a b; do
-    it_spawn "$IT_TMP/serve-$x.log" "$bin" serve --config "$IT_TMP/$x.conf"
-    eval "serve_$x=\$IT_LAST_PID"
-done
+it_spawn "$IT_TMP/serve-a.log" "$bin" serve --config "$IT_TMP/a.conf"
+serve_a=$IT_LAST_PID
+it_spawn "$IT_TMP/serve-b.log" "$bin" serve --config "$IT_TMP/b.conf"
+serve_b=$IT_LAST_PID
 wait_port $FILTER_A udp 10 "$serve_a" || { it_fail "serve A did not start" "$IT_TMP/serve-a.log"; exit 1; }
 wait_port $FILTER_B udp 10 "$serve_b" || { it_fail "serve B did not start" "$IT_TMP/serve-b.log"; exit 1; }
 start_kamailio $KAM_A sip:127.0.0.1:$FILTER_A || exit 1
@@ -101,8 +101,9 @@ verdicts() {
     from=$(max_id "$db")
     local before
     before=$(wc -l <"$5")
-    UAS_PORT=$3 UAC_PORT=$4 UAC_RATE=100 run_uac 127.0.0.1:$([ "$3" = $UAS_A ] && echo $KAM_A || echo $KAM_B) \
-        "$IT_TMP/compare.inf" "$ncmp"
+    local kam=$KAM_B
+    [ "$3" = $UAS_A ] && kam=$KAM_A
+    UAS_PORT=$3 UAC_PORT=$4 UAC_RATE=100 run_uac "127.0.0.1:$kam" "$IT_TMP/compare.inf" "$ncmp"
     check "$x: the compare set finished cleanly (rc $UAC_RC)" [ "$UAC_RC" = 0 ]
     sleep 0.3
     tail -n +$((before + 1)) "$5" | sed -n 's/^DELIVERED [^ ]* //p' | sort >"$IT_TMP/$x.delivered"

@@ -29,7 +29,8 @@
 #   FLAT_S     seconds of the flat-out run (3; 0 skips it)
 #   LAT_MAX_MS a step fails when an answer took this long (500: Kamailio's
 #              first retransmission toward the hop)
-#   PORT       base port, 18400: filter PORT+70, sink PORT+80.., generator PORT+61..
+#   PORT       base port, 18400: filter +10, metrics +11, generator +20..+35,
+#              sink +40..+55 (one each per source)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,7 +41,7 @@ sources=${SOURCES:-1}
 flat=${FLAT_S:-3}
 lat_max=${LAT_MAX_MS:-500}
 base=${PORT:-18400}
-fport=$((base + 70)) sport=$((base + 80)) gport=$((base + 61))
+fport=$((base + 10)) sport=$((base + 40)) gport=$((base + 20))
 
 die() {
     echo "filter-load.sh: $*" >&2
@@ -89,10 +90,15 @@ timeout 120 "$bin" train --db "$tmp/db" --tsv "$corpus" >"$tmp/train.log" 2>&1 |
     die "train failed: $(tail -3 "$tmp/train.log")"
 
 # --- serve ---
+# The metrics endpoint (when this build has one) on a port of ours, not its default.
+mflag=()
+if "$bin" serve --help 2>&1 | grep -q -- --metrics-listen; then
+    mflag=(--metrics-listen "127.0.0.1:$((base + 11))")
+fi
 wflag=()
 [[ -n ${WORKERS:-} ]] && wflag=(--workers "$WORKERS")
 "$bin" serve --listen "127.0.0.1:$fport" --next-hop "127.0.0.1:$sport" --db "$tmp/db" \
-    --rules "$root/rules/default.rules" "${wflag[@]}" </dev/null >"$tmp/serve.log" 2>&1 &
+    --rules "$root/rules/default.rules" "${wflag[@]}" "${mflag[@]}" </dev/null >"$tmp/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
     ss -Hlun "sport = :$fport" 2>/dev/null | grep -q . && break

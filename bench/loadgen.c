@@ -10,12 +10,15 @@
  *              with a unique Call-ID and Via branch and the Via sent-by of
  *              the socket it leaves from, so the filter's answers (its 403,
  *              or the sink's 200 it relays) come back here.
- *   sink       a UDP socket (--sink, the filter's next hop) that answers 200
- *              to every request the filter forwards. Its 200 goes to the
- *              datagram's source, which is the filter's socket and its Via
- *              sent-by; with --sources N the 200s leave from N sockets (the
- *              sink port and the next ones) so that the filter's
- *              SO_REUSEPORT hash spreads them as it spreads the requests.
+ *   sink       a UDP socket and a TCP listener on the same port (--sink,
+ *              the filter's next hop) that answer 200 to every request the
+ *              filter forwards (the filter sends a MESSAGE too large for
+ *              UDP over TCP, framed by Content-Length; the 200 goes back on
+ *              that connection). A UDP 200 goes to the datagram's source,
+ *              which is the filter's socket and its Via sent-by; with
+ *              --sources N the 200s leave from N sockets (the sink port and
+ *              the next ones) so that the filter's SO_REUSEPORT hash may
+ *              spread them as it spreads the requests.
  *
  * Open loop at --rate N MESSAGE/s for --duration S seconds, or closed loop
  * (--rate 0: flat-out, at most --window requests unanswered). Then it waits

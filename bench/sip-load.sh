@@ -27,7 +27,7 @@
 #              with the default (1300) spimfilter sends the larger MESSAGEs
 #              on to it over TCP, which the UAS refuses (no UDP fallback):
 #              those would fail for reasons that are not load.
-#   PORT       base port 18600: Kamailio +60, UAC +61, spimfilter +70, UAS +80
+#   PORT       base port 18600: Kamailio +60, UAC +61, spimfilter +70, UAS +80, metrics +90
 # Everything is bounded: SIPp by -timeout and an outer timeout, the helpers
 # of tests/integration/lib.sh by IT_WAIT; everything started is stopped by
 # pid on exit.
@@ -132,12 +132,17 @@ it_stop "$kam_a"
 sleep 1
 
 # --- chain B: through spimfilter ---
+# The metrics endpoint (when this build has one) on a port of ours, not its default.
+mflag=()
+if "$bin" serve --help 2>&1 | grep -q -- --metrics-listen; then
+    mflag=(--metrics-listen "127.0.0.1:$((base + 90))")
+fi
 wflag=()
 [[ -n ${WORKERS:-} ]] && wflag=(--workers "$WORKERS")
 printf 'udp_max = %s\n' "${UDP_MAX:-0}" >"$IT_TMP/serve.conf"
 it_spawn "$IT_TMP/serve.log" "$bin" serve --config "$IT_TMP/serve.conf" --listen "127.0.0.1:$fport" \
     --next-hop "127.0.0.1:$uasport" --db "$IT_TMP/db" --rules "$root/rules/default.rules" \
-    "${wflag[@]}"
+    "${wflag[@]}" "${mflag[@]}"
 serve_pid=$IT_LAST_PID
 wait_port "$fport" udp 10 "$serve_pid" || die "spimfilter did not start: $(tail -3 "$IT_TMP/serve.log")"
 start_kamailio "$kport" "sip:127.0.0.1:$fport" >/dev/null 2>&1 || die "kamailio (B) did not start"

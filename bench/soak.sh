@@ -24,7 +24,7 @@
 #               10000 12000 14000 16000 18000 20000 25000 30000 35000", 2)
 #   SAMPLE_S    seconds between samples (10, or DURATION/30 when shorter)
 #   WARMUP_S    seconds of load before the start sample (30, or DURATION/10 when shorter)
-#   PORT        base port, 18500: filter +70, sink +80, generator +61
+#   PORT        base port, 18500: filter +70, sink +80, generator +61, metrics +90
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,9 +81,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The metrics endpoint (when this build has one) on a port of ours, not its default.
+mflag=()
+if "$bin" serve --help 2>&1 | grep -q -- --metrics-listen; then
+    mflag=(--metrics-listen "127.0.0.1:$((base + 90))")
+fi
 timeout 120 "$bin" train --db "$tmp/db" --tsv "$corpus" >"$tmp/train.log" 2>&1 || die "train failed"
 "$bin" serve --listen "127.0.0.1:$fport" --next-hop "127.0.0.1:$sport" --db "$tmp/db" \
-    --rules "$root/rules/default.rules" </dev/null >"$tmp/serve.log" 2>&1 &
+    --rules "$root/rules/default.rules" "${mflag[@]}" </dev/null >"$tmp/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
     ss -Hlun "sport = :$fport" 2>/dev/null | grep -q . && break

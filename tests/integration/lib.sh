@@ -42,6 +42,21 @@ IT_PIDS=()
 IT_TMP=""
 IT_FAILED=0
 
+# check DESCRIPTION CMD...: run CMD; log PASS or FAIL; a failure counts in $fails
+# (the caller ends with a non-zero exit when fails is not 0) and keeps the temp dir.
+fails=${fails:-0}
+check() {
+    local what=$1
+    shift
+    if "$@"; then
+        it_log "PASS $what"
+    else
+        it_log "FAIL $what"
+        fails=$((fails + 1))
+        IT_FAILED=1
+    fi
+}
+
 it_log() {
     printf '[it %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
 }

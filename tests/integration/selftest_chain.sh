@@ -19,17 +19,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 fails=0
-check() { # check DESCRIPTION CONDITION...
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 it_init || exit 1
 

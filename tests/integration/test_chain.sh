@@ -21,17 +21,6 @@ bin=${SPIMFILTER:-$src/build/dev/cli/spimfilter}
 sms=${SMS_TSV:-$src/../shared/corpora/SMSSpamCollection.tsv}
 samples=${SAMPLES_TSV:-$src/corpora/samples.tsv}
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 [ -x "$bin" ] || { echo "test_chain: no spimfilter binary at $bin" >&2; exit 1; }
 it_init || exit 1

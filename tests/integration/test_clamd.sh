@@ -23,17 +23,6 @@ SERVE_PORT=17170
 UAS_P=17180
 export UAC_PORT=${UAC_PORT:-17161}
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 finish() {
     if [ "$fails" != 0 ]; then
         [ -s "$IT_TMP/serve.log" ] && { echo "---- serve log ----" >&2; tail -n 30 "$IT_TMP/serve.log" >&2; }

@@ -42,17 +42,6 @@ R1=19080
 R2=19081
 export UAC_PORT=19061
 fails=0
-check() { # check DESCRIPTION CONDITION...
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 # not CMD...: succeed when CMD fails (for check).
 not() { ! "$@"; }

@@ -27,17 +27,6 @@ KAM_PORT=21060 FILTER_PORT=21070 UAS_SIP_PORT=21080 METRICS=127.0.0.1:21464
 export UAC_PORT=21061 UAC_RATE=10
 N=30 # MESSAGEs per run: 3 s at 10/s, long enough to scrape in the middle
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 # ok 'CONDITION': a shell condition, for checks of more than one test.
 ok() {
     eval "$1"

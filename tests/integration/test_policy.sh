@@ -20,17 +20,6 @@ SERVE_PORT=17070
 UAS_P=17080
 export UAC_PORT=${UAC_PORT:-17061}
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 [ -x "$bin" ] || { echo "test_policy: no spimfilter binary at $bin" >&2; exit 1; }
 it_init || exit 1

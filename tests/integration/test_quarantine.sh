@@ -28,17 +28,6 @@ src=$IT_SRC_DIR
 bin=${SPIMFILTER:-$src/build/dev/cli/spimfilter}
 samples=${SAMPLES_TSV:-$src/corpora/samples.tsv}
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 Q() { "$bin" quarantine "$@"; }
 field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p"; }
 # status_of ID: the status of a record (from jsonl)

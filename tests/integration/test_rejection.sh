@@ -24,17 +24,6 @@ KAM_PORT=20060 FILTER_PORT=20070 UAS_PORT_=20080
 export UAC_PORT=20061 UAC_SF=$here/uac_verdict.xml
 redress="https://redress.example.net/spim?case=42"
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 [ -x "$bin" ] || { echo "test_rejection: no spimfilter binary at $bin" >&2; exit 1; }
 it_init || exit 1

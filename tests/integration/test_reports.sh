@@ -33,17 +33,6 @@ T2="exclusive deal just for you reply YES now to claim the reward"
 T3="your parcel is waiting at the depot confirm the delivery slot"
 T4="cheap flights to lisbon this weekend only book with me"
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 [ -x "$bin" ] || { echo "test_reports: no spimfilter binary at $bin" >&2; exit 1; }
 it_init || exit 1

@@ -34,17 +34,6 @@ KAM_A=20260 FILTER_A=20270 UAS_A=20280 UAC_A=20261
 KAM_B=20262 FILTER_B=20271 UAS_B=20281 UAC_B=20263
 export UAC_SF=$here/uac_verdict.xml
 fails=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        it_log "PASS $what"
-    else
-        it_log "FAIL $what"
-        fails=$((fails + 1))
-        IT_FAILED=1
-    fi
-}
 
 [ -x "$bin" ] || { echo "test_snapshot: no spimfilter binary at $bin" >&2; exit 1; }
 it_init || exit 1

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <linux/filter.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -94,6 +95,7 @@ struct spim_filter_worker {
     struct spim_slice fm_from_uri;
     struct spim_filter_out out;
     struct conn *next_conn; /* our TCP connection to the next hop */
+    uint64_t tcp_retry_ns;  /* after a refused connect: not before this */
     unsigned nconns;
     /* batches */
     char *rbuf[BATCH];
@@ -161,6 +163,27 @@ static int resolve_hostport(const char *host, unsigned port, struct sockaddr_sto
     *sl = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+/*
+ * SO_REUSEPORT picks a socket by a hash of the 4-tuple, so all the datagrams
+ * of one upstream (Kamailio sends from one socket) would land on one worker.
+ * A classic BPF program that returns a random index spreads them over all
+ * workers; the hop is stateless, so any worker may take any datagram. If the
+ * kernel refuses it, the hash stays: slower, not wrong.
+ */
+static void spread_datagrams(struct spim_filter *f)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_RANDOM)),
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, f->nworkers),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof(code) / sizeof(code[0])), code};
+
+    if (f->nworkers > 1 &&
+        setsockopt(f->socks[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0)
+        spim_log(SPIM_LOG_INFO, "udp: cannot spread datagrams over workers: %s", strerror(errno));
 }
 
 int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filter_ops *ops,
@@ -262,6 +285,7 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         if (f->listens[i] < 0)
             goto fail;
     }
+    spread_datagrams(f);
     *out = f;
     return 0;
 
@@ -486,6 +510,31 @@ static void sent_report(struct spim_filter_worker *w, const struct spim_sip_msg 
     f->ops->report(w->wud, &rep);
 }
 
+/*
+ * Whether the next hop takes TCP: connects on first use; after a refusal,
+ * not tried again for 10 s (a UDP-only next hop costs one attempt a while).
+ */
+static int next_tcp_usable(struct spim_filter_worker *w)
+{
+    uint64_t now = spim_mono_ns();
+
+    if (w->next_conn != NULL) {
+        /* the next hop may have closed it while idle: do not write into a dead one */
+        struct pollfd pfd = {w->next_conn->fd, POLLRDHUP, 0};
+
+        if (poll(&pfd, 1, 0) == 0)
+            return 1;
+        conn_close(w, w->next_conn);
+    }
+    if (now < w->tcp_retry_ns)
+        return 0;
+    if (next_conn(w) != NULL)
+        return 1;
+    w->tcp_retry_ns = now + 10000000000ull;
+    spim_log(SPIM_LOG_WARN, "next hop refuses TCP: large requests go over UDP for 10 s");
+    return 0;
+}
+
 /* --- one message ----------------------------------------------------------------- */
 
 static int only_whitespace(const char *buf, size_t len)
@@ -691,9 +740,17 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         how.extra = h;
         how.nextra = 4;
     }
-    /* RFC 3261 18.1.1, RFC 3428: too large for UDP toward the next hop: TCP */
-    how.tcp = f->cfg.udp_max > 0 && m.msg_len + 512 > f->cfg.udp_max;
+    /*
+     * RFC 3261 18.1.1, RFC 3428: a request too large for UDP goes to the next
+     * hop over TCP; if the next hop refuses TCP, over UDP after all (18.1.1
+     * says to retry with UDP then).
+     */
+    how.tcp = 0;
     rc = spim_proxy_forward_request(&m, &f->cfg.self, src, &how, &out->buf);
+    if (rc == 0 && f->cfg.udp_max > 0 && out->buf.len > f->cfg.udp_max && next_tcp_usable(w)) {
+        how.tcp = 1;
+        rc = spim_proxy_forward_request(&m, &f->cfg.self, src, &how, &out->buf);
+    }
     if (rc != 0) {
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;

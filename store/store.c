@@ -28,7 +28,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define DEFAULT_MAP_SIZE ((size_t)64 << 20)
+/* Sparse on Linux: a large map costs nothing until used, and avoids remaps (which
+   stall every reader) while serve runs. */
+#define DEFAULT_MAP_SIZE ((size_t)1 << 30)
 /* Retries of one write; each doubles the map, so this is never the limit. */
 #define MAX_WRITE_ATTEMPTS 48
 #define MAX_READ_ATTEMPTS 16

@@ -31,7 +31,7 @@ enum {
 
 /*
  * Opens the store in dir. map_size is the initial LMDB map size in bytes
- * (0: the default, 64 MiB); it grows on MDB_MAP_FULL and the write retries.
+ * (0: the default, 1 GiB, sparse); it grows on MDB_MAP_FULL and the write retries.
  * *out is set only on success. Missing store without SPIM_STORE_CREATE:
  * SPIM_ENOTFOUND.
  */

@@ -35,7 +35,7 @@ static int bind_any(unsigned *port)
 {
     struct sockaddr_in sin;
     socklen_t sl = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
@@ -130,7 +130,7 @@ static int setup(void **state)
         sin.sin_family = AF_INET;
         sin.sin_port = htons((uint16_t)hop_port);
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        hop_tcp = socket(AF_INET, SOCK_STREAM, 0);
+        hop_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* not inherited by serve */
         setsockopt(hop_tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         assert_int_equal(bind(hop_tcp, (struct sockaddr *)&sin, sizeof(sin)), 0);
         assert_int_equal(listen(hop_tcp, 4), 0);
@@ -181,7 +181,8 @@ static int teardown(void **state)
     }
     close(sock);
     close(hop);
-    close(hop_tcp);
+    if (hop_tcp >= 0)
+        close(hop_tcp);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         return -1;
@@ -510,6 +511,35 @@ static void test_serve_wire_reload(void **state)
     usleep(300000);
 }
 
+/* A next hop that refuses TCP still gets the large request, over UDP (RFC 3261 18.1.1). */
+static void test_serve_wire_large_falls_back_to_udp(void **state)
+{
+    char body[3000], msg[8192], req[70000];
+    int n;
+    ssize_t r;
+
+    (void)state;
+    close(hop_tcp); /* nothing listens on TCP any more: connects are refused */
+    hop_tcp = -1;
+    usleep(200000); /* the filter notices its old connection closed */
+    memset(body, 'b', sizeof(body) - 1);
+    for (size_t i = 7; i < sizeof(body) - 1; i += 8)
+        body[i] = ' ';
+    body[sizeof(body) - 1] = '\0';
+    drain(hop);
+    n = message(msg, sizeof(msg), "big-udp", body, NULL);
+    send_to_serve(msg, (size_t)n);
+    r = recv_wait(hop, req, sizeof(req) - 1, 3000);
+    if (r <= 0) {
+        r = recv_wait(sock, req, sizeof(req) - 1, 100);
+        fail_msg("not forwarded; the sender got: %.60s", r > 0 ? req : "(nothing)");
+    }
+    req[r] = '\0';
+    assert_non_null(strstr(req, "Via: SIP/2.0/UDP 127.0.0.1:"));
+    assert_non_null(strstr(req, body));
+    assert_true(alive());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_serve_wire_tcp_framing),
         cmocka_unit_test(test_serve_wire_large_goes_tcp),
         cmocka_unit_test(test_serve_wire_reload),
+        cmocka_unit_test(test_serve_wire_large_falls_back_to_udp),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

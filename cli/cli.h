@@ -111,6 +111,10 @@ struct spim_engine_worker {
     struct spim_scan *scan;
     struct spim_engine_conf *conf;   /* the one scan was built for; a reference */
     struct spim_engine_model *model; /* the one reader reads; a reference */
+    /* serve's blocked messages waiting for the group commit (judge.c) */
+    unsigned npend;
+    struct spim_quar_entry pend[32];
+    char *pend_buf[32]; /* each entry's slices point into its own copy */
 };
 
 /* Opens the store (read-only unless writable) and loads the rules of cfg. */
@@ -172,6 +176,8 @@ struct spim_filter_result;
 void *spim_judge_worker_new(void *engine);
 void spim_judge_worker_free(void *wud);
 int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
+/* Commits the quarantine writes spim_judge deferred (one transaction). */
+int spim_judge_flush(void *wud);
 struct spim_filter_report;
 /*
  * A 607 Unwanted for a MESSAGE we delivered (the filter's ops.report):

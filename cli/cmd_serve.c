@@ -42,6 +42,7 @@ static const struct spim_filter_ops ops = {
     .worker_new = spim_judge_worker_new,
     .worker_free = spim_judge_worker_free,
     .judge = spim_judge,
+    .flush = spim_judge_flush,
     .report = spim_judge_report,
 };
 
@@ -301,9 +302,19 @@ int spim_cmd_serve(int argc, char **argv)
         fprintf(stderr, "spimfilter serve: listen, next_hop and advertise must be HOST:PORT\n");
         return 1;
     }
-    if (spim_engine_open(&e, &cfg, 1, err, sizeof(err)) != 0) {
+    /* --check-config reads: it never creates a store a typo in db named */
+    if (spim_engine_open(&e, &cfg, !check, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter serve: %s\n", err);
         return 1;
+    }
+    {
+        struct spim_totals t0;
+
+        if (spim_store_totals(e.store, &t0) == 0 && (t0.spam_msgs == 0 || t0.ham_msgs == 0))
+            spim_log(SPIM_LOG_WARN,
+                     "the store %s has %llu spam and %llu ham trained: without both, Bayes "
+                     "says 0.5 to everything and only rules and lists decide (spimfilter train)",
+                     cfg.db, (unsigned long long)t0.spam_msgs, (unsigned long long)t0.ham_msgs);
     }
     if (check) {
         struct spim_totals tot;

@@ -280,10 +280,13 @@ int spim_cmd_train(int argc, char **argv)
                t.delta > 0 ? "learned" : "unlearned", t.spam, t.ham, s,
                s > 0 ? (double)all / s : 0.0, (unsigned long long)tot.spam_msgs,
                (unsigned long long)tot.ham_msgs);
-        if (t.dup || t.moved || t.unknown)
-            printf("%lu already learned with that label (skipped), %lu moved from the other "
-                   "label, %lu not learned before (nothing to unlearn)\n",
-                   t.dup, t.moved, t.unknown);
+        /* only what happened: duplicates skipped, labels moved, nothing to unlearn */
+        if (t.dup)
+            printf("%lu messages already learned with that label: skipped\n", t.dup);
+        if (t.moved)
+            printf("%lu messages moved from the other label\n", t.moved);
+        if (t.unknown)
+            printf("%lu messages were not learned before: nothing to unlearn\n", t.unknown);
     }
     rc = 0;
 out:

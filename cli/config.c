@@ -336,6 +336,8 @@ static int on_key(void *ud, const char *section, const char *name, const char *v
 {
     struct load_ctx *lc = ud;
 
+    if (lc->err[0] != '\0')
+        return 1; /* inih goes on after an error: keep the first one, of its line */
     if (section[0] != '\0' && strcmp(section, "spimfilter") != 0) {
         snprintf(lc->err, sizeof(lc->err), "unknown section [%s]", section);
         return 0;

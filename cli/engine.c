@@ -211,6 +211,8 @@ void spim_engine_worker_free(struct spim_engine_worker *w)
 {
     if (w == NULL)
         return;
+    for (unsigned i = 0; i < w->npend; i++)
+        free(w->pend_buf[i]);
     spim_scan_free(w->scan);
     spim_store_reader_free(w->reader);
     spim_engine_model_release(w->e, w->model);

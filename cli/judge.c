@@ -9,6 +9,7 @@
 #include "policy.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Set while the quarantine is over quarantine_max_mb: one log line per change. */
@@ -26,6 +27,73 @@ void *spim_judge_worker_new(void *ud)
 void spim_judge_worker_free(void *wud)
 {
     spim_engine_worker_free(wud);
+}
+
+/* Copies q and what its slices point to into one allocation, for the group commit. */
+static int defer(struct spim_engine_worker *w, const struct spim_quar_entry *q)
+{
+    struct spim_quar_entry *d = &w->pend[w->npend];
+    const struct spim_slice *src[] = {&q->from,  &q->to,      &q->call_id, &q->source,
+                                      &q->rules, &q->reasons, &q->text,    &q->raw};
+    struct spim_slice *dst[] = {&d->from,  &d->to,      &d->call_id, &d->source,
+                                &d->rules, &d->reasons, &d->text,    &d->raw};
+    size_t total = 0, off = 0;
+    char *buf;
+
+    for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++)
+        total += src[i]->len;
+    buf = malloc(total ? total : 1);
+    if (buf == NULL)
+        return SPIM_ENOMEM;
+    *d = *q;
+    for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+        if (src[i]->len)
+            memcpy(buf + off, src[i]->p, src[i]->len);
+        *dst[i] = (struct spim_slice){buf + off, src[i]->len};
+        off += src[i]->len;
+    }
+    w->pend_buf[w->npend++] = buf;
+    return 0;
+}
+
+int spim_judge_flush(void *wud)
+{
+    struct spim_engine_worker *w = wud;
+    const struct spim_quar_entry *es[32];
+    uint64_t ids[32];
+    int existed[32], over[32], rc;
+    unsigned n = w->npend;
+
+    if (n == 0)
+        return 0;
+    for (unsigned i = 0; i < n; i++)
+        es[i] = &w->pend[i];
+    rc = spim_quar_put_many(w->e->store, es, n, (uint64_t)w->conf->cfg.quarantine_max_mb << 20, ids,
+                            existed, over);
+    for (unsigned i = 0; i < n; i++) {
+        if (rc == 0)
+            spim_log(SPIM_LOG_DEBUG, "quarantine id %llu%s", (unsigned long long)ids[i],
+                     existed[i] ? " (retransmission)"
+                     : over[i]  ? " (full: not stored)"
+                                : "");
+        if (rc == 0 && over[i] && !atomic_exchange(&quar_over, 1))
+            spim_log(SPIM_LOG_WARN,
+                     "quarantine full: it uses quarantine_max_mb %u MB or more; blocked messages "
+                     "are now refused and not stored (quarantine_full = block) until "
+                     "`spimfilter quarantine purge` or expiry frees space",
+                     w->conf->cfg.quarantine_max_mb);
+        else if (rc == 0 && !over[i] && !existed[i] && atomic_exchange(&quar_over, 0))
+            spim_log(SPIM_LOG_INFO, "quarantine below quarantine_max_mb %u MB again: storing",
+                     w->conf->cfg.quarantine_max_mb);
+        free(w->pend_buf[i]);
+    }
+    w->npend = 0;
+    if (rc != 0) {
+        spim_metrics_inc(SPIM_METRIC_STORE_ERRORS);
+        spim_log(SPIM_LOG_ERR, "quarantine write of %u blocked messages failed, not answered: %s",
+                 n, spim_strerror(rc));
+    }
+    return rc;
 }
 
 /*
@@ -62,6 +130,19 @@ static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg
     q.reasons = (struct spim_slice){reasons, strlen(reasons)};
     q.text = m->text;
     q.raw = m->raw;
+    /*
+     * The group commit: without a quota to honour per message (or when a full
+     * quarantine means blocking anyway), the write waits for spim_judge_flush,
+     * which the filter calls once per batch before answering.
+     */
+    if (cfg->quarantine_max_mb == 0 || !cfg->quarantine_full_tag) {
+        if (w->npend == sizeof(w->pend) / sizeof(w->pend[0]) && (rc = spim_judge_flush(w)) != 0)
+            return rc;
+        if ((rc = defer(w, &q)) != 0)
+            return rc;
+        r->deferred = 1;
+        return 0;
+    }
     rc = spim_quar_put_quota(w->e->store, &q, (uint64_t)cfg->quarantine_max_mb << 20, &id, &existed,
                              &over);
     if (rc != 0) {

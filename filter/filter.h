@@ -202,6 +202,7 @@ struct spim_filter_result {
     double score, spam_probability;
     char rules[512]; /* names of the matched rules and policy entries, comma-separated */
     int code;        /* block: the status to answer (0: 403 for MESSAGE, 403 for INVITE) */
+    int deferred;    /* block: the quarantine write waits for ops->flush (group commit) */
 };
 
 /*
@@ -226,6 +227,13 @@ struct spim_filter_ops {
      * the filter then answers 503 and delivers nothing.
      */
     int (*judge)(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
+    /*
+     * Optional: commits what judge deferred (one write for a batch of blocked
+     * messages). The filter calls it before sending the answers of a batch;
+     * non-zero: nothing was stored, and the deferred blocks are not answered
+     * (the sender retransmits, and the next attempt is judged again).
+     */
+    int (*flush)(void *wud);
     /* Optional: records a 607 report; called in the worker that got the 607. */
     void (*report)(void *wud, const struct spim_filter_report *rep);
 };
@@ -290,7 +298,8 @@ enum spim_out_how {
 
 struct spim_filter_out {
     struct spim_buf buf;
-    int how; /* enum spim_out_how */
+    int how;     /* enum spim_out_how */
+    int pending; /* a block whose quarantine write waits for ops->flush */
     struct sockaddr_storage dst;
     socklen_t dstlen;
     uint32_t conn;

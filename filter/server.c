@@ -642,6 +642,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
 
     out->buf.len = 0;
     out->how = SPIM_OUT_NONE;
+    out->pending = 0;
     if (len == 0 || only_whitespace(buf, len))
         return; /* keep-alives and empty datagrams */
     rc = spim_sip_parse(buf, len, &m, err, sizeof(err));
@@ -728,6 +729,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
             answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src,
                    in_conn, out);
         }
+        out->pending = r.deferred;
         goto done;
     }
     if (action == 1) {
@@ -871,10 +873,21 @@ static void send_out(struct spim_filter_worker *w, struct spim_filter_out *o)
     }
 }
 
-/* Reads a batch of datagrams, handles them, sends the UDP answers in one batch. */
+/* Commits the deferred quarantine writes; 0 when there were none. */
+static int flush(struct spim_filter_worker *w)
+{
+    return w->f->ops->flush != NULL ? w->f->ops->flush(w->wud) : 0;
+}
+
+/*
+ * Reads a batch of datagrams, handles them, commits the quarantine writes
+ * of the batch's blocked messages in one transaction (one sync instead of
+ * one per message), then sends the UDP answers in one batch.
+ */
 static void udp_batch(struct spim_filter_worker *w)
 {
-    int n, ns = 0;
+    int n, ns = 0, npending = 0;
+    unsigned char pend[BATCH];
 
     for (int i = 0; i < BATCH; i++) {
         w->riov[i] = (struct iovec){w->rbuf[i], SPIM_SIP_MAX + 1};
@@ -888,12 +901,16 @@ static void udp_batch(struct spim_filter_worker *w)
     if (n <= 0)
         return;
     for (int i = 0; i < n; i++) {
-        struct spim_filter_out o = {{w->sbuf[ns], 0, OUT_CAP}, 0, {0}, 0, 0};
+        struct spim_filter_out o = {{w->sbuf[ns], 0, OUT_CAP}, 0, 0, {0}, 0, 0};
 
         if (w->rmsg[i].msg_len > SPIM_SIP_MAX)
             continue;
         spim_filter_handle(w, w->rbuf[i], w->rmsg[i].msg_len, &w->rsrc[i], 0, &o);
+        if (o.pending && o.how != SPIM_OUT_UDP && flush(w) != 0)
+            continue; /* not stored: no answer */
         if (o.how == SPIM_OUT_UDP && o.buf.len > 0) {
+            pend[ns] = (unsigned char)o.pending;
+            npending += o.pending;
             w->sdst[ns] = o.dst;
             w->siov[ns] = (struct iovec){o.buf.p, o.buf.len};
             memset(&w->smsg[ns], 0, sizeof(w->smsg[ns]));
@@ -905,6 +922,22 @@ static void udp_batch(struct spim_filter_worker *w)
         } else {
             send_out(w, &o);
         }
+    }
+    if (npending > 0 && flush(w) != 0) {
+        /* the blocked messages were not stored: answer none of them */
+        int k = 0;
+
+        for (int i = 0; i < ns; i++) {
+            if (pend[i])
+                continue;
+            w->sdst[k] = w->sdst[i];
+            w->siov[k] = w->siov[i];
+            w->smsg[k] = w->smsg[i];
+            w->smsg[k].msg_hdr.msg_iov = &w->siov[k];
+            w->smsg[k].msg_hdr.msg_name = &w->sdst[k];
+            k++;
+        }
+        ns = k;
     }
     for (int sent = 0; sent < ns;) {
         int k = sendmmsg(w->sock, w->smsg + sent, (unsigned)(ns - sent), 0);
@@ -1017,7 +1050,8 @@ static int conn_read(struct spim_filter_worker *w, struct conn *c)
             return 0;
         w->out.buf.len = 0;
         spim_filter_handle(w, c->buf, total, &c->peer, c->outbound ? 0 : c->id, &w->out);
-        send_out(w, &w->out);
+        if (!w->out.pending || flush(w) == 0)
+            send_out(w, &w->out);
         memmove(c->buf, c->buf + total, c->len - total);
         c->len -= total;
     }

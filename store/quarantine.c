@@ -297,6 +297,57 @@ int spim_quar_put_quota(struct spim_store *st, const struct spim_quar_entry *e, 
     return 0;
 }
 
+struct put_many_ctx {
+    struct put_ctx *cs;
+    size_t n;
+};
+
+static int put_many_fn(struct spim_store *st, MDB_txn *txn, void *ud)
+{
+    struct put_many_ctx *pm = ud;
+
+    for (size_t i = 0; i < pm->n; i++) {
+        int rc = put_fn(st, txn, &pm->cs[i]);
+
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int spim_quar_put_many(struct spim_store *st, const struct spim_quar_entry *const *e, size_t n,
+                       uint64_t max_bytes, uint64_t *ids, int *existed, int *over)
+{
+    struct put_ctx cs[64];
+    struct put_many_ctx pm = {cs, n};
+    int rc = 0;
+
+    if (st == NULL || e == NULL || ids == NULL || existed == NULL || over == NULL ||
+        n > sizeof(cs) / sizeof(cs[0]))
+        return SPIM_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i] == NULL || !valid_status(e[i]->status) || !valid_learned(e[i]->learned))
+            return SPIM_EINVAL;
+        memset(&cs[i], 0, sizeof(cs[i]));
+        cs[i].e = e[i];
+        cs[i].max_bytes = max_bytes;
+        cs[i].size = rec_size(e[i], &rc);
+        if (cs[i].size == 0)
+            return rc;
+    }
+    if (n == 0)
+        return 0;
+    rc = spim__write(st, put_many_fn, &pm);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = cs[i].id;
+        existed[i] = cs[i].existed;
+        over[i] = cs[i].over;
+    }
+    return 0;
+}
+
 int spim_quar_put(struct spim_store *st, const struct spim_quar_entry *e, uint64_t *id_out,
                   int *existed)
 {

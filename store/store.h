@@ -146,6 +146,14 @@ int spim_quar_set_status(struct spim_store *st, uint64_t id, uint32_t status);
  */
 int spim_quar_put_quota(struct spim_store *st, const struct spim_quar_entry *e, uint64_t max_bytes,
                         uint64_t *id_out, int *existed, int *over);
+/*
+ * n records in ONE committed write transaction (one sync: the group commit
+ * of serve), each as spim_quar_put_quota would; ids, existed and over get
+ * one value per record. A later record sees the earlier ones (a
+ * retransmission in the same group is found by its de-duplication key).
+ */
+int spim_quar_put_many(struct spim_store *st, const struct spim_quar_entry *const *e, size_t n,
+                       uint64_t max_bytes, uint64_t *ids, int *existed, int *over);
 
 /* How big the quarantine is: records and the bytes of its LMDB pages. */
 struct spim_quar_usage {

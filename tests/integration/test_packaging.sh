@@ -91,7 +91,9 @@ for k in $keys; do
     check "example config: key $k" grep -Eq "^(# )?$k =" "$conf"
 done
 
-# 3. The example config loads as it is (db and rules pointed at this tree).
+# 3. The example config loads as it is (db and rules pointed at this tree; --check-config
+#    wants a store that exists).
+"$bin" train --db "$tmp/db" --tsv "$src/corpora/im.tsv" >/dev/null
 "$bin" serve --config "$conf" --check-config --db "$tmp/db" --rules "$src/rules/default.rules" \
     >"$tmp/check.out" 2>&1
 check "the example config loads (serve --check-config)" grep -q '^config OK' "$tmp/check.out"

@@ -109,14 +109,25 @@ static void append_converted(struct out *o, const char *cs, size_t csn, const ch
         o->p[o->len++] = '\n';
     outp = o->p + o->len;
     outleft = o->cap - o->len;
-    /* Skip what does not convert, a byte at a time, so one bad byte loses one character. */
-    for (unsigned guard = 0; inleft > 0 && guard < 65536; guard++) {
-        if (iconv(cd, &in, &inleft, &outp, &outleft) != (size_t)-1)
-            break;
-        if (errno == E2BIG)
-            break;
-        in++;
-        inleft--;
+    /*
+     * Skip what does not convert, one code unit at a time (two bytes in
+     * UTF-16, four in UTF-32: one byte would shift every unit after it), so
+     * a bad unit loses one character.
+     */
+    {
+        size_t unit = strstr(name, "16") ? 2 : strstr(name, "32") ? 4 : 1;
+
+        for (unsigned guard = 0; inleft > 0 && guard < 65536; guard++) {
+            size_t k;
+
+            if (iconv(cd, &in, &inleft, &outp, &outleft) != (size_t)-1)
+                break;
+            if (errno == E2BIG)
+                break;
+            k = inleft < unit ? inleft : unit;
+            in += k;
+            inleft -= k;
+        }
     }
     o->len = (size_t)(outp - o->p);
     iconv_close(cd);
@@ -233,6 +244,13 @@ void spim__parse_ctype(const char *p, size_t n, struct spim_slice *type, struct 
 static void extract(struct out *o, const char *ct, size_t ctn, struct spim_slice disp,
                     const char *p, size_t n, int depth);
 
+/* Text of bytes whose structure could not be followed: scored as they are, never skipped. */
+static void append_raw(struct out *o, const char *p, size_t n)
+{
+    append(o, p, n);
+    o->found_text = 1;
+}
+
 /*
  * message/cpim: CPIM message headers, an empty line, the MIME headers of
  * the encapsulated content (Content-Type among them), an empty line, then
@@ -259,7 +277,7 @@ static void extract_cpim(struct out *o, const char *p, size_t n, int depth)
         i = le;
     }
     if (blank < 2) {
-        o->found_other = 1;
+        append_raw(o, p, n); /* not CPIM as RFC 3862 writes it: scored as text */
         return;
     }
     if (ct_e == 0) {
@@ -278,6 +296,52 @@ static void extract_cpim(struct out *o, const char *p, size_t n, int depth)
  * here rather than by libosip2, whose 5.3 parser drops the last part when
  * it is followed by the close delimiter.
  */
+/* One part: MIME headers, an empty line, the content (p[b..e)). */
+static void extract_part(struct out *o, const char *p, size_t b, size_t e, int depth)
+{
+    size_t hs = b, cs = 0, ce = 0, body = 0;
+    struct spim_slice disp = {NULL, 0};
+
+    for (unsigned g = 0; hs <= e && g < 64; g++) {
+        const char *nl = memchr(p + hs, '\n', e - hs);
+        size_t le = nl ? (size_t)(nl - p) : e, ve = le;
+
+        if (ve > hs && p[ve - 1] == '\r')
+            ve--;
+        if (ve == hs) {
+            body = nl ? le + 1 : e;
+            break;
+        }
+        if (ve - hs > 13 && strncasecmp(p + hs, "Content-Type:", 13) == 0) {
+            cs = hs + 13;
+            ce = ve;
+        } else if (ve - hs > 20 && strncasecmp(p + hs, "Content-Disposition:", 20) == 0) {
+            disp = (struct spim_slice){p + hs + 20, ve - hs - 20};
+        }
+        if (nl == NULL)
+            break;
+        hs = le + 1;
+    }
+    if (body == 0 || body > e) {
+        append_raw(o, p + b, e - b); /* no end to its headers: all of it is text */
+        return;
+    }
+    while (cs < ce && (p[cs] == ' ' || p[cs] == '\t'))
+        cs++;
+    if (ce)
+        extract(o, p + cs, ce - cs, disp, p + body, e - body, depth + 1);
+    else
+        extract(o, "text/plain", 10, disp, p + body, e - body, depth + 1);
+}
+
+/*
+ * multipart (RFC 2046 5.1): parts between lines of "--boundary" (followed
+ * by padding and the line end), the last closed by "--boundary--". The CRLF
+ * before a delimiter belongs to the delimiter. Split here rather than by
+ * libosip2, whose 5.3 parser drops the last part when it is followed by the
+ * close delimiter. A body that does not follow the grammar (no boundary, no
+ * close delimiter, too many parts) is scored as text, never skipped.
+ */
 static void extract_multipart(struct out *o, struct spim_slice bd, const char *p, size_t n,
                               int depth)
 {
@@ -286,71 +350,53 @@ static void extract_multipart(struct out *o, struct spim_slice bd, const char *p
     int in_part = 0;
 
     if (bd.len == 0 || bd.len > 70) {
-        o->found_other = 1;
+        append_raw(o, p, n);
         return;
     }
     delim[0] = '-';
     delim[1] = '-';
     memcpy(delim + 2, bd.p, bd.len);
     dl = bd.len + 2;
-    for (unsigned guard = 0; i + dl <= n && guard < 256; guard++) {
+    for (unsigned guard = 0;; guard++) {
         const char *hit = NULL;
 
-        /* the next delimiter at the start of a line */
+        if (guard >= 256) {
+            append_raw(o, p + i, n - i); /* more parts than we split: the rest as text */
+            return;
+        }
+        /* the next delimiter line */
         for (size_t j = i; j + dl <= n; j++) {
-            if ((j == 0 || p[j - 1] == '\n') && memcmp(p + j, delim, dl) == 0) {
+            if ((j == 0 || p[j - 1] == '\n') && memcmp(p + j, delim, dl) == 0 &&
+                (j + dl == n || p[j + dl] == '-' || p[j + dl] == '\r' || p[j + dl] == '\n' ||
+                 p[j + dl] == ' ' || p[j + dl] == '\t')) {
                 hit = p + j;
                 break;
             }
         }
-        if (hit == NULL)
-            break;
+        if (hit == NULL) {
+            if (in_part)
+                extract_part(o, p, part, n, depth); /* not closed: the last part runs to the end */
+            else
+                append_raw(o, p, n);
+            return;
+        }
         if (in_part) {
-            size_t e = (size_t)(hit - p), hs = part, cs = 0, ce = 0, body = 0;
-            struct spim_slice disp = {NULL, 0};
+            size_t e = (size_t)(hit - p);
 
             if (e > part && p[e - 1] == '\n')
                 e--;
             if (e > part && p[e - 1] == '\r')
                 e--;
-            /* the part's headers, up to an empty line */
-            for (unsigned g = 0; hs <= e && g < 64; g++) {
-                const char *nl = memchr(p + hs, '\n', e - hs);
-                size_t le = nl ? (size_t)(nl - p) : e, ve = le;
-
-                if (ve > hs && p[ve - 1] == '\r')
-                    ve--;
-                if (ve == hs) {
-                    body = nl ? le + 1 : e;
-                    break;
-                }
-                if (ve - hs > 13 && strncasecmp(p + hs, "Content-Type:", 13) == 0) {
-                    cs = hs + 13;
-                    ce = ve;
-                } else if (ve - hs > 20 && strncasecmp(p + hs, "Content-Disposition:", 20) == 0) {
-                    disp = (struct spim_slice){p + hs + 20, ve - hs - 20};
-                }
-                if (nl == NULL)
-                    break;
-                hs = le + 1;
-            }
-            if (body && body <= e) {
-                while (cs < ce && (p[cs] == ' ' || p[cs] == '\t'))
-                    cs++;
-                if (ce)
-                    extract(o, p + cs, ce - cs, disp, p + body, e - body, depth + 1);
-                else
-                    extract(o, "text/plain", 10, disp, p + body, e - body, depth + 1);
-            }
+            extract_part(o, p, part, e, depth);
         }
         i = (size_t)(hit - p) + dl;
         if (i + 2 <= n && p[i] == '-' && p[i + 1] == '-')
-            break; /* the close delimiter */
+            return; /* the close delimiter */
         {
             const char *nl = memchr(p + i, '\n', n - i);
 
             if (nl == NULL)
-                break;
+                return;
             i = (size_t)(nl - p) + 1;
         }
         part = i;
@@ -364,7 +410,7 @@ static void extract(struct out *o, const char *ct, size_t ctn, struct spim_slice
     struct spim_slice type, sub, cs, bd;
 
     if (depth > MAX_DEPTH) {
-        o->found_other = 1;
+        append_raw(o, p, n); /* nested deeper than we follow: scored as text */
         return;
     }
     spim__parse_ctype(ct, ctn, &type, &sub, &cs, &bd);

@@ -129,8 +129,12 @@ struct spim_proxy_header {
     const char *name, *value;
 };
 
+/* Draws the per-process secret of our branches (spim_filter_new calls it). */
+void spim_proxy_init(void);
 /* The deterministic branch of our Via for this request (RFC 3261 16.11). */
 void spim_proxy_branch(const struct spim_sip_msg *m, char *out, size_t cap);
+/* The same for a request that came on TCP connection conn (carried in the branch). */
+void spim_proxy_branch_conn(const struct spim_sip_msg *m, uint32_t conn, char *out, size_t cap);
 
 /* Whether the request already carries our Via (a loop: 482). */
 int spim_proxy_is_loop(const struct spim_sip_msg *m, const struct spim_proxy_self *self);

@@ -16,6 +16,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <string.h>
 #include <strings.h>
 
@@ -107,21 +109,52 @@ static int resolve(const char *host, size_t hostlen, unsigned port, struct socka
     return 0;
 }
 
+/* A per-process secret in every branch: a response must carry one we made. */
+static uint64_t branch_secret;
+
+void spim_proxy_init(void)
+{
+    uint64_t s = 0;
+
+    if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
+        s = (uint64_t)spim_now_us() ^ ((uint64_t)getpid() << 32);
+    branch_secret = s;
+}
+
+/*
+ * The hash of our branch: the upstream top Via's branch (or its sent-by when
+ * it has none), Call-ID, the CSeq number, the TCP connection and the secret.
+ * The same for every retransmission, and for a CANCEL or an ACK of a
+ * non-2xx, which must take the branch of the INVITE they belong to; and
+ * computable again from a response, which carries all of these.
+ */
+static uint64_t branch_hash(struct spim_slice vbranch, struct spim_slice vhost, unsigned vport,
+                            struct spim_slice call_id, uint64_t cseq, uint32_t conn)
+{
+    uint64_t h = spim_hash64(vbranch.len ? vbranch.p : "", vbranch.len, branch_secret);
+
+    if (vbranch.len == 0)
+        h = spim_hash64(vhost.p, vhost.len, h ^ vport);
+    h = spim_hash64(call_id.p, call_id.len, h);
+    h ^= cseq * 0x9E3779B97F4A7C15ull;
+    h ^= (uint64_t)conn << 17;
+    return spim_hash64(&h, sizeof(h), 0x5350494d);
+}
+
+void spim_proxy_branch_conn(const struct spim_sip_msg *m, uint32_t conn, char *out, size_t cap)
+{
+    uint64_t h =
+        branch_hash(m->via_branch, m->via_host, m->via_port, m->call_id, m->cseq_num, conn);
+
+    if (conn != 0) /* the response finds its way back to this connection */
+        snprintf(out, cap, BRANCH_PREFIX "%016llxc%08x", (unsigned long long)h, (unsigned)conn);
+    else
+        snprintf(out, cap, BRANCH_PREFIX "%016llx", (unsigned long long)h);
+}
+
 void spim_proxy_branch(const struct spim_sip_msg *m, char *out, size_t cap)
 {
-    /*
-     * The top Via (with the upstream branch), Call-ID and the CSeq number:
-     * the same for every retransmission, and for a CANCEL or an ACK of a
-     * non-2xx, which must take the branch of the INVITE they belong to.
-     */
-    uint64_t h = spim_hash64(m->via_branch.len ? m->via_branch.p : "", m->via_branch.len, 0);
-
-    if (m->via_branch.len == 0)
-        h = spim_hash64(m->via_host.p, m->via_host.len, h ^ m->via_port);
-    h = spim_hash64(m->call_id.p, m->call_id.len, h);
-    h ^= m->cseq_num * 0x9E3779B97F4A7C15ull;
-    h = spim_hash64(&h, sizeof(h), 0x5350494d);
-    snprintf(out, cap, BRANCH_PREFIX "%016llx", (unsigned long long)h);
+    spim_proxy_branch_conn(m, 0, out, cap);
 }
 
 static int sent_by_is_us(const struct spim_slice *host, unsigned port,
@@ -173,6 +206,12 @@ static int each_via(const char *buf, const struct spim_sip_msg *m,
         i = le;
     }
     return 0;
+}
+
+/* Whether filling the top Via's rport needs "=" (";rport") or not (";rport=" or ";rport=N"). */
+static int rport_needs_eq(const struct spim_sip_msg *m)
+{
+    return m->via_rport.len == 0 && !(m->via_rport.p > m->buf && m->via_rport.p[-1] == '=');
 }
 
 struct loop_ctx {
@@ -282,21 +321,17 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
     extra = how->extra;
     nextra = how->nextra;
     out->len = 0;
-    spim_proxy_branch(m, branch, sizeof(branch));
-    if (how->conn != 0) {
-        /* the response finds its way back to this connection through our branch */
-        size_t bl = strlen(branch);
-
-        snprintf(branch + bl, sizeof(branch) - bl, "c%08x", (unsigned)how->conn);
-    }
+    spim_proxy_branch_conn(m, how->conn, branch, sizeof(branch));
     n = snprintf(via, sizeof(via), "Via: SIP/2.0/%s %s:%u;branch=%s\r\n", how->tcp ? "TCP" : "UDP",
                  self->host, self->port, branch);
     ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)n};
 
     addr_ip(src, ip, sizeof(ip), &sport);
-    if (m->via_has_rport && m->via_rport.len == 0) {
-        n = snprintf(rport, sizeof(rport), "=%u", sport);
-        ed[ned++] = (struct edit){(size_t)(m->via_rport.p - m->buf), 0, rport, (size_t)n};
+    if (m->via_has_rport) {
+        /* RFC 3581: rport is the port it came from, whatever the client wrote there */
+        n = snprintf(rport, sizeof(rport), "%s%u", rport_needs_eq(m) ? "=" : "", sport);
+        ed[ned++] =
+            (struct edit){(size_t)(m->via_rport.p - m->buf), m->via_rport.len, rport, (size_t)n};
     }
     {
         struct spim_slice h = m->via_host;
@@ -305,11 +340,16 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
             h.p++;
             h.len -= 2;
         }
-        if (!spim__slice_ieq(h.p, h.len, ip) || (m->via_has_rport && m->via_rport.len == 0)) {
-            if (m->via_received.len == 0) {
-                n = snprintf(received, sizeof(received), ";received=%s", ip);
-                ed[ned++] = (struct edit){m->via_value_end, 0, received, (size_t)n};
+        if (m->via_received.len > 0) {
+            /* a received the client wrote itself is replaced by the truth */
+            if (!spim__slice_ieq(m->via_received.p, m->via_received.len, ip)) {
+                n = snprintf(received, sizeof(received), "%s", ip);
+                ed[ned++] = (struct edit){(size_t)(m->via_received.p - m->buf), m->via_received.len,
+                                          received, (size_t)n};
             }
+        } else if (!spim__slice_ieq(h.p, h.len, ip) || m->via_has_rport) {
+            n = snprintf(received, sizeof(received), ";received=%s", ip);
+            ed[ned++] = (struct edit){m->via_value_end, 0, received, (size_t)n};
         }
     }
     if (m->maxfwd_len) {
@@ -384,6 +424,20 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
     memset(&next, 0, sizeof(next));
     if (spim__decode_via(buf, b, e, &next) != 0)
         return SPIM_EPARSE;
+    {
+        /* only a branch we made: computed again from what the response carries */
+        char want[64];
+        uint64_t h = branch_hash(next.via_branch, next.via_host, next.via_port, m->call_id,
+                                 m->cseq_num, *conn);
+
+        if (*conn != 0)
+            snprintf(want, sizeof(want), BRANCH_PREFIX "%016llxc%08x", (unsigned long long)h,
+                     (unsigned)*conn);
+        else
+            snprintf(want, sizeof(want), BRANCH_PREFIX "%016llx", (unsigned long long)h);
+        if (!spim__slice_ieq(m->via_branch.p, m->via_branch.len, want))
+            return SPIM_ENOTFOUND;
+    }
     port = next.via_rport.len ? spim__parse_uint(next.via_rport.p, next.via_rport.len) : -1;
     if (port <= 0 || port > 65535)
         port = next.via_port ? (long)next.via_port : 5060;
@@ -435,15 +489,16 @@ static int via_copy(const char *buf, size_t b, size_t e, void *ud)
     while (e > b &&
            (buf[e - 1] == ' ' || buf[e - 1] == '\t' || buf[e - 1] == '\r' || buf[e - 1] == '\n'))
         e--;
-    if (c->n++ == 0 && m->via_has_rport && m->via_rport.len == 0) {
-        size_t at = (size_t)(m->via_rport.p - buf);
+    if (c->n++ == 0 && m->via_has_rport) {
+        size_t at = (size_t)(m->via_rport.p - buf), after = at + m->via_rport.len;
         char ip[INET6_ADDRSTRLEN];
         unsigned port;
 
         addr_ip(c->src, ip, sizeof(ip), &port);
-        if (at >= b && at <= e) {
-            c->rc = spim__buf_printf(c->out, "Via: %.*s=%u%.*s", (int)(at - b), buf + b, port,
-                                     (int)(e - at), buf + at);
+        if (at >= b && after <= e) {
+            c->rc =
+                spim__buf_printf(c->out, "Via: %.*s%s%u%.*s", (int)(at - b), buf + b,
+                                 rport_needs_eq(m) ? "=" : "", port, (int)(e - after), buf + after);
             if (c->rc == 0 && m->via_received.len == 0)
                 c->rc = spim__buf_printf(c->out, ";received=%s", ip);
             if (c->rc == 0)

@@ -199,6 +199,7 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         snprintf(err, errcap, "out of memory");
         return SPIM_ENOMEM;
     }
+    spim_proxy_init();
     pthread_mutex_init(&f->conns_lock, NULL);
     for (i = 0; i < SENT_LOCKS; i++)
         pthread_mutex_init(&f->sent_locks[i], NULL);
@@ -328,8 +329,8 @@ static struct conn *conn_new(struct spim_filter_worker *w, int fd,
     struct epoll_event ev;
     unsigned slot;
 
-    if (w->nconns >= f->cfg.tcp_max_conns)
-        return NULL;
+    if (!outbound && w->nconns >= f->cfg.tcp_max_conns)
+        return NULL; /* our own connection to the next hop is never refused */
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -374,10 +375,10 @@ static void conn_close(struct spim_filter_worker *w, struct conn *c)
     free(c);
 }
 
-/* Writes all of p to fd, waiting a bounded time when the socket is full. */
-static int write_all(int fd, const char *p, size_t n)
+/* Writes all of p to fd, waiting at most rounds * 100 ms when the socket is full. */
+static int write_some(int fd, const char *p, size_t n, unsigned rounds, int wait_ms)
 {
-    for (unsigned guard = 0; n > 0 && guard < 64; guard++) {
+    for (unsigned guard = 0; n > 0 && guard < rounds; guard++) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
 
         if (k > 0) {
@@ -386,7 +387,7 @@ static int write_all(int fd, const char *p, size_t n)
         } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             struct pollfd pfd = {fd, POLLOUT, 0};
 
-            if (poll(&pfd, 1, 100) <= 0)
+            if (poll(&pfd, 1, wait_ms) <= 0)
                 return -1;
         } else if (k < 0 && errno == EINTR) {
             continue;
@@ -397,6 +398,11 @@ static int write_all(int fd, const char *p, size_t n)
     return n == 0 ? 0 : -1;
 }
 
+static int write_all(int fd, const char *p, size_t n)
+{
+    return write_some(fd, p, n, 64, 100);
+}
+
 /* Sends on the connection with that id, whichever worker owns it. */
 static int conn_send(struct spim_filter *f, uint32_t id, const char *p, size_t n)
 {
@@ -405,8 +411,16 @@ static int conn_send(struct spim_filter *f, uint32_t id, const char *p, size_t n
 
     pthread_mutex_lock(&f->conns_lock);
     c = f->conns[id & 0xFFF];
-    if (c != NULL && c->id == id)
-        rc = write_all(c->fd, p, n);
+    if (c != NULL && c->id == id) {
+        /*
+         * Under the table lock, which every worker takes: a short wait only.
+         * A peer that does not read its answers loses the connection (a cut
+         * message would break its framing); its owner sees the shutdown.
+         */
+        rc = write_some(c->fd, p, n, 4, 5);
+        if (rc != 0)
+            shutdown(c->fd, SHUT_RDWR);
+    }
     pthread_mutex_unlock(&f->conns_lock);
     return rc;
 }
@@ -532,6 +546,19 @@ static int next_tcp_usable(struct spim_filter_worker *w)
         return 1;
     w->tcp_retry_ns = now + 10000000000ull;
     spim_log(SPIM_LOG_WARN, "next hop refuses TCP: large requests go over UDP for 10 s");
+    return 0;
+}
+
+static int same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
     return 0;
 }
 
@@ -670,6 +697,9 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         goto done;
     }
     if (!m.is_request) {
+        /* responses come from the next hop (or a trusted proxy); others are not relayed */
+        if (!spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src) && !same_ip(src, &f->next))
+            goto done;
         spim_metrics_response(m.status);
         if (m.status == 607 && f->sent != NULL && m.cseq.len > 7 &&
             spim__slice_ieq(m.cseq.p + m.cseq.len - 7, 7, "MESSAGE") &&
@@ -760,12 +790,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     if (f->sent != NULL && judged_text) {
         char branch[64];
 
-        spim_proxy_branch(&m, branch, sizeof(branch));
-        if (in_conn != 0) {
-            size_t bl = strlen(branch);
-
-            snprintf(branch + bl, sizeof(branch) - bl, "c%08x", (unsigned)in_conn);
-        }
+        spim_proxy_branch_conn(&m, in_conn, branch, sizeof(branch));
         sent_remember(f, &m, branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len});
     }
     if (how.tcp) {
@@ -826,8 +851,10 @@ void spim_filter_worker_free(struct spim_filter_worker *w)
 
             pthread_mutex_lock(&f->conns_lock);
             c = f->conns[i];
+            if (c != NULL && c->owner != w)
+                c = NULL;
             pthread_mutex_unlock(&f->conns_lock);
-            if (c != NULL && c->owner == w)
+            if (c != NULL)
                 conn_close(w, c);
         }
         close(w->ep);
@@ -989,38 +1016,9 @@ static long frame_content_length(const char *p, size_t n)
  * buffer (framed by Content-Length; keep-alive CRLFs skipped, a double
  * CRLF ping answered with CRLF, RFC 5626). Returns -1 to close it.
  */
-static int conn_read(struct spim_filter_worker *w, struct conn *c)
+/* Handles every complete message in the connection's buffer; -1 to close it. */
+static int conn_frame(struct spim_filter_worker *w, struct conn *c)
 {
-    for (unsigned guard = 0; guard < 64; guard++) {
-        ssize_t k;
-
-        if (c->cap - c->len < 4096) {
-            size_t nc = c->cap ? c->cap * 2 : 8192;
-            char *nb;
-
-            if (nc > CONN_BUF_MAX)
-                nc = CONN_BUF_MAX;
-            if (nc <= c->cap)
-                return -1; /* a message larger than we take */
-            nb = realloc(c->buf, nc);
-            if (nb == NULL)
-                return -1;
-            c->buf = nb;
-            c->cap = nc;
-        }
-        k = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-        if (k == 0)
-            return -1;
-        if (k < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c->len += (size_t)k;
-        c->last_ns = spim_mono_ns();
-    }
     for (unsigned guard = 0; c->len > 0 && guard < 1024; guard++) {
         size_t skip = 0, total;
         const char *end;
@@ -1058,6 +1056,45 @@ static int conn_read(struct spim_filter_worker *w, struct conn *c)
     return 0;
 }
 
+/* Reads what the connection has, handling messages as they complete. */
+static int conn_read(struct spim_filter_worker *w, struct conn *c)
+{
+    for (unsigned guard = 0; guard < 64; guard++) {
+        ssize_t k;
+
+        if (c->cap - c->len < 4096 && c->cap < CONN_BUF_MAX) {
+            size_t nc = c->cap ? c->cap * 2 : 8192;
+            char *nb;
+
+            if (nc > CONN_BUF_MAX)
+                nc = CONN_BUF_MAX;
+            nb = realloc(c->buf, nc);
+            if (nb == NULL)
+                return -1;
+            c->buf = nb;
+            c->cap = nc;
+        }
+        if (c->len == c->cap)
+            return -1; /* one message larger than we take */
+        k = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (k == 0)
+            return -1;
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c->len += (size_t)k;
+        c->last_ns = spim_mono_ns();
+        /* handle what is complete before reading more: pipelining never overflows */
+        if (conn_frame(w, c) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void accept_all(struct spim_filter_worker *w)
 {
     for (unsigned guard = 0; guard < 64; guard++) {
@@ -1088,10 +1125,13 @@ static void sweep_idle(struct spim_filter_worker *w)
     for (unsigned i = 1; i < MAX_CONNS; i++) {
         struct conn *c;
 
+        /* owner is read under the lock: another worker may free its own at any time */
         pthread_mutex_lock(&f->conns_lock);
         c = f->conns[i];
+        if (c != NULL && c->owner != w)
+            c = NULL;
         pthread_mutex_unlock(&f->conns_lock);
-        if (c != NULL && c->owner == w && now - c->last_ns > idle)
+        if (c != NULL && now - c->last_ns > idle)
             conn_close(w, c);
     }
 }

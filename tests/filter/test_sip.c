@@ -288,6 +288,36 @@ static void test_proxy_received_and_rport(void **state)
     free(buf);
 }
 
+/* What the client wrote in received and rport is replaced by where it came from. */
+static void test_proxy_received_rport_overwritten(void **state)
+{
+    static const char *vias[] = {"received=10.9.9.9;rport=", "rport=9;received=10.9.9.9",
+                                 "received=10.9.9.9;rport"};
+    static const char *want[] = {"received=127.0.0.1;rport=40000", "rport=40000;received=127.0.0.1",
+                                 "received=127.0.0.1;rport=40000"};
+    struct sockaddr_storage src = addr("127.0.0.1", 40000);
+
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        char buf[1024], outb[4096], err[128], expect[256];
+        struct spim_buf out = {outb, 0, sizeof(outb) - 1};
+        struct spim_sip_msg m;
+        int n =
+            snprintf(buf, sizeof(buf),
+                     "MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bKo;%s"
+                     "\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: ow\r\nCSeq: 1 "
+                     "MESSAGE\r\nContent-Length: 0\r\n\r\n",
+                     vias[i]);
+
+        assert_int_equal(spim_sip_parse(buf, (size_t)n, &m, err, sizeof(err)), 0);
+        assert_int_equal(spim_proxy_forward_request(&m, &self, &src, NULL, &out), 0);
+        outb[out.len] = '\0';
+        snprintf(expect, sizeof(expect), "branch=z9hG4bKo;%s\r\n", want[i]);
+        assert_non_null(strstr(outb, expect));
+        spim_sip_msg_free(&m);
+    }
+}
+
 static void test_proxy_tag_headers(void **state)
 {
     size_t len;
@@ -309,10 +339,31 @@ static void test_proxy_tag_headers(void **state)
     free(buf);
 }
 
+/*
+ * response_folded_via.sip with our real branch for kamailio_message.sip in
+ * place of its z9hG4bKspfXXXX (a response carries what the branch is made of).
+ */
+static char *load_response(size_t *len)
+{
+    size_t rl, ql;
+    char *resp = load("response_folded_via.sip", &rl), *req = load("kamailio_message.sip", &ql);
+    char *out = malloc(rl + 64), *ph = strstr(resp, "z9hG4bKspfXXXX"), branch[64], err[128];
+    struct spim_sip_msg m;
+
+    assert_non_null(ph);
+    assert_int_equal(spim_sip_parse(req, ql, &m, err, sizeof(err)), 0);
+    spim_proxy_branch(&m, branch, sizeof(branch));
+    spim_sip_msg_free(&m);
+    *len = (size_t)snprintf(out, rl + 64, "%.*s%s%s", (int)(ph - resp), resp, branch, ph + 14);
+    free(resp);
+    free(req);
+    return out;
+}
+
 static void test_proxy_response_removes_folded_via(void **state)
 {
     size_t len;
-    char *buf = load("response_folded_via.sip", &len), err[128];
+    char *buf = load_response(&len), err[128];
     char outb[8192];
     struct spim_buf out = {outb, 0, sizeof(outb) - 1};
     struct spim_sip_msg m;
@@ -338,6 +389,17 @@ static void test_proxy_response_removes_folded_via(void **state)
     assert_int_equal(ntohs(sin->sin_port), 5060);
     spim_sip_msg_free(&m);
 
+    /* a branch with our prefix that we did not make (forged) is dropped */
+    {
+        char *b = strstr(buf, "branch=z9hG4bKspf") + 17;
+
+        b[0] = b[0] == '0' ? '1' : '0';
+        assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
+        assert_int_equal(spim_proxy_forward_response(&m, &self, &out, &dst, &dl, &conn),
+                         SPIM_ENOTFOUND);
+        spim_sip_msg_free(&m);
+        b[0] = b[0] == '0' ? '1' : '0';
+    }
     /* a response whose top Via is not ours is dropped */
     memcpy(strstr(buf, ":5070"), ":5071", 5);
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);
@@ -556,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_proxy_forward_request_splices),
         cmocka_unit_test(test_proxy_branch_is_stable_and_distinct),
         cmocka_unit_test(test_proxy_received_and_rport),
+        cmocka_unit_test(test_proxy_received_rport_overwritten),
         cmocka_unit_test(test_proxy_tag_headers),
         cmocka_unit_test(test_proxy_response_removes_folded_via),
         cmocka_unit_test(test_proxy_answer_403),

@@ -275,7 +275,10 @@ serve_pid=$IT_LAST_PID
 wait_port 16070 udp 10 "$serve_pid" || { it_fail "serve did not start" "$IT_TMP/serve4.log"; exit 1; }
 ( sleep 1.5; kill -KILL "$serve_pid" ) &
 killer=$!
+# sipp fails here on purpose (the filter dies under it): that alone is no test failure
+failed_before=$IT_FAILED
 UAC_PORT=16063 UAC_RATE=400 UAC_LIMIT=400 UAC_TIMEOUT=12 run_uac 127.0.0.1:16070 "$IT_TMP/spam.inf" 2000
+IT_FAILED=$failed_before
 wait "$killer"
 wait "$serve_pid" 2>/dev/null
 it_forget "$serve_pid"

@@ -911,7 +911,7 @@ static int flush(struct spim_filter_worker *w)
  * of the batch's blocked messages in one transaction (one sync instead of
  * one per message), then sends the UDP answers in one batch.
  */
-static void udp_batch(struct spim_filter_worker *w)
+static int udp_batch(struct spim_filter_worker *w)
 {
     int n, ns = 0, npending = 0;
     unsigned char pend[BATCH];
@@ -926,7 +926,7 @@ static void udp_batch(struct spim_filter_worker *w)
     }
     n = recvmmsg(w->sock, w->rmsg, BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0)
-        return;
+        return 0;
     for (int i = 0; i < n; i++) {
         struct spim_filter_out o = {{w->sbuf[ns], 0, OUT_CAP}, 0, 0, {0}, 0, 0};
 
@@ -978,6 +978,7 @@ static void udp_batch(struct spim_filter_worker *w)
         }
         sent += k;
     }
+    return n;
 }
 
 /* The Content-Length of a header block (-1 invalid, 0 when absent). */
@@ -1159,7 +1160,9 @@ static void *worker_main(void *arg)
 
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == &w->sock) {
-                udp_batch(w);
+                /* under load, read batch after batch before waiting again (bounded) */
+                for (unsigned g = 0; g < 16 && udp_batch(w) == BATCH; g++)
+                    ;
             } else if (evs[i].data.ptr == &w->listen) {
                 accept_all(w);
             } else {

@@ -442,6 +442,14 @@ int spim_sip_parse(const char *buf, size_t len, struct spim_sip_msg *m, char *er
         snprintf(err, errcap, "missing From, To, Call-ID or CSeq");
         return SPIM_EPARSE;
     }
+    /*
+     * Requests are checked by libosip2 as well; a response is only relayed
+     * back along the Vias (its top Via checked to be ours, with a branch we
+     * made), which the raw scan above decodes: half the messages through the
+     * hop, and libosip2 is a fifth of the cost of one.
+     */
+    if (!m->is_request)
+        return 0;
     pthread_once(&osip_once, osip_init_once);
     if (osip_message_init(&osip) != OSIP_SUCCESS) {
         snprintf(err, errcap, "out of memory");

@@ -358,8 +358,14 @@ int spim_cmd_serve(int argc, char **argv)
         if (!purging)
             spim_log(SPIM_LOG_ERR, "cannot start the quarantine purge thread");
         for (;;) {
-            if (sigwait(&sigs, &sig) != 0)
+            struct timespec tick = {10, 0};
+
+            /* every 10 s: pages of the map this process touched leave its RSS */
+            sig = sigtimedwait(&sigs, NULL, &tick);
+            if (sig < 0) {
+                spim_store_release_pages(e.store);
                 continue;
+            }
             if (sig == SIGHUP) {
                 reload(&e, &fl, &cfg);
                 if (spim_engine_snapshot_load(&e, 0, err, sizeof(err)) < 0)

@@ -29,6 +29,7 @@ void spim_config_defaults(struct spim_config *c)
     spim_thresholds_defaults(&c->th);
     spim_bayes_defaults(&c->bp);
     c->quarantine_days = 30;
+    c->quarantine_max_mb = 512; /* a bound by default: a spam wave must not fill the disk */
     snprintf(c->file_block_ext, sizeof(c->file_block_ext), "%s", SPIM_POLICY_DEFAULT_BLOCK_EXT);
     snprintf(c->file_block_types, sizeof(c->file_block_types), "%s",
              SPIM_POLICY_DEFAULT_BLOCK_TYPES);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -472,6 +473,18 @@ fail_dir:
 fail_free:
     free(st);
     return rc;
+}
+
+void spim_store_release_pages(struct spim_store *st)
+{
+    MDB_envinfo info;
+
+    if (st == NULL)
+        return;
+    lock_shared(st); /* a remap must not move the map meanwhile */
+    if (mdb_env_info(st->env, &info) == 0 && info.me_mapaddr != NULL)
+        madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
+    unlock_shared(st);
 }
 
 void spim_store_close(struct spim_store *st)

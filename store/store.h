@@ -38,6 +38,13 @@ enum {
 int spim_store_open(const char *dir, unsigned flags, size_t map_size, struct spim_store **out);
 /* Closes; NULL is a no-op. No reader or batch of it may be alive. */
 void spim_store_close(struct spim_store *st);
+/*
+ * Drops this process's page-table entries of the map (MADV_DONTNEED on the
+ * shared, read-only mapping: the data stays in the file and the page cache,
+ * and is faulted in again when read). A long-running serve calls it now and
+ * then, so that quarantine pages it once touched do not stay in its RSS.
+ */
+void spim_store_release_pages(struct spim_store *st);
 /* The current map size in bytes (grows on MDB_MAP_FULL). */
 size_t spim_store_map_size(const struct spim_store *st);
 

@@ -475,16 +475,40 @@ fail_free:
     return rc;
 }
 
+/* The mapping of /proc/self/maps that holds addr: LMDB does not tell where its map is. */
+static int mapping_of(uintptr_t addr, uintptr_t *start, uintptr_t *end)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+
+    if (f == NULL)
+        return 0;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long long a, b;
+
+        if (sscanf(line, "%llx-%llx", &a, &b) == 2 && addr >= a && addr < b) {
+            *start = (uintptr_t)a;
+            *end = (uintptr_t)b;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 void spim_store_release_pages(struct spim_store *st)
 {
-    MDB_envinfo info;
+    MDB_txn *txn;
+    MDB_val k = {strlen(SPIM__META_FORMAT), (void *)SPIM__META_FORMAT}, v;
+    uintptr_t a, b;
 
-    if (st == NULL)
+    if (st == NULL || spim__read_begin(st, &txn) != 0)
         return;
-    lock_shared(st); /* a remap must not move the map meanwhile */
-    if (mdb_env_info(st->env, &info) == 0 && info.me_mapaddr != NULL)
-        madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
-    unlock_shared(st);
+    /* a value read in place lies in the map; the lock held keeps a remap away */
+    if (mdb_get(txn, st->meta, &k, &v) == 0 && mapping_of((uintptr_t)v.mv_data, &a, &b))
+        madvise((void *)a, b - a, MADV_DONTNEED);
+    spim__read_end(st, txn);
 }
 
 void spim_store_close(struct spim_store *st)

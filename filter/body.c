@@ -527,7 +527,8 @@ unsigned spim_sip_sdp_files(const struct spim_sip_msg *m, struct spim_sip_files 
             f->content_type = selector_value(p + i + 16, e - i - 16, "type:");
             sz = selector_value(p + i + 16, e - i - 16, "size:");
             v = spim__parse_uint(sz.p, sz.len);
-            f->size = v > 0 ? (uint64_t)v : 0;
+            /* a size too long to read is no reason to pass: it counts as huge */
+            f->size = v > 0 ? (uint64_t)v : sz.len > 0 ? UINT64_MAX : 0;
         }
         i = le + 1;
     }

@@ -340,11 +340,14 @@ static int scan(const char *buf, size_t len, struct spim_sip_msg *m, char *err, 
                 m->cseq = slice(buf, vs, ve);
                 while (d < ve && isdigit((unsigned char)buf[d]))
                     d++;
-                if (spim__parse_uint(buf + vs, d - vs) < 0) {
+                /* RFC 3261 8.1.1.5: below 2**31, so up to ten digits */
+                m->cseq_num = 0;
+                for (size_t k = vs; k < d; k++)
+                    m->cseq_num = m->cseq_num * 10 + (uint64_t)(buf[k] - '0');
+                if (d == vs || d - vs > 10 || m->cseq_num >= (1ull << 31)) {
                     snprintf(err, errcap, "bad CSeq");
                     return -1;
                 }
-                m->cseq_num = (uint64_t)spim__parse_uint(buf + vs, d - vs);
             } else if (spim__slice_ieq(n, nl, "User-Agent")) {
                 m->user_agent = slice(buf, vs, ve);
             } else if (spim__slice_ieq(n, nl, "Content-Type") || spim__slice_ieq(n, nl, "c")) {

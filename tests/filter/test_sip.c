@@ -130,6 +130,29 @@ static void test_sip_parse_rejects_bad_input(void **state)
     }
 }
 
+/* CSeq numbers go up to 2**31 - 1 (RFC 3261 8.1.1.5): ten digits. */
+static void test_sip_parse_cseq_range(void **state)
+{
+    static const struct {
+        const char *cseq;
+        int ok;
+    } cases[] = {{"2147483647", 1}, {"2147483648", 0}, {"12345678901", 0}, {"", 0}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[512], err[128];
+        struct spim_sip_msg m;
+        int n = snprintf(buf, sizeof(buf),
+                         "MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKc\r\n"
+                         "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: %s "
+                         "MESSAGE\r\nContent-Length: 0\r\n\r\n",
+                         cases[i].cseq);
+
+        assert_int_equal(spim_sip_parse(buf, (size_t)n, &m, err, sizeof(err)) == 0, cases[i].ok);
+        spim_sip_msg_free(&m);
+    }
+}
+
 static void test_sip_body_kinds(void **state)
 {
     static const struct {
@@ -612,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_sip_parse_kamailio_message),
         cmocka_unit_test(test_sip_parse_compact_and_folded),
         cmocka_unit_test(test_sip_parse_rejects_bad_input),
+        cmocka_unit_test(test_sip_parse_cseq_range),
         cmocka_unit_test(test_sip_body_kinds),
         cmocka_unit_test(test_sip_body_keeps_nul_bytes),
         cmocka_unit_test(test_sip_files_and_sdp_offers),

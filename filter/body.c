@@ -473,17 +473,37 @@ static struct spim_slice selector_value(const char *p, size_t n, const char *key
 {
     struct spim_slice r = {NULL, 0};
     size_t kl = strlen(key);
+    int quoted = 0;
 
-    for (size_t i = 0; i + kl <= n; i++) {
+    /*
+     * A key counts only outside quotes: name:"x size:1" must not set the
+     * size, nor name:"x type:text/plain" the type. A quoted value may hold
+     * backslash escapes (RFC 4566 does not define them, clients write them).
+     */
+    for (size_t i = 0; i < n; i++) {
         size_t b, e;
 
-        if ((i > 0 && p[i - 1] != ' ' && p[i - 1] != ':') || strncasecmp(p + i, key, kl) != 0)
+        if (quoted) {
+            if (p[i] == '\\')
+                i++;
+            else if (p[i] == '"')
+                quoted = 0;
+            continue;
+        }
+        if (p[i] == '"') {
+            quoted = 1;
+            continue;
+        }
+        if (i + kl > n || (i > 0 && p[i - 1] != ' ') || strncasecmp(p + i, key, kl) != 0)
             continue;
         b = i + kl;
         if (b < n && p[b] == '"') {
             e = ++b;
-            while (e < n && p[e] != '"')
+            while (e < n && p[e] != '"') {
+                if (p[e] == '\\' && e + 1 < n)
+                    e++;
                 e++;
+            }
         } else {
             e = b;
             while (e < n && p[e] != ' ')

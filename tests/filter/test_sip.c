@@ -235,6 +235,22 @@ static void test_sip_files_and_sdp_offers(void **state)
     assert_int_equal(files.f[0].size, 32349);
     spim_sip_msg_free(&m);
     free(buf);
+
+    /* keys inside the quoted name do not count; an escaped quote stays in the name */
+    {
+        static const char inv[] =
+            "INVITE sip:bob@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKq\r\n"
+            "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\n"
+            "Content-Type: application/sdp\r\n\r\nv=0\r\nm=message 7 TCP/MSRP *\r\n"
+            "a=file-selector:name:\"a\\\".exe size:1 type:text/plain\" "
+            "type:application/x-msdownload size:20000000\r\n";
+        assert_int_equal(spim_sip_parse(inv, sizeof(inv) - 1, &m, err, sizeof(err)), 0);
+        assert_int_equal(spim_sip_sdp_files(&m, &files), 1);
+        assert_true(slice_is(files.f[0].content_type, "application/x-msdownload"));
+        assert_int_equal(files.f[0].size, 20000000);
+        assert_non_null(memmem(files.f[0].name.p, files.f[0].name.len, ".exe", 4));
+        spim_sip_msg_free(&m);
+    }
 }
 
 static void test_proxy_forward_request_splices(void **state)

@@ -21,66 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct fx {
-    char root[64];
-    char dir[128];
-    struct spim_store *st;
-};
+#include "fixture.h"
 
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-
-    if (f == NULL)
-        return -1;
-    snprintf(f->root, sizeof(f->root), "/tmp/spim_quar_XXXXXX");
-    if (mkdtemp(f->root) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->dir, sizeof(f->dir), "%s/db", f->root);
-    if (spim_store_open(f->dir, SPIM_STORE_CREATE, 0, &f->st) != 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static void rm_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    char sub[512];
-
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-        rm_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-
-    spim_store_close(f->st);
-    rm_tree(f->root);
-    free(f);
-    return 0;
-}
-
-static struct spim_slice sl(const char *s)
-{
-    return (struct spim_slice){s, strlen(s)};
-}
+#define setup fx_setup_store
+#define teardown fx_teardown
 
 static struct spim_quar_entry entry(uint64_t dedup, int64_t time_us, size_t rawlen, char *rawbuf)
 {

@@ -26,58 +26,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct fx {
-    char root[64];
-    char dir[128];
-    struct spim_store *st;
-};
+#include "fixture.h"
 
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-
-    if (f == NULL)
-        return -1;
-    snprintf(f->root, sizeof(f->root), "/tmp/spim_store_XXXXXX");
-    if (mkdtemp(f->root) == NULL) {
-        free(f);
-        return -1;
-    }
-    /* A subdirectory, so that the store creates it (and its mode is ours). */
-    snprintf(f->dir, sizeof(f->dir), "%s/db", f->root);
-    *state = f;
-    return 0;
-}
-
-static void rm_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    char sub[512];
-
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-        rm_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-
-    spim_store_close(f->st);
-    rm_tree(f->root);
-    free(f);
-    return 0;
-}
+#define setup fx_setup_dir
+#define teardown fx_teardown
 
 static struct spim_store *open_new(struct fx *f, size_t map_size)
 {
@@ -654,11 +606,6 @@ static void test_store_threads_lookup_during_growth(void **state)
 }
 
 /* --- Quarantine ------------------------------------------------------------ */
-
-static struct spim_slice sl(const char *s)
-{
-    return (struct spim_slice){s, strlen(s)};
-}
 
 static struct spim_quar_entry entry(uint64_t dedup, const char *call_id)
 {

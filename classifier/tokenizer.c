@@ -173,24 +173,12 @@ static char confusable_of(int32_t c)
 }
 
 /* Part of a word for the look-alike pass: letters, marks, digits. */
+static int is_letter(int32_t c);
+
+/* A character that belongs to a word: a letter or mark (is_letter), or a digit. */
 static int word_cp(int32_t c)
 {
-    if (c < 0x80)
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_LU:
-    case UTF8PROC_CATEGORY_LL:
-    case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO:
-    case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC:
-    case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND:
-        return 1;
-    default:
-        return 0;
-    }
+    return is_letter(c) || (c >= '0' && c <= '9');
 }
 
 /* A letter of the Latin script (ASCII, Latin-1, Latin Extended-A/B, Additional). */

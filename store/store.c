@@ -172,10 +172,16 @@ int spim__write(struct spim_store *st, int (*fn)(struct spim_store *st, MDB_txn 
     return SPIM_EFULL;
 }
 
-int spim__read_begin(struct spim_store *st, MDB_txn **out)
+/*
+ * Begins (*txn NULL) or renews (a reset *txn) a read transaction with the
+ * lock held shared; on success the lock stays held until the caller's end.
+ * A map another process grew (MDB_MAP_RESIZED) is adopted and the attempt
+ * made again. A failed renew leaves the txn reset, so it can be renewed.
+ */
+static int read_acquire(struct spim_store *st, MDB_txn **txn)
 {
     for (int attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
-        MDB_txn *txn;
+        MDB_txn *t = *txn;
         size_t seen;
         int rc;
 
@@ -183,9 +189,9 @@ int spim__read_begin(struct spim_store *st, MDB_txn **out)
             return SPIM_ESTORE;
         lock_shared(st);
         seen = atomic_load(&st->map_size);
-        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+        rc = t != NULL ? mdb_txn_renew(t) : mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t);
         if (rc == 0) {
-            *out = txn; /* the lock stays held until spim__read_end() */
+            *txn = t;
             return 0;
         }
         unlock_shared(st);
@@ -196,6 +202,12 @@ int spim__read_begin(struct spim_store *st, MDB_txn **out)
             return rc;
     }
     return SPIM_ESTORE;
+}
+
+int spim__read_begin(struct spim_store *st, MDB_txn **out)
+{
+    *out = NULL;
+    return read_acquire(st, out); /* the lock stays held until spim__read_end() */
 }
 
 void spim__read_end(struct spim_store *st, MDB_txn *txn)
@@ -903,28 +915,7 @@ void spim_store_reader_free(struct spim_store_reader *r)
 /* Renews r->txn with the lock held shared; on success the lock stays held. */
 static int reader_renew(struct spim_store_reader *r)
 {
-    struct spim_store *st = r->st;
-
-    for (int attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
-        size_t seen;
-        int rc;
-
-        if (atomic_load(&st->broken))
-            return SPIM_ESTORE;
-        lock_shared(st);
-        seen = atomic_load(&st->map_size);
-        rc = mdb_txn_renew(r->txn);
-        if (rc == 0)
-            return 0;
-        unlock_shared(st);
-        /* A failed renew leaves the txn reset, so it can be renewed again. */
-        if (rc != MDB_MAP_RESIZED)
-            return spim__err(rc);
-        rc = remap(st, seen, 0);
-        if (rc != 0)
-            return rc;
-    }
-    return SPIM_ESTORE;
+    return read_acquire(r->st, &r->txn);
 }
 
 static int read_totals(struct spim_store *st, MDB_txn *txn, struct spim_totals *t)

@@ -24,7 +24,10 @@
  * (--rate 0: flat-out, at most --window requests unanswered). Then it waits
  * up to --drain seconds for the last answers. A message is lost when no
  * final answer (200 or 403) came back for it; nothing is retransmitted, so
- * any datagram dropped on the way is a loss.
+ * any datagram dropped on the way is a loss. While sending at a rate it
+ * sleeps until the next --burst is due and then reads everything that came
+ * meanwhile (about one wakeup a millisecond), rather than waking for each
+ * datagram: it runs on the cores of the filter it measures.
  *
  * With --pid PID (the serve process) it reads utime+stime of
  * /proc/PID/stat before and after and prints the filter's CPU microseconds
@@ -106,7 +109,8 @@ static void usage(FILE *f)
             "  --rate N            MESSAGE/s, open loop; 0: flat-out, closed loop (10000)\n"
             "  --duration S        seconds of sending (3)\n"
             "  --window N          flat-out: at most N requests unanswered (256)\n"
-            "  --burst N           open loop: sleep until N requests are due (16)\n"
+            "  --burst N           open loop: sleep until N requests are due, then send them\n"
+            "                      and read what came meanwhile (rate/1000: about 1 ms)\n"
             "  --sources N         generator sockets on consecutive ports from --bind, sink\n"
             "                      reply sockets from --sink likewise (1, at most %d)\n"
             "  --drain S           seconds to wait for the last answers (2)\n"
@@ -296,6 +300,30 @@ static double proc_cpu(long pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/*
+ * The machine's busy and total time (/proc/stat, all cores, in ticks): the
+ * other processes' share of the cores during a run is busy minus the
+ * filter's and ours, so that a run disturbed by other work says so.
+ */
+static int machine_cpu(double *busy, double *total)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n;
+
+    if (f == NULL)
+        return -1;
+    n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 7)
+        return -1;
+    /* user nice system idle iowait irq softirq steal */
+    *busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+    *total = *busy + (double)(v[3] + v[4]);
+    return 0;
+}
+
 static double self_cpu(void)
 {
     struct rusage ru;
@@ -429,8 +457,15 @@ struct conn {
     char *buf; /* CONN_BUF bytes */
 };
 
+/* The constant parts of one source's requests (build_template). */
+struct tmpl {
+    char part[4][256];
+    size_t len[4];
+};
+
 struct state {
     struct opts o;
+    struct tmpl tmpl[MAX_SOURCES];
     int gen[MAX_SOURCES], sinkfd[MAX_SOURCES];
     struct sockaddr_in gen_addr[MAX_SOURCES];
     struct row *rows;
@@ -463,32 +498,85 @@ static uint32_t usec_since(const struct state *s, double t)
     return d <= 0 ? 0 : d >= 4e9 ? 4000000000u : (uint32_t)d;
 }
 
-/* Writes message i into buf; returns its length. */
-static size_t build_request(struct state *s, uint64_t i, unsigned src, char *buf, size_t cap)
+/* Appends the decimal digits of v at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
 {
-    const struct row *r = &s->rows[i % s->nrows];
+    char tmp[24];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 && n < sizeof(tmp));
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/*
+ * The constant parts of the requests of source src, around the three
+ * places of the message number and the Content-Length: written once, so
+ * that a request costs four copies and four numbers, not a snprintf (the
+ * generator shares the cores with the filter it measures).
+ */
+static int build_template(struct state *s, unsigned src)
+{
+    struct tmpl *t = &s->tmpl[src];
     char via[INET_ADDRSTRLEN], sink[INET_ADDRSTRLEN];
     unsigned vp = ntohs(s->gen_addr[src].sin_port), sp = ntohs(s->o.sink.sin_port);
-    int n;
+    int n[4];
 
     inet_ntop(AF_INET, &s->gen_addr[src].sin_addr, via, sizeof(via));
     inet_ntop(AF_INET, &s->o.sink.sin_addr, sink, sizeof(sink));
-    n = snprintf(buf, cap,
-                 "MESSAGE sip:bob@%s:%u SIP/2.0\r\n"
-                 "Via: SIP/2.0/UDP %s:%u;branch=z9hG4bK%s%" PRIu64 ";rport\r\n"
-                 "Max-Forwards: 70\r\n"
-                 "From: <sip:alice@%s:%u>;tag=lg%" PRIu64 "\r\n"
-                 "To: <sip:bob@%s:%u>\r\n"
-                 "Call-ID: %s%" PRIu64 "@%s\r\n"
-                 "CSeq: 1 MESSAGE\r\n"
-                 "Content-Type: text/plain;charset=UTF-8\r\n"
-                 "Content-Length: %zu\r\n"
-                 "\r\n",
-                 sink, sp, via, vp, s->tag, i, via, vp, i, sink, sp, s->tag, i, via, r->len);
-    if (n < 0 || (size_t)n + r->len > cap)
+    n[0] = snprintf(t->part[0], sizeof(t->part[0]),
+                    "MESSAGE sip:bob@%s:%u SIP/2.0\r\n"
+                    "Via: SIP/2.0/UDP %s:%u;branch=z9hG4bK%s",
+                    sink, sp, via, vp, s->tag);
+    n[1] = snprintf(t->part[1], sizeof(t->part[1]),
+                    ";rport\r\n"
+                    "Max-Forwards: 70\r\n"
+                    "From: <sip:alice@%s:%u>;tag=lg",
+                    via, vp);
+    n[2] = snprintf(t->part[2], sizeof(t->part[2]),
+                    "\r\n"
+                    "To: <sip:bob@%s:%u>\r\n"
+                    "Call-ID: %s",
+                    sink, sp, s->tag);
+    n[3] = snprintf(t->part[3], sizeof(t->part[3]),
+                    "@%s\r\n"
+                    "CSeq: 1 MESSAGE\r\n"
+                    "Content-Type: text/plain;charset=UTF-8\r\n"
+                    "Content-Length: ",
+                    via);
+    for (int k = 0; k < 4; k++) {
+        if (n[k] < 0 || (size_t)n[k] >= sizeof(t->part[k]))
+            return -1;
+        t->len[k] = (size_t)n[k];
+    }
+    return 0;
+}
+
+/* Writes message i into buf (at least SLOT bytes); returns its length, 0 when it does not fit. */
+static size_t build_request(struct state *s, uint64_t i, unsigned src, char *buf, size_t cap)
+{
+    const struct row *r = &s->rows[i % s->nrows];
+    const struct tmpl *t = &s->tmpl[src];
+    char *p = buf;
+
+    /* the parts, three numbers of at most 20 digits, the length and the empty line */
+    if (t->len[0] + t->len[1] + t->len[2] + t->len[3] + 4 * 20 + 4 + r->len > cap)
         return 0;
-    memcpy(buf + n, r->text, r->len);
-    return (size_t)n + r->len;
+    memcpy(p, t->part[0], t->len[0]);
+    p = put_u64(p + t->len[0], i);
+    memcpy(p, t->part[1], t->len[1]);
+    p = put_u64(p + t->len[1], i);
+    memcpy(p, t->part[2], t->len[2]);
+    p = put_u64(p + t->len[2], i);
+    memcpy(p, t->part[3], t->len[3]);
+    p = put_u64(p + t->len[3], r->len);
+    memcpy(p, "\r\n\r\n", 4);
+    memcpy(p + 4, r->text, r->len);
+    return (size_t)(p + 4 - buf) + r->len;
 }
 
 /* Sends up to want requests (at most BATCH) from source socket src; returns how many left. */
@@ -874,7 +962,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->duration = 3;
     o->drain = 2;
     o->window = 256;
-    o->burst = 16;
+    o->burst = 0; /* rate / 1000, see main */
     o->sources = 1;
     o->max_body = MAX_BODY;
     o->pid = -1;
@@ -957,6 +1045,8 @@ int main(int argc, char **argv)
     static struct state s;
     char *corpus_data = NULL;
     double t, t_end_send, t_end, next_progress, cpu0 = -1, cpu1 = -1, self0, wall;
+    double mbusy0 = 0, mtotal0 = 0, mbusy1 = 0, mtotal1 = 0;
+    int have_machine;
     uint64_t lost, fwd_no_answer = 0;
     int rc = 2;
     unsigned src_rr = 0;
@@ -968,6 +1058,12 @@ int main(int argc, char **argv)
     s.tcp_listen = -1;
     if (load_corpus(s.o.corpus, s.o.max_body, &corpus_data, &s.rows, &s.nrows) != 0)
         return 2;
+    if (s.o.burst == 0) {
+        /* about one wakeup a millisecond, whatever the rate */
+        double b = s.o.rate / 1000.0;
+
+        s.o.burst = b < 1 ? 1 : b > BATCH ? BATCH : (unsigned)b;
+    }
     s.maxmsgs = s.o.rate > 0 ? (uint64_t)(s.o.rate * s.o.duration * 1.05) + BATCH
                              : (uint64_t)(200000.0 * s.o.duration) + BATCH;
     if (s.maxmsgs > MAX_MSGS)
@@ -1006,6 +1102,11 @@ int main(int argc, char **argv)
     snprintf(s.tag, sizeof(s.tag), "lg%lx%lx-", (unsigned long)getpid(),
              (unsigned long)time(NULL) & 0xffffff);
     s.taglen = strlen(s.tag);
+    for (unsigned k = 0; k < s.o.sources; k++)
+        if (build_template(&s, k) != 0) {
+            fprintf(stderr, "spim_loadgen: request template too long\n");
+            goto out;
+        }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -1014,6 +1115,7 @@ int main(int argc, char **argv)
         goto out;
     }
     self0 = self_cpu();
+    have_machine = machine_cpu(&mbusy0, &mtotal0) == 0;
     s.t0 = now_s();
     t_end_send = s.t0 + s.o.duration;
     t_end = t_end_send + s.o.drain;
@@ -1023,6 +1125,7 @@ int main(int argc, char **argv)
         struct timespec ts;
         double wait = 0.005;
         unsigned np = 0;
+        int paced = 0;
 
         t = now_s();
         if (interrupted)
@@ -1046,6 +1149,7 @@ int main(int argc, char **argv)
                 wait = ((double)(s.c.sent + s.o.burst) / s.o.rate) - (now_s() - s.t0);
                 if (wait > 0.005)
                     wait = 0.005;
+                paced = 1;
             } else {
                 while (s.c.sent - answered(&s) < s.o.window && s.c.sent < s.maxmsgs) {
                     uint64_t room = s.o.window - (s.c.sent - answered(&s));
@@ -1072,6 +1176,19 @@ int main(int argc, char **argv)
         }
         if (wait < 0)
             wait = 0;
+        if (paced && wait > 0) {
+            /*
+             * While sending at a rate, answers are not waited for one by one:
+             * sleep until the next burst, then read all that came meanwhile.
+             * A wakeup per datagram would cost this process (and so the
+             * filter, on the same cores) more than the datagram itself; the
+             * latencies measured are late by at most one burst interval.
+             */
+            struct timespec sl = {0, (long)(wait * 1e9)};
+
+            nanosleep(&sl, NULL);
+            wait = 0;
+        }
         ts.tv_sec = 0;
         ts.tv_nsec = (long)(wait * 1e9);
         if (ppoll(pfd, np, &ts, NULL) > 0) {
@@ -1094,12 +1211,13 @@ int main(int argc, char **argv)
     wall = now_s() - s.t0;
     if (s.o.pid > 0)
         cpu1 = proc_cpu(s.o.pid);
+    have_machine = have_machine && machine_cpu(&mbusy1, &mtotal1) == 0 && mtotal1 > mtotal0;
 
     /* The send phase's real length: the achieved rate is over it. */
     {
         double send_time = wall < s.o.duration ? wall : s.o.duration;
         double srate = (double)s.c.sent / send_time, arate = (double)answered(&s) / send_time;
-        double self = self_cpu() - self0, cpu_us = -1;
+        double self = self_cpu() - self0, cpu_us = -1, others = -1;
 
         for (uint64_t i = 0; i < s.c.sent; i++)
             if ((s.st[i] & ST_FWD) && !(s.st[i] & (ST_200 | ST_403 | ST_OTHER)))
@@ -1107,6 +1225,15 @@ int main(int argc, char **argv)
         lost = s.c.sent - answered(&s);
         if (cpu0 >= 0 && cpu1 >= 0 && answered(&s) > 0)
             cpu_us = (cpu1 - cpu0) * 1e6 / (double)answered(&s);
+        if (have_machine) {
+            /* cores busy on the machine, less the filter's and ours */
+            double cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
+
+            others = cores * (mbusy1 - mbusy0) / (mtotal1 - mtotal0) - self / wall -
+                     (cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) / wall : 0);
+            if (others < 0)
+                others = 0;
+        }
         printf("spim_loadgen: %s %.0f MESSAGE/s for %.1f s, %u source socket(s), corpus %zu rows\n",
                s.o.rate > 0 ? "open loop at" : "flat-out (closed loop), window",
                s.o.rate > 0 ? s.o.rate : (double)s.o.window, s.o.duration, s.o.sources, s.nrows);
@@ -1131,15 +1258,17 @@ int main(int argc, char **argv)
                    cpu_us, (cpu1 - cpu0) / wall);
         printf("  loadgen CPU: %.1f us per message (%.2f cores)\n",
                answered(&s) ? self * 1e6 / (double)answered(&s) : 0.0, self / wall);
+        if (others >= 0)
+            printf("  other processes on the machine meanwhile: %.2f cores\n", others);
         printf("RESULT rate=%.0f duration=%.2f sources=%u sent=%" PRIu64 " send_rate=%.0f"
                " answered=%" PRIu64 " answer_rate=%.0f ok200=%" PRIu64 " r403=%" PRIu64
                " other=%" PRIu64 " forwarded=%" PRIu64 " fwd_tcp=%" PRIu64 " lost=%" PRIu64
                " dup=%" PRIu64 " p50_us=%.0f p99_us=%.0f max_us=%" PRIu32 " cpu_us_per_msg=%.2f"
-               " loadgen_us_per_msg=%.2f\n",
+               " loadgen_us_per_msg=%.2f others_cores=%.2f\n",
                s.o.rate, send_time, s.o.sources, s.c.sent, srate, answered(&s), arate, s.c.r200,
                s.c.r403, s.c.rother, s.c.fwd, s.c.fwd_tcp, lost, s.c.rdup,
                lat_pct(s.lat, s.nlat, 50), lat_pct(s.lat, s.nlat, 99), s.lat_max, cpu_us,
-               answered(&s) ? self * 1e6 / (double)answered(&s) : 0.0);
+               answered(&s) ? self * 1e6 / (double)answered(&s) : 0.0, others);
         rc = lost == 0 && s.c.rother == 0 && !interrupted ? 0 : 1;
     }
 out:

@@ -71,6 +71,37 @@ static int by_dev_desc(const void *a, const void *b)
     return (x->f > y->f) ? -1 : (x->f < y->f);
 }
 
+/*
+ * Robinson's f(w) of one token into *f; 0 when the token takes part, -1 when
+ * it says nothing (never seen, or within min_dev of 0.5). Shared by the
+ * probability and the explain path so both pick the same tokens.
+ */
+static inline int token_f(const struct spim_token *t, const struct spim_totals *tot,
+                          const struct spim_bayes_params *p, double *f)
+{
+    double hr, sr, pw, cnt, v;
+
+    cnt = (double)t->ham + (double)t->spam;
+    if (cnt == 0.0)
+        return -1; /* f would be x: no evidence */
+    /* Ratios within their class: a token in 10% of spam and 10% of ham is neutral
+     * whatever the sizes of the two training sets. */
+    hr = tot->ham_msgs ? (double)t->ham / (double)tot->ham_msgs : 0.0;
+    sr = tot->spam_msgs ? (double)t->spam / (double)tot->spam_msgs : 0.0;
+    if (hr + sr <= 0.0)
+        return -1;
+    pw = sr / (hr + sr);
+    v = (p->s * p->x + cnt * pw) / (p->s + cnt);
+    if (v < F_MIN)
+        v = F_MIN;
+    if (v > 1.0 - F_MIN)
+        v = 1.0 - F_MIN;
+    if (fabs(v - 0.5) < p->min_dev)
+        return -1;
+    *f = v;
+    return 0;
+}
+
 double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spim_totals *tot,
                        const struct spim_bayes_params *p, unsigned *used)
 {
@@ -96,24 +127,9 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
     }
 
     for (i = 0; i < n; i++) {
-        double hr, sr, pw, cnt, f;
+        double f;
 
-        cnt = (double)toks[i].ham + (double)toks[i].spam;
-        if (cnt == 0.0)
-            continue; /* f would be x: no evidence */
-        /* Ratios within their class: a token in 10% of spam and 10% of ham is neutral
-         * whatever the sizes of the two training sets. */
-        hr = tot->ham_msgs ? (double)toks[i].ham / (double)tot->ham_msgs : 0.0;
-        sr = tot->spam_msgs ? (double)toks[i].spam / (double)tot->spam_msgs : 0.0;
-        if (hr + sr <= 0.0)
-            continue;
-        pw = sr / (hr + sr);
-        f = (p->s * p->x + cnt * pw) / (p->s + cnt);
-        if (f < F_MIN)
-            f = F_MIN;
-        if (f > 1.0 - F_MIN)
-            f = 1.0 - F_MIN;
-        if (fabs(f - 0.5) < p->min_dev)
+        if (token_f(&toks[i], tot, p, &f) != 0)
             continue;
         clues[m].f = f;
         clues[m].dev = fabs(f - 0.5);
@@ -138,4 +154,53 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
     if (clues != stack_clues)
         free(clues);
     return prob;
+}
+
+/* Is clue a (f, index ia) stronger than b? The order of by_dev_desc, then the index. */
+static int stronger(double fa, size_t ia, double fb, size_t ib)
+{
+    double da = fabs(fa - 0.5), db = fabs(fb - 0.5);
+
+    if (da != db)
+        return da > db;
+    if (fa != fb)
+        return fa > fb;
+    return ia < ib;
+}
+
+size_t spim__bayes_clues(const struct spim_token *toks, size_t n, const struct spim_totals *tot,
+                         const struct spim_bayes_params *p, struct spim__clue *out, size_t cap)
+{
+    struct spim_bayes_params def;
+    size_t i, m = 0, k = 0, take;
+
+    if (p == NULL) {
+        spim_bayes_defaults(&def);
+        p = &def;
+    }
+    if (out == NULL || cap == 0 || toks == NULL || tot == NULL || n == 0 ||
+        (tot->ham_msgs == 0 && tot->spam_msgs == 0))
+        return 0;
+    if (n > SPIM_TOK_MAX)
+        n = SPIM_TOK_MAX;
+    /* The cap strongest by insertion: cap is small (SPIM_EVIDENCE_TOKENS), n bounded. */
+    for (i = 0; i < n; i++) {
+        double f;
+        size_t j;
+
+        if (token_f(&toks[i], tot, p, &f) != 0)
+            continue;
+        m++;
+        if (k == cap && !stronger(f, i, out[k - 1].f, out[k - 1].idx))
+            continue;
+        j = k < cap ? k++ : cap - 1;
+        for (; j > 0 && stronger(f, i, out[j - 1].f, out[j - 1].idx); j--)
+            out[j] = out[j - 1];
+        out[j].idx = i;
+        out[j].f = f;
+    }
+    /* spim_bayes_prob combined the max_tokens strongest of the m; the k here are
+     * the strongest of all, so they are among those unless max_tokens is smaller. */
+    take = (p->max_tokens > 0 && m > p->max_tokens) ? p->max_tokens : m;
+    return k < take ? k : take;
 }

@@ -56,6 +56,9 @@ size_t spim_tok_text(const char *text, size_t len, const struct spim_tok_meta *m
                      void (*emit)(void *ud, enum spim_tok_kind kind, const char *s, size_t n),
                      void *ud);
 
+/* Name of a kind: "word", "url", "number", "phone", "bigram", "meta", "emoji". */
+const char *spim_tok_kind_name(enum spim_tok_kind k);
+
 /* The key of one token of a kind and normalised text (what spim_tok_text hashes). */
 uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n);
 
@@ -89,21 +92,35 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
 
 /*
  * A rules file: one rule per line, blank lines and '#' comments ignored:
- *     NAME  SCORE  /PATTERN/FLAGS
+ *     NAME  SCORE  /PATTERN/FLAGS  [shadow]
  * NAME is [A-Za-z0-9_]{1,63}, SCORE a decimal (negative for ham signs),
  * PATTERN a Hyperscan (PCRE-like) regex, FLAGS letters of i (caseless),
  * s (dot matches newline), m (multi-line), u (UTF-8 and Unicode classes).
  * Patterns match the normalised text (NFKC, case-folded, format characters
  * removed) as well as the raw text repaired to UTF-8.
+ * A rule ending in the word `shadow` is matched like the others but its
+ * score is not added: it is reported apart (shadow_* of struct
+ * spim_rule_hits), to see what a new rule would do before it counts.
  */
 struct spim_rules;
 
 #define SPIM_RULES_MAX_HITS 32
 
+/*
+ * The rules one message matched, in file order. Names are borrowed from the
+ * rules and live as long as they do. Past SPIM_RULES_MAX_HITS matches of a
+ * kind the names and scores are dropped but score and shadow_score still
+ * count every match.
+ */
 struct spim_rule_hits {
     unsigned n;
-    const char *names[SPIM_RULES_MAX_HITS]; /* borrowed from the rules */
-    double score;                           /* sum of the matched rules' scores */
+    const char *names[SPIM_RULES_MAX_HITS];
+    double scores[SPIM_RULES_MAX_HITS]; /* the score of each of names */
+    double score;                       /* sum of the enforced matched rules' scores */
+    unsigned nshadow;                   /* shadow rules that matched */
+    const char *shadow_names[SPIM_RULES_MAX_HITS];
+    double shadow_scores[SPIM_RULES_MAX_HITS];
+    double shadow_score; /* what the shadow rules would have added; not in score */
 };
 
 /* Loads and compiles path; on error diag names the file and line. */
@@ -127,6 +144,7 @@ struct spim_thresholds {
     double tag_score;    /* score >= this: tag */
     double block_score;  /* score >= this: block */
     double bayes_weight; /* points the Bayes probability is worth: weight * (p - 0.5) * 2 */
+    int bayes_shadow;    /* 1: the Bayes points are computed and reported, not added */
 };
 
 void spim_thresholds_defaults(struct spim_thresholds *t);
@@ -134,7 +152,9 @@ void spim_thresholds_defaults(struct spim_thresholds *t);
 struct spim_verdict {
     enum spim_action action;
     double spam_probability; /* Bayes, 0..1 */
-    double score;            /* bayes points + rule scores */
+    double score;            /* bayes points (unless shadow) + enforced rule scores */
+    double bayes_points;     /* what the Bayes part is worth, enforced or not */
+    double shadow_score;     /* points of every shadow input (rules, Bayes), not in score */
     unsigned tokens;         /* distinct tokens of the message */
     unsigned tokens_used;    /* tokens that took part in the probability */
     struct spim_rule_hits hits;
@@ -169,6 +189,62 @@ int spim_classify(struct spim_scan *s, const struct spim_counts_ops *ops, void *
                   const struct spim_bayes_params *bp, const struct spim_thresholds *t,
                   const char *text, size_t len, const struct spim_tok_meta *meta,
                   struct spim_verdict *v);
+
+/* --- Evidence: why a verdict is what it is ------------------------------------- */
+
+#define SPIM_EVIDENCE_MAX 48
+#define SPIM_EVIDENCE_TOKENS 12
+
+struct spim_evidence_item {
+    char kind[16]; /* "bayes", "rule", and from the caller "list", "policy", "relationship",
+                      "identity", "rate", ... */
+    char name[96]; /* "PRIZE_CLAIM", "p=0.9931 (23 of 31 tokens)", "stranger, first message
+                      with a link" */
+    double weight; /* points this item added to the score; 0 for shadow items */
+    int shadow;    /* evaluated, not enforced: shadow_weight is what it would have added */
+    double shadow_weight;
+};
+
+struct spim_evidence_token {
+    char text[48]; /* normalised token text as the tokenizer emits it, cut on a UTF-8 boundary */
+    enum spim_tok_kind kind;
+    double prob; /* Robinson's f(w) used for it */
+    uint32_t ham, spam;
+};
+
+/* Zero it (memset or = {0}) before the first use; spim_classify_ex does. */
+struct spim_evidence {
+    unsigned n;
+    struct spim_evidence_item item[SPIM_EVIDENCE_MAX];
+    unsigned ntok; /* the strongest tokens (furthest from 0.5) that took part */
+    struct spim_evidence_token tok[SPIM_EVIDENCE_TOKENS];
+};
+
+/* Appends an item (dropped silently past SPIM_EVIDENCE_MAX; name cut to fit). */
+void spim_evidence_add(struct spim_evidence *e, const char *kind, const char *name, double weight,
+                       int shadow, double shadow_weight);
+/* Sum of the enforced weights: equals the verdict's score. */
+double spim_evidence_sum(const struct spim_evidence *e);
+/*
+ * Human-readable, one item a line ("  +4.21  bayes  p=0.9931 ...", shadow
+ * items marked "(shadow, would add +3.00)"), then the tokens; returns the
+ * length as snprintf does (buf may be NULL with cap 0 to measure).
+ */
+size_t spim_evidence_format(const struct spim_evidence *e, char *buf, size_t cap);
+
+/*
+ * spim_classify with, when ev is not NULL, the evidence filled: one "bayes"
+ * item whose weight is the enforced bayes points, one "rule" item per rule hit
+ * with its score, shadow rules and shadow Bayes as shadow items, and the
+ * strongest tokens. Filling ev costs a second pass of the tokenizer (for the
+ * token texts) and is for explain paths only; ev == NULL costs nothing extra.
+ * *ev is reset first; the caller may add its own items after (and must then
+ * add their weights to v->score itself).
+ */
+int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, void *ud,
+                     const struct spim_bayes_params *bp, const struct spim_thresholds *t,
+                     const char *text, size_t len, const struct spim_tok_meta *meta,
+                     struct spim_verdict *v, struct spim_evidence *ev);
 
 /*
  * Tokens of the text, for training: writes at most cap distinct keys to out

@@ -37,6 +37,10 @@ struct spim__tok_ws {
     uint64_t *set;   /* SPIM__TOK_SET_SLOTS keys */
     size_t rep_len;  /* valid bytes in rep after spim__tok_prepare */
     size_t norm_len; /* valid bytes of UTF-8 at (char *)norm */
+    /* Pure ASCII text is folded by the tokenizer itself, which counts on the
+     * way what spim__tok_run would count again: letters, capitals, '!'. */
+    int ascii;
+    size_t ascii_letters, ascii_upper, ascii_excl;
 };
 
 /* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */
@@ -65,6 +69,27 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
                      struct spim_token *out, size_t cap,
                      void (*emit)(void *ud, enum spim_tok_kind kind, const char *s, size_t n),
                      void *ud);
+
+/* One token that took part in a Bayes probability: its index in toks, its f(w). */
+struct spim__clue {
+    size_t idx;
+    double f;
+};
+
+/*
+ * The strongest tokens (furthest from 0.5; ties: spammy first, then earlier)
+ * of those spim_bayes_prob(toks, n, tot, p) combines, at most cap of them,
+ * strongest first, into out; returns how many. For the explain path: it
+ * walks the tokens again, so the probability itself pays nothing for it.
+ */
+size_t spim__bayes_clues(const struct spim_token *toks, size_t n, const struct spim_totals *tot,
+                         const struct spim_bayes_params *p, struct spim__clue *out, size_t cap);
+
+/*
+ * Copies s[0..n) into out (cap bytes, NUL included), cut on a UTF-8 boundary
+ * when it does not fit; returns the bytes copied. cap 0 writes nothing.
+ */
+size_t spim__utf8_cut(const char *s, size_t n, char *out, size_t cap);
 
 /* The Hyperscan scratch and match marks of one scan, owned by it. */
 struct spim__rmatch;

@@ -17,6 +17,9 @@
  * the Hyperscan version and every pattern with its flags, so an edited rule
  * or a new Hyperscan never meets a stale file. A cache file Hyperscan does
  * not accept (another CPU, damage) is ignored and the rules are compiled.
+ * Scores and the shadow mark are not in the database (a match reports a
+ * pattern's index; what it is worth is looked up in struct rule), so
+ * toggling shadow or changing a score reuses the same cache file correctly.
  */
 #include "classifier_int.h"
 
@@ -44,6 +47,7 @@ struct rule {
     char name[RULE_NAME_MAX + 1];
     double score;
     unsigned line;
+    int shadow; /* matched and reported, its score not added */
 };
 
 struct spim_rules {
@@ -110,6 +114,7 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
     char *p = line, *end, *pat, *slash, *f;
     size_t nl, len;
     unsigned hsflags = HS_FLAG_SINGLEMATCH, i;
+    int shadow = 0;
     double score;
     struct rule *ru;
 
@@ -125,7 +130,7 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
         ;
     if (nl == 0 || nl > RULE_NAME_MAX || (p[nl] != ' ' && p[nl] != '\t')) {
         spim_diag_set(diag, path, lineno, (unsigned)(p - line) + 1,
-                      "expected NAME ([A-Za-z0-9_]{1,63}) SCORE /PATTERN/FLAGS");
+                      "expected NAME ([A-Za-z0-9_]{1,63}) SCORE /PATTERN/FLAGS [shadow]");
         return SPIM_EPARSE;
     }
     for (i = 0; i < r->n; i++) {
@@ -155,7 +160,9 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
                       "rule %s: expected /PATTERN/FLAGS", p);
         return SPIM_EPARSE;
     }
-    for (f = slash + 1; *f; f++) {
+    /* The last '/' ends the pattern; what follows is flags, then at most the word
+     * "shadow" after blanks (trailing blanks were stripped above). */
+    for (f = slash + 1; *f && *f != ' ' && *f != '\t'; f++) {
         switch (*f) {
         case 'i':
             hsflags |= HS_FLAG_CASELESS;
@@ -175,6 +182,21 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
                           "rule %s: unknown flag '%c' (flags are i, s, m, u)", p, *f);
             return SPIM_EPARSE;
         }
+    }
+    if (*f != '\0') {
+        char *word;
+
+        while (*f == ' ' || *f == '\t')
+            f++;
+        word = f;
+        if (strcmp(word, "shadow") != 0) {
+            spim_diag_set(diag, path, lineno, (unsigned)(word - line) + 1,
+                          "rule %s: unexpected '%.32s' after /PATTERN/FLAGS (only 'shadow' may "
+                          "follow)",
+                          p, word);
+            return SPIM_EPARSE;
+        }
+        shadow = 1;
     }
     if (slash == pat + 1) {
         spim_diag_set(diag, path, lineno, (unsigned)(pat - line) + 1, "rule %s: empty pattern", p);
@@ -201,6 +223,7 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
     memcpy(ru->name, p, nl + 1);
     ru->score = score;
     ru->line = lineno;
+    ru->shadow = shadow;
     r->n++;
     return 1;
 }
@@ -493,6 +516,8 @@ void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const
 
     hits->n = 0;
     hits->score = 0.0;
+    hits->nshadow = 0;
+    hits->shadow_score = 0.0;
     if (r == NULL || m == NULL || r->db == NULL || m->n != r->n)
         return;
     memset(m->marks, 0, m->n);
@@ -503,10 +528,22 @@ void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const
     if (blen > 0)
         (void)hs_scan(r->db, b, (unsigned)blen, 0, m->scratch, on_match, m);
     for (i = 0; i < m->n; i++) {
+        const struct rule *ru = &r->rules[i];
+
         if (!m->marks[i])
             continue;
-        hits->score += r->rules[i].score;
-        if (hits->n < SPIM_RULES_MAX_HITS)
-            hits->names[hits->n++] = r->rules[i].name;
+        if (ru->shadow) {
+            hits->shadow_score += ru->score;
+            if (hits->nshadow < SPIM_RULES_MAX_HITS) {
+                hits->shadow_names[hits->nshadow] = ru->name;
+                hits->shadow_scores[hits->nshadow++] = ru->score;
+            }
+            continue;
+        }
+        hits->score += ru->score;
+        if (hits->n < SPIM_RULES_MAX_HITS) {
+            hits->names[hits->n] = ru->name;
+            hits->scores[hits->n++] = ru->score;
+        }
     }
 }

@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
+/* The keys are spim_hash64 (XXH3) of a few bytes each, tens per message: inlined,
+ * the hash costs less than the call into libxxhash did. Same algorithm, same keys. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 /* Longest token text (bytes); longer words are cut at a codepoint boundary. */
 #define TOK_TEXT_MAX 96
@@ -74,8 +78,22 @@ size_t spim_utf8_repair(const char *in, size_t len, char *out)
     size_t i = 0, o = 0;
 
     while (i < len) {
-        size_t k = utf8_valid_len(p + i, len - i);
+        size_t k;
 
+        /* Runs of ASCII (most IM text) go eight bytes at a time. */
+        for (uint64_t w; i + 8 <= len; i += 8, o += 8) {
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            memcpy(out + o, &w, 8);
+        }
+        if (i < len && p[i] < 0x80) {
+            out[o++] = (char)p[i++];
+            continue;
+        }
+        if (i >= len)
+            break;
+        k = utf8_valid_len(p + i, len - i);
         if (k == 0) {
             /* One U+FFFD per bad byte: simple, and 3 * len always suffices. */
             out[o++] = (char)0xEF;
@@ -265,16 +283,19 @@ static void prepare_ascii(struct spim__tok_ws *ws)
 {
     const unsigned char *in = (const unsigned char *)ws->rep;
     char *out = (char *)ws->norm;
-    size_t i, o = 0, n = ws->rep_len;
+    size_t i, o = 0, n = ws->rep_len, upper = 0, lower = 0, excl = 0;
 
     for (i = 0; i < n; i++) {
         unsigned char c = in[i];
 
-        if (c >= 'A' && c <= 'Z')
+        if (c >= 'A' && c <= 'Z') {
             out[o++] = (char)(c + ('a' - 'A'));
-        else if (c >= 0x20 && c < 0x7F)
+            upper++;
+        } else if (c >= 0x20 && c < 0x7F) {
             out[o++] = (char)c;
-        else if (c == '\r') {
+            lower += c >= 'a' && c <= 'z';
+            excl += c == '!';
+        } else if (c == '\r') {
             out[o++] = '\n';
             if (i + 1 < n && in[i + 1] == '\n')
                 i++;
@@ -287,6 +308,10 @@ static void prepare_ascii(struct spim__tok_ws *ws)
     }
     out[o] = '\0';
     ws->norm_len = o;
+    ws->ascii = 1;
+    ws->ascii_letters = upper + lower;
+    ws->ascii_upper = upper;
+    ws->ascii_excl = excl;
 }
 
 static int all_ascii(const char *s, size_t n)
@@ -313,13 +338,19 @@ void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
         len = 0;
     if (len > SPIM_TOK_MAX_INPUT)
         len = SPIM_TOK_MAX_INPUT;
-    ws->rep_len = len ? spim_utf8_repair(text, len, ws->rep) : 0;
-    ws->rep[ws->rep_len] = '\0';
-    src = ws->rep_len;
-    if (all_ascii(ws->rep, ws->rep_len)) {
+    /* ASCII needs no repair (and repair leaves only ASCII ASCII): copy it. */
+    if (all_ascii(text, len)) {
+        if (len > 0)
+            memcpy(ws->rep, text, len);
+        ws->rep_len = len;
+        ws->rep[len] = '\0';
         prepare_ascii(ws);
         return;
     }
+    ws->ascii = 0;
+    ws->rep_len = spim_utf8_repair(text, len, ws->rep);
+    ws->rep[ws->rep_len] = '\0';
+    src = ws->rep_len;
 
     /* Shorten pathological input (NFKC expanding ligature after ligature)
      * until it fits; each try halves it, so this ends. */
@@ -362,11 +393,11 @@ uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
         buf[0] = (unsigned char)kind;
         if (n)
             memcpy(buf + 1, s, n);
-        k = spim_hash64(buf, n + 1, 0);
+        k = XXH3_64bits_withSeed(buf, n + 1, 0);
     } else {
         /* Longer than any token the tokenizer makes: chain instead of copying. */
         buf[0] = (unsigned char)kind;
-        k = spim_hash64(s, n, spim_hash64(buf, 1, 0));
+        k = XXH3_64bits_withSeed(s, n, XXH3_64bits_withSeed(buf, 1, 0));
     }
     /* 0 marks an empty slot of the de-duplication set. */
     return k ? k : 1;
@@ -378,7 +409,6 @@ struct sink {
     struct spim_token *out;
     size_t cap, n;
     uint64_t *set;
-    uint16_t used[SPIM_TOK_MAX]; /* slots of set taken, cleared at the end */
     emit_fn emit;
     void *ud;
 
@@ -391,6 +421,8 @@ struct sink {
     unsigned spaced_count;
 
     int has_url, shortener;
+    /* Slots of set taken, cleared at the end; last, and not zeroed: only used[0..n) is read. */
+    uint16_t used[SPIM_TOK_MAX];
 };
 
 static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n)
@@ -467,17 +499,20 @@ static int32_t cp_at(const char *s, size_t len, size_t i, size_t *clen)
     return c;
 }
 
-static int is_space(int32_t c)
+static int is_space_above_ascii(int32_t c)
 {
-    utf8proc_category_t cat;
+    utf8proc_category_t cat = utf8proc_category(c);
 
-    if (c == ' ' || c == '\n' || c == '\t' || c == '\r')
-        return 1;
-    if (c < 0x80)
-        return 0;
-    cat = utf8proc_category(c);
     return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL ||
            cat == UTF8PROC_CATEGORY_ZP;
+}
+
+/* Called for every character: ASCII decided inline, the rest by category. */
+static inline int is_space(int32_t c)
+{
+    if (c < 0x80)
+        return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+    return is_space_above_ascii(c);
 }
 
 static int is_digit(int32_t c)
@@ -552,6 +587,35 @@ static int host_char(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
 }
 
+/* strchr("([{<\"'", c) != NULL, without the call (and, as strchr, true for NUL). */
+static int url_open_punct(char c)
+{
+    return c == '(' || c == '[' || c == '{' || c == '<' || c == '"' || c == '\'' || c == '\0';
+}
+
+/* strchr(")]}>\"'.,!?;:", c) != NULL, likewise. */
+static int url_close_punct(char c)
+{
+    switch (c) {
+    case ')':
+    case ']':
+    case '}':
+    case '>':
+    case '"':
+    case '\'':
+    case '.':
+    case ',':
+    case '!':
+    case '?':
+    case ';':
+    case ':':
+    case '\0':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int starts(const char *s, size_t n, const char *lit)
 {
     size_t l = strlen(lit);
@@ -571,11 +635,11 @@ static int try_url(struct sink *k, const char *s, size_t n)
     const char *host, *tld, *dom;
     size_t tld_len, dom_len;
 
-    while (n > 0 && strchr("([{<\"'", s[0]) != NULL) {
+    while (n > 0 && url_open_punct(s[0])) {
         s++;
         n--;
     }
-    while (n > 0 && strchr(")]}>\"'.,!?;:", s[n - 1]) != NULL)
+    while (n > 0 && url_close_punct(s[n - 1]))
         n--;
     if (starts(s, n, "http://")) {
         scheme = 1;
@@ -858,7 +922,8 @@ static void spaced_letter(struct sink *k, const char *s, size_t st, size_t en)
 
         joined = 1;
         for (g = k->spaced_end; g < st; g++) {
-            if (strchr(" .-_*/", s[g]) == NULL || s[g] == '\0')
+            if (!(s[g] == ' ' || s[g] == '.' || s[g] == '-' || s[g] == '_' || s[g] == '*' ||
+                  s[g] == '/'))
                 joined = 0;
         }
     }
@@ -928,7 +993,10 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
             break;
         }
         if (!full && wl + clen <= sizeof(w)) {
-            memcpy(w + wl, s + j, clen);
+            if (clen == 1)
+                w[wl] = s[j]; /* not a call to memcpy per letter */
+            else
+                memcpy(w + wl, s + j, clen);
             wl += clen;
         } else {
             full = 1;
@@ -1010,11 +1078,29 @@ static const char *bucket_len(size_t cps)
     return "len:6";
 }
 
+/* The bucket of upper capitals among letters. */
+static const char *caps_bucket(size_t letters, size_t upper)
+{
+    double share;
+
+    if (letters < 4)
+        return "caps:na";
+    share = (double)upper / (double)letters;
+    if (share < 0.05)
+        return "caps:0";
+    if (share < 0.2)
+        return "caps:1";
+    if (share < 0.5)
+        return "caps:2";
+    if (share < 0.8)
+        return "caps:3";
+    return "caps:4";
+}
+
 /* Share of capitals among the letters of the repaired (not folded) text. */
 static const char *bucket_caps(const char *rep, size_t len)
 {
     size_t i = 0, letters = 0, upper = 0, clen;
-    double share;
 
     while (i < len) {
         int32_t c = cp_at(rep, len, i, &clen);
@@ -1033,18 +1119,7 @@ static const char *bucket_caps(const char *rep, size_t len)
             letters++;
         i += clen;
     }
-    if (letters < 4)
-        return "caps:na";
-    share = (double)upper / (double)letters;
-    if (share < 0.05)
-        return "caps:0";
-    if (share < 0.2)
-        return "caps:1";
-    if (share < 0.5)
-        return "caps:2";
-    if (share < 0.8)
-        return "caps:3";
-    return "caps:4";
+    return caps_bucket(letters, upper);
 }
 
 size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
@@ -1055,18 +1130,23 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     size_t len = ws->norm_len, i = 0, clen, excl = 0, cps = 0;
     int chunk_start = 1;
 
-    memset(&k, 0, sizeof(k));
+    memset(&k, 0, offsetof(struct sink, used));
     k.out = out;
     k.cap = (out == NULL) ? 0 : (cap > SPIM_TOK_MAX ? SPIM_TOK_MAX : cap);
     k.set = ws->set;
     k.emit = emit;
     k.ud = ud;
 
-    for (i = 0; i < len; i++) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
-            cps++;
-        if (s[i] == '!')
-            excl++;
+    if (ws->ascii) {
+        cps = len;
+        excl = ws->ascii_excl;
+    } else {
+        for (i = 0; i < len; i++) {
+            if (((unsigned char)s[i] & 0xC0) != 0x80)
+                cps++;
+            if (s[i] == '!')
+                excl++;
+        }
     }
     i = 0;
     while (i < len) {
@@ -1080,11 +1160,15 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
         }
         if (chunk_start) {
             size_t ce = i, cl2;
+            int dot = 0;
 
             chunk_start = 0;
-            while (ce < len && !is_space(cp_at(s, len, ce, &cl2)))
+            while (ce < len && !is_space(cp_at(s, len, ce, &cl2))) {
+                dot |= s[ce] == '.';
                 ce += cl2;
-            if (try_url(&k, s + i, ce - i)) {
+            }
+            /* Without a dot there is no host of two labels: not a URL. */
+            if (dot && try_url(&k, s + i, ce - i)) {
                 spaced_flush(&k);
                 i = ce;
                 continue;
@@ -1118,7 +1202,9 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     adds(&k, SPIM_TOK_META, k.has_url ? "url:1" : "url:0");
     if (k.shortener)
         adds(&k, SPIM_TOK_META, "shortener");
-    adds(&k, SPIM_TOK_META, bucket_caps(ws->rep, ws->rep_len));
+    adds(&k, SPIM_TOK_META,
+         ws->ascii ? caps_bucket(ws->ascii_letters, ws->ascii_upper)
+                   : bucket_caps(ws->rep, ws->rep_len));
     adds(&k, SPIM_TOK_META,
          excl == 0   ? "excl:0"
          : excl == 1 ? "excl:1"

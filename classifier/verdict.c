@@ -4,7 +4,10 @@
  * The score is additive so an operator can read it: the Bayes probability is
  * worth bayes_weight points at most either way ((p - 0.5) * 2 maps 0..1 to
  * -1..1, so an unsure 0.5 adds nothing), and every matched rule adds its
- * score. Two thresholds on that one number pick the action.
+ * score. Two thresholds on that one number pick the action. Shadow inputs
+ * (rules marked shadow, Bayes with bayes_shadow) are computed the same way
+ * and summed apart in shadow_score, so an operator can see what they would
+ * have done before letting them count.
  */
 #include "classifier_int.h"
 
@@ -29,6 +32,7 @@ void spim_thresholds_defaults(struct spim_thresholds *t)
     t->tag_score = 3.0;
     t->block_score = 8.0;
     t->bayes_weight = 10.0;
+    t->bayes_shadow = 0;
 }
 
 void spim_verdict_make(double prob, const struct spim_rule_hits *hits,
@@ -45,12 +49,19 @@ void spim_verdict_make(double prob, const struct spim_rule_hits *hits,
     if (!(prob >= 0.0 && prob <= 1.0))
         prob = 0.5;
     v->spam_probability = prob;
-    v->score = t->bayes_weight * (prob - 0.5) * 2.0;
+    v->bayes_points = t->bayes_weight * (prob - 0.5) * 2.0;
+    if (t->bayes_shadow)
+        v->shadow_score = v->bayes_points;
+    else
+        v->score = v->bayes_points;
     if (hits != NULL) {
         v->hits = *hits;
         if (v->hits.n > SPIM_RULES_MAX_HITS)
             v->hits.n = SPIM_RULES_MAX_HITS;
+        if (v->hits.nshadow > SPIM_RULES_MAX_HITS)
+            v->hits.nshadow = SPIM_RULES_MAX_HITS;
         v->score += hits->score;
+        v->shadow_score += hits->shadow_score;
     }
     if (v->score >= t->block_score)
         v->action = SPIM_BLOCK;

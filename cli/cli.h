@@ -17,6 +17,8 @@
 
 struct spim_policy;
 struct spim_rate;
+struct spim_rcpts;
+struct spim_contacts_table;
 
 /* --- Config: an INI file (inih), then flags on top. --- */
 struct spim_config {
@@ -64,6 +66,22 @@ struct spim_config {
     int reports_record;            /* reports = on|off: record 607 Unwanted as spam reports */
     unsigned report_min_reporters; /* distinct reporters before `reports learn` trains one */
     uint64_t report_max_entries;   /* cap on the reports database's keys; 0 no cap */
+    /* who writes to whom, per-recipient policy, shadow mode, identity (issue 8, docs/policy.md) */
+    int action;                      /* what spam gets: 0 deliver, 1 tag, 2 block, 3 drop */
+    int contacts;                    /* contacts = on|off: keep who has written to whom */
+    unsigned contacts_days;          /* a pair silent this long is forgotten */
+    uint64_t contacts_max;           /* pairs kept in the store (the oldest go first) */
+    unsigned contacts_memory;        /* slots of the in-memory contacts table */
+    unsigned stranger_messages;      /* a sender's first N messages to someone are first contact */
+    double contact_score;            /* points for a message inside an established pair */
+    double stranger_score;           /* a stranger's first messages */
+    double stranger_link_score;      /* a stranger's first messages with a URL or phone number */
+    char recipient_policy[PATH_MAX]; /* the per-recipient policy file; empty: none */
+    char local_domains[1024];        /* comma-separated: our users (outbound checks) */
+    int identity_min;             /* weakest identity that counts as a contact: 0 any, 1 asserted,
+                                     2 verified */
+    int identity_verified_header; /* the proxy verifies Identity headers and drops failures */
+    double identity_verified_score, identity_asserted_score, identity_failed_score;
 };
 
 void spim_config_defaults(struct spim_config *c);
@@ -90,6 +108,7 @@ struct spim_engine_conf {
     struct spim_config cfg;
     struct spim_rules *rules;   /* may be NULL */
     struct spim_policy *policy; /* lists and file policy of cfg; never NULL */
+    struct spim_rcpts *rcpts;   /* the recipient_policy file; NULL when none */
 };
 
 struct spim_engine {
@@ -99,6 +118,8 @@ struct spim_engine {
     _Atomic uint64_t generation;
     /* Fan-out and bulk counters: shared by the workers, kept across reloads. */
     struct spim_rate *fanout, *bulk;
+    /* Who has written to whom (contacts = on), shared by the workers; NULL when off. */
+    struct spim_contacts_table *contacts;
     /* The token counts classified with (model.c); swapped under lock. */
     struct spim_engine_model *model;
     _Atomic uint64_t model_generation;
@@ -130,6 +151,10 @@ void spim_engine_worker_free(struct spim_engine_worker *w);
 int spim_engine_worker_sync(struct spim_engine_worker *w);
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v);
+/* spim_engine_classify with the evidence of the verdict in *ev (see spim_classify_ex). */
+int spim_engine_classify_ex(struct spim_engine_worker *w, const char *text, size_t len,
+                            const struct spim_tok_meta *meta, struct spim_verdict *v,
+                            struct spim_evidence *ev);
 
 /* --- Model (model.c): where the token counts come from, and snapshots. ---
  *
@@ -178,6 +203,13 @@ void spim_judge_worker_free(void *wud);
 int spim_judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_result *r);
 /* Commits the quarantine writes spim_judge deferred (one transaction). */
 int spim_judge_flush(void *wud);
+/*
+ * The same in two halves (the filter's ops.flush_take, flush_commit): take
+ * moves the deferred writes out of the worker (NULL: none, or no memory),
+ * commit writes them in one transaction from any thread and frees the group.
+ */
+void *spim_judge_flush_take(void *wud);
+int spim_judge_flush_commit(void *group);
 struct spim_filter_report;
 /*
  * A 607 Unwanted for a MESSAGE we delivered (the filter's ops.report):
@@ -186,6 +218,15 @@ struct spim_filter_report;
  * or the recipient reports itself. Never fails the filter: errors are logged.
  */
 void spim_judge_report(void *wud, const struct spim_filter_report *rep);
+struct spim_filter_delivery;
+/* A 2xx to a forwarded MESSAGE (the filter's ops.delivered): the pair's contacts count it. */
+void spim_judge_delivered(void *wud, const struct spim_filter_delivery *d);
+/*
+ * Writes the contacts the workers noted since the last call (one write
+ * transaction); serve calls it about once a second and at the end.
+ * Returns how many records were written, or an error.
+ */
+int spim_judge_contacts_sync(struct spim_engine *e);
 
 /* --- The metrics endpoint (metrics_http.c): common/metrics.h over HTTP. --- */
 struct spim_metrics_http;

@@ -1,6 +1,8 @@
 /*
  * cmd_classify.c: `spimfilter classify`: the verdict for each message, in
  * input order, as the filter would give it (same engine, same defaults).
+ * --explain adds why: every term of the score (Bayes, each rule, shadow
+ * inputs) and the tokens that moved Bayes most (spim_classify_ex).
  */
 #include "cli.h"
 
@@ -12,6 +14,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: spimfilter classify --db DIR [--rules FILE] [--config FILE]\n"
                "                           (--tsv FILE | FILE... | -) [--format text|jsonl]\n"
+               "                           [--explain]\n"
                "\n"
                "  --db DIR        the trained store\n"
                "  --rules FILE    a rules file (default: none, or the config's)\n"
@@ -19,16 +22,47 @@ static void usage(FILE *f)
                "  --tsv FILE      labelled lines; the label is echoed in the output\n"
                "  FILE            one message per file; '-' reads stdin, one message per line\n"
                "  --format F      text (default) or jsonl: verdict, spam_probability, score,\n"
-               "                  rules, tokens\n");
+               "                  rules, tokens\n"
+               "  --explain       also why: each term of the score with its weight (shadow\n"
+               "                  rules and shadow Bayes marked, not added), the strongest\n"
+               "                  tokens; jsonl gets evidence and strongest_tokens arrays\n");
 }
 
 struct out {
     int jsonl;
+    int explain;
     unsigned long index;
 };
 
+/* The evidence as two JSON arrays, after a comma the caller wrote. */
+static void print_evidence_json(const struct spim_evidence *ev)
+{
+    fputs("\"evidence\":[", stdout);
+    for (unsigned i = 0; i < ev->n && i < SPIM_EVIDENCE_MAX; i++) {
+        const struct spim_evidence_item *it = &ev->item[i];
+
+        fputs(i ? ",{\"kind\":" : "{\"kind\":", stdout);
+        spim_json_str(stdout, it->kind, strlen(it->kind));
+        fputs(",\"name\":", stdout);
+        spim_json_str(stdout, it->name, strlen(it->name));
+        /* %.17g: the weights read back add up to the score, not to a rounding of it. */
+        printf(",\"weight\":%.17g,\"shadow\":%s,\"shadow_weight\":%.17g}", it->weight,
+               it->shadow ? "true" : "false", it->shadow_weight);
+    }
+    fputs("],\"strongest_tokens\":[", stdout);
+    for (unsigned i = 0; i < ev->ntok && i < SPIM_EVIDENCE_TOKENS; i++) {
+        const struct spim_evidence_token *t = &ev->tok[i];
+
+        fputs(i ? ",{\"text\":" : "{\"text\":", stdout);
+        spim_json_str(stdout, t->text, strlen(t->text));
+        printf(",\"kind\":\"%s\",\"prob\":%.6f,\"ham\":%u,\"spam\":%u}",
+               spim_tok_kind_name(t->kind), t->prob, (unsigned)t->ham, (unsigned)t->spam);
+    }
+    fputs("],", stdout);
+}
+
 static void print(struct out *o, const char *name, const char *label, const char *text, size_t len,
-                  const struct spim_verdict *v)
+                  const struct spim_verdict *v, const struct spim_evidence *ev)
 {
     if (o->jsonl) {
         printf("{\"index\":%lu,", o->index);
@@ -46,7 +80,13 @@ static void print(struct out *o, const char *name, const char *label, const char
                 fputc(',', stdout);
             spim_json_str(stdout, v->hits.names[i], strlen(v->hits.names[i]));
         }
-        printf("],\"tokens\":%u,\"tokens_used\":%u}\n", v->tokens, v->tokens_used);
+        fputs("],", stdout);
+        if (o->explain && ev != NULL) {
+            printf("\"score_exact\":%.17g,\"shadow_score\":%.17g,\"bayes_points\":%.17g,", v->score,
+                   v->shadow_score, v->bayes_points);
+            print_evidence_json(ev);
+        }
+        printf("\"tokens\":%u,\"tokens_used\":%u}\n", v->tokens, v->tokens_used);
     } else {
         char rules[512];
 
@@ -61,25 +101,41 @@ static void print(struct out *o, const char *name, const char *label, const char
         else
             spim_print_excerpt(stdout, text, len, 60);
         fputc('\n', stdout);
+        if (o->explain && ev != NULL) {
+            char buf[8192];
+            size_t n = spim_evidence_format(ev, buf, sizeof(buf));
+
+            /* The whole evidence fits (48 items and 12 tokens of bounded width). */
+            fwrite(buf, 1, n < sizeof(buf) ? n : sizeof(buf) - 1, stdout);
+            printf("  sum of weights = %.4f (score %.4f)", spim_evidence_sum(ev), v->score);
+            if (v->shadow_score != 0.0)
+                printf(", shadow inputs would add %+.4f", v->shadow_score);
+            fputs("\n\n", stdout);
+        }
     }
     o->index++;
+}
+
+/* Classifies one text, with the evidence when explaining. */
+static int classify(struct spim_engine_worker *w, const struct out *o, const char *text, size_t len,
+                    struct spim_verdict *v, struct spim_evidence *ev)
+{
+    return spim_engine_classify_ex(w, text, len, NULL, v, o->explain ? ev : NULL);
 }
 
 int spim_cmd_classify(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"db", required_argument, NULL, 'd'},
-        {"rules", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'},
-        {"tsv", required_argument, NULL, 't'},
-        {"format", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"db", required_argument, NULL, 'd'},     {"rules", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'}, {"tsv", required_argument, NULL, 't'},
+        {"format", required_argument, NULL, 'f'}, {"explain", no_argument, NULL, 'x'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     struct spim_config cfg;
     struct spim_engine e;
     struct spim_engine_worker *w = NULL;
-    struct out o = {0, 0};
+    struct out o = {0, 0, 0};
+    static struct spim_evidence ev; /* 6 KB: off the stack */
     const char *tsv = NULL, *db = NULL, *rules = NULL, *config = NULL;
     char err[512];
     int c, rc = 1, opened = 0;
@@ -108,6 +164,9 @@ int spim_cmd_classify(int argc, char **argv)
                 fprintf(stderr, "spimfilter classify: --format: text or jsonl\n");
                 return 2;
             }
+            break;
+        case 'x':
+            o.explain = 1;
             break;
         case 'h':
             usage(stdout);
@@ -149,12 +208,12 @@ int spim_cmd_classify(int argc, char **argv)
             goto out;
         }
         while ((r = spim_tsv_next(&t, &is_spam, &text, &len, err, sizeof(err))) == 1) {
-            if (spim_engine_classify(w, text, len, NULL, &v) != 0) {
+            if (classify(w, &o, text, len, &v, &ev) != 0) {
                 r = -1;
                 snprintf(err, sizeof(err), "store lookup failed");
                 break;
             }
-            print(&o, NULL, is_spam ? "spam" : "ham", text, len, &v);
+            print(&o, NULL, is_spam ? "spam" : "ham", text, len, &v, &ev);
         }
         spim_tsv_close(&t);
         if (r < 0) {
@@ -177,12 +236,12 @@ int spim_cmd_classify(int argc, char **argv)
 
                 if (ll && p[ll - 1] == '\r')
                     ll--;
-                if (ll && spim_engine_classify(w, p, ll, NULL, &v) == 0)
-                    print(&o, NULL, NULL, p, ll, &v);
+                if (ll && classify(w, &o, p, ll, &v, &ev) == 0)
+                    print(&o, NULL, NULL, p, ll, &v, &ev);
                 p = nl ? nl + 1 : end;
             }
-        } else if (spim_engine_classify(w, buf, len, NULL, &v) == 0) {
-            print(&o, argv[i], NULL, buf, len, &v);
+        } else if (classify(w, &o, buf, len, &v, &ev) == 0) {
+            print(&o, argv[i], NULL, buf, len, &v, &ev);
         }
         free(buf);
     }

@@ -5,6 +5,7 @@
  * reloads (SIGHUP) and a clean stop (SIGTERM, SIGINT).
  */
 #include "cli.h"
+#include "store.h"
 #include "filter.h"
 
 #include <getopt.h>
@@ -43,7 +44,10 @@ static const struct spim_filter_ops ops = {
     .worker_free = spim_judge_worker_free,
     .judge = spim_judge,
     .flush = spim_judge_flush,
+    .flush_take = spim_judge_flush_take,
+    .flush_commit = spim_judge_flush_commit,
     .report = spim_judge_report,
+    .delivered = spim_judge_delivered,
 };
 
 /*
@@ -82,6 +86,20 @@ static void purge_once(struct spim_engine *e, double days)
     spim_quar_audit_add(e->store, &a);
 }
 
+/* Contacts silent for contacts_days go, then the oldest past contacts_max (docs/policy.md). */
+static void contacts_expire(struct spim_engine *e, unsigned days, uint64_t max)
+{
+    uint32_t today = (uint32_t)(spim_now_us() / 86400000000LL);
+    uint64_t n = 0;
+    int rc = spim_contacts_expire(e->store, today > days ? today - days : 0, max, 0, &n);
+
+    if (rc != 0)
+        spim_log(SPIM_LOG_ERR, "contacts expiry failed: %s", spim_strerror(rc));
+    else if (n > 0)
+        spim_log(SPIM_LOG_INFO, "contacts: forgot %llu pairs (contacts_days %u, contacts_max %llu)",
+                 (unsigned long long)n, days, (unsigned long long)max);
+}
+
 static void *purge_main(void *arg)
 {
     struct purger *p = arg;
@@ -89,14 +107,20 @@ static void *purge_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         double days, secs;
+        unsigned cdays;
+        uint64_t cmax;
         struct timespec ts;
 
         pthread_mutex_unlock(&p->mu);
         pthread_mutex_lock(&p->e->lock);
         days = p->e->conf->cfg.quarantine_days;
+        cdays = p->e->conf->cfg.contacts_days;
+        cmax = p->e->conf->cfg.contacts_max;
         pthread_mutex_unlock(&p->e->lock);
         if (days > 0)
             purge_once(p->e, days);
+        if (p->e->contacts != NULL)
+            contacts_expire(p->e, cdays, cmax);
         secs = days > 0 ? days * 8640 : 3600;
         secs = secs < 1 ? 1 : secs > 3600 ? 3600 : secs;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -357,13 +381,18 @@ int spim_cmd_serve(int argc, char **argv)
 
         if (!purging)
             spim_log(SPIM_LOG_ERR, "cannot start the quarantine purge thread");
-        for (;;) {
-            struct timespec tick = {10, 0};
+        for (unsigned ticks = 0;; ticks++) {
+            struct timespec tick = {1, 0};
 
-            /* every 10 s: pages of the map this process touched leave its RSS */
+            /*
+             * every second: the contacts the workers noted go to the store (one
+             * write); every 10 s: pages of the map this process touched leave its RSS
+             */
             sig = sigtimedwait(&sigs, NULL, &tick);
             if (sig < 0) {
-                spim_store_release_pages(e.store);
+                spim_judge_contacts_sync(&e);
+                if (ticks % 10 == 9)
+                    spim_store_release_pages(e.store);
                 continue;
             }
             if (sig == SIGHUP) {
@@ -380,6 +409,7 @@ int spim_cmd_serve(int argc, char **argv)
         spim_metrics_http_stop(mh);
         spim_filter_stop(f);
         spim_filter_wait(f);
+        spim_judge_contacts_sync(&e); /* what the last second noted */
     }
     spim_log(SPIM_LOG_INFO, "stopped");
     spim_filter_free(f);

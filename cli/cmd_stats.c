@@ -83,16 +83,84 @@ static void print_hist(const struct hist *h)
     printf("\n");
 }
 
+/* Hits and shadow hits of one rule name, for the per-rule table. */
+struct rule_row {
+    char name[64];
+    double hits, shadow;
+};
+
+/* Both rule tables of metrics.c (256 names and "_other" each) fit. */
+#define RULE_ROWS 600
+
+struct rule_rows {
+    struct rule_row row[RULE_ROWS];
+    unsigned n;
+};
+
+/* Adds v to the hits (or shadow hits) of name; names past RULE_ROWS are dropped. */
+static void rule_add(struct rule_rows *rr, const char *name, double v, int is_shadow)
+{
+    unsigned i;
+
+    for (i = 0; i < rr->n; i++)
+        if (strcmp(rr->row[i].name, name) == 0)
+            break;
+    if (i == rr->n) {
+        if (rr->n >= RULE_ROWS)
+            return;
+        snprintf(rr->row[i].name, sizeof(rr->row[i].name), "%s", name);
+        rr->row[i].hits = rr->row[i].shadow = 0;
+        rr->n++;
+    }
+    if (is_shadow)
+        rr->row[i].shadow += v;
+    else
+        rr->row[i].hits += v;
+}
+
+/* Most hits first, then most shadow hits, then by name. */
+static int by_hits(const void *a, const void *b)
+{
+    const struct rule_row *x = a, *y = b;
+
+    if (x->hits != y->hits)
+        return x->hits > y->hits ? -1 : 1;
+    if (x->shadow != y->shadow)
+        return x->shadow > y->shadow ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static void print_rules(struct rule_rows *rr)
+{
+    unsigned shown = 0;
+
+    qsort(rr->row, rr->n, sizeof(rr->row[0]), by_hits);
+    for (unsigned i = 0; i < rr->n; i++) {
+        if (rr->row[i].hits == 0 && rr->row[i].shadow == 0)
+            continue;
+        if (shown++ == 0)
+            printf("%-34s %10s %10s\n", "rules", "hits", "shadow");
+        printf("  %-32s %10.0f %10.0f\n", rr->row[i].name, rr->row[i].hits, rr->row[i].shadow);
+    }
+    if (shown == 0)
+        printf("%-18s none matched\n", "rules");
+}
+
 /*
  * The summary: one line per metric, labelled samples on the same line
- * (only those not zero, so the line says what happened), the histogram as
- * count, mean and bucket bounds of the median and the 99th percentile.
+ * (only those not zero, so the line says what happened), then a table of
+ * the rules with their hits and shadow hits, most hits first, and the
+ * histogram as count, mean and bucket bounds of the median and the 99th
+ * percentile.
  */
 static void summary(char *text, const char *where)
 {
     char row[64] = "", *save = NULL, *line;
     struct hist h = {{0}, {0}, 0, 0, 0};
+    static struct rule_rows rr; /* 50 KB: off the stack */
     int shown = 0, any_hist = 0;
+
+    rr.n = 0;
 
     for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
         char *name, *label, short_name[64];
@@ -103,6 +171,11 @@ static void summary(char *text, const char *where)
             continue;
         if (strcmp(name, "spimfilter_build_info") == 0) {
             printf("spimfilter %s, metrics of %s\n", label ? label : "?", where);
+            continue;
+        }
+        if (label != NULL && (strcmp(name, "spimfilter_rule_hits_total") == 0 ||
+                              strcmp(name, "spimfilter_shadow_hits_total") == 0)) {
+            rule_add(&rr, label, v, name[11] == 's');
             continue;
         }
         if (strncmp(name, "spimfilter_verdict_seconds", 26) == 0) {
@@ -145,6 +218,7 @@ static void summary(char *text, const char *where)
     }
     if (row[0] != '\0')
         printf("%s\n", shown ? "" : " 0");
+    print_rules(&rr);
     if (any_hist)
         print_hist(&h);
 }

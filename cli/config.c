@@ -48,6 +48,47 @@ void spim_config_defaults(struct spim_config *c)
     c->reports_record = 1;
     c->report_min_reporters = 3;
     c->report_max_entries = 1000000;
+    c->action = 2;
+    c->contacts = 1;
+    c->contacts_days = 180;
+    c->contacts_max = 2000000;
+    c->contacts_memory = 262144;
+    c->stranger_messages = 3;
+    c->contact_score = -3;
+    c->stranger_score = 1;
+    c->stranger_link_score = 3;
+    c->identity_verified_score = -1;
+    c->identity_asserted_score = 0;
+    c->identity_failed_score = 4;
+}
+
+/* An action name: deliver, tag, block, drop (the per-recipient file has the same words). */
+static int parse_action(const char *v)
+{
+    static const char *const names[] = {"deliver", "tag", "block", "drop"};
+
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Points keys of issue 8: name, where, bounds. */
+static double *score_key(struct spim_config *c, const char *key)
+{
+    if (strcmp(key, "contact_score") == 0)
+        return &c->contact_score;
+    if (strcmp(key, "stranger_score") == 0)
+        return &c->stranger_score;
+    if (strcmp(key, "stranger_link_score") == 0)
+        return &c->stranger_link_score;
+    if (strcmp(key, "identity_verified_score") == 0)
+        return &c->identity_verified_score;
+    if (strcmp(key, "identity_asserted_score") == 0)
+        return &c->identity_asserted_score;
+    if (strcmp(key, "identity_failed_score") == 0)
+        return &c->identity_failed_score;
+    return NULL;
 }
 
 int spim_hostport(const char *s, char *host, size_t hostcap, unsigned *port)
@@ -131,12 +172,74 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
             strpbrk(v, "\r\n") != NULL)
             goto bad;
     } else if (strcmp(key, "mode") == 0) {
+        /* the older spelling of action = block|tag */
         if (strcmp(v, "block") == 0)
             c->mode_tag = 0;
         else if (strcmp(v, "tag") == 0)
             c->mode_tag = 1;
         else {
             snprintf(err, errcap, "mode: expected block or tag, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+        c->action = c->mode_tag ? 1 : 2;
+    } else if (strcmp(key, "action") == 0) {
+        int a = parse_action(v);
+
+        if (a < 0) {
+            snprintf(err, errcap, "action: expected block, drop, tag or deliver, got '%s'", v);
+            return SPIM_EINVAL;
+        }
+        c->action = a;
+        c->mode_tag = a == 1;
+    } else if (score_key(c, key) != NULL) {
+        if (parse_double(v, -1000, 1000, score_key(c, key)) != 0)
+            goto bad;
+    } else if (strcmp(key, "contacts") == 0 || strcmp(key, "identity_verified_header") == 0 ||
+               strcmp(key, "bayes_shadow") == 0) {
+        int *dst = key[0] == 'c'   ? &c->contacts
+                   : key[0] == 'b' ? &c->th.bayes_shadow
+                                   : &c->identity_verified_header;
+
+        if (strcmp(v, "on") == 0 || strcmp(v, "yes") == 0)
+            *dst = 1;
+        else if (strcmp(v, "off") == 0 || strcmp(v, "no") == 0)
+            *dst = 0;
+        else {
+            snprintf(err, errcap, "%s: expected on or off, got '%s'", key, v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "contacts_days") == 0 || strcmp(key, "contacts_memory") == 0 ||
+               strcmp(key, "stranger_messages") == 0) {
+        unsigned *dst = strcmp(key, "contacts_days") == 0     ? &c->contacts_days
+                        : strcmp(key, "contacts_memory") == 0 ? &c->contacts_memory
+                                                              : &c->stranger_messages;
+
+        if (parse_double(v, key[0] == 'c' ? 1 : 0, 1e8, &d) != 0 || d != (unsigned)d)
+            goto bad;
+        *dst = (unsigned)d;
+    } else if (strcmp(key, "contacts_max") == 0) {
+        if (parse_double(v, 0, 1e12, &d) != 0 || d != (double)(uint64_t)d)
+            goto bad;
+        c->contacts_max = (uint64_t)d;
+    } else if (strcmp(key, "recipient_policy") == 0) {
+        if (copy_str(c->recipient_policy, sizeof(c->recipient_policy), v) != 0)
+            goto bad;
+    } else if (strcmp(key, "local_domains") == 0) {
+        if (copy_str(c->local_domains, sizeof(c->local_domains), v) != 0 ||
+            strpbrk(v, "@;:/\t") != NULL) {
+            snprintf(err, errcap, "local_domains: expected domains separated by commas, got '%s'",
+                     v);
+            return SPIM_EINVAL;
+        }
+    } else if (strcmp(key, "identity_min") == 0) {
+        if (strcmp(v, "any") == 0)
+            c->identity_min = 0;
+        else if (strcmp(v, "asserted") == 0)
+            c->identity_min = 1;
+        else if (strcmp(v, "verified") == 0)
+            c->identity_min = 2;
+        else {
+            snprintf(err, errcap, "identity_min: expected any, asserted or verified, got '%s'", v);
             return SPIM_EINVAL;
         }
     } else if (strcmp(key, "workers") == 0) {
@@ -323,8 +426,8 @@ bad:
  * values add up, so a long list can span lines (inih reads lines of at
  * most INI_MAX_LINE - 1 characters).
  */
-static const char *const list_keys[] = {"trusted_sources", "file_block_ext", "file_allow_ext",
-                                        "file_block_types", "file_allow_types"};
+static const char *const list_keys[] = {"trusted_sources",  "file_block_ext",   "file_allow_ext",
+                                        "file_block_types", "file_allow_types", "local_domains"};
 #define NLIST (sizeof(list_keys) / sizeof(list_keys[0]))
 
 struct load_ctx {

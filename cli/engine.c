@@ -79,6 +79,22 @@ static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out
         free(c);
         return rc;
     }
+    if (cfg->recipient_policy[0] != '\0') {
+        memset(&d, 0, sizeof(d));
+        rc = spim_rcpts_load(cfg->recipient_policy, &c->rcpts, &d);
+        if (rc != 0) {
+            if (d.line)
+                snprintf(err, errcap, "%s:%u: %s", d.file[0] ? d.file : cfg->recipient_policy,
+                         d.line, d.msg);
+            else
+                snprintf(err, errcap, "%s: %s", cfg->recipient_policy,
+                         d.msg[0] ? d.msg : spim_strerror(rc));
+            spim_policy_free(c->policy);
+            spim_rules_free(c->rules);
+            free(c);
+            return rc;
+        }
+    }
     *out = c;
     return 0;
 }
@@ -89,6 +105,7 @@ static void conf_free(struct spim_engine_conf *c)
         return;
     spim_rules_free(c->rules);
     spim_policy_free(c->policy);
+    spim_rcpts_free(c->rcpts);
     free(c);
 }
 
@@ -142,6 +159,13 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int w
         spim_engine_close(e);
         return SPIM_ENOMEM;
     }
+    /* The contacts table is sized here too (contacts_memory) and only where serve writes. */
+    if (writable && cfg->contacts &&
+        spim_contacts_table_new(cfg->contacts_memory, &e->contacts) != 0) {
+        snprintf(err, errcap, "out of memory for %u contacts_memory", cfg->contacts_memory);
+        spim_engine_close(e);
+        return SPIM_ENOMEM;
+    }
     return 0;
 }
 
@@ -150,6 +174,8 @@ void spim_engine_close(struct spim_engine *e)
     spim_rate_free(e->fanout);
     spim_rate_free(e->bulk);
     e->fanout = e->bulk = NULL;
+    spim_contacts_table_free(e->contacts);
+    e->contacts = NULL;
     conf_release(e, e->conf);
     e->conf = NULL;
     spim_engine_model_fini(e); /* a snapshot model is closed here, the own store below */
@@ -254,4 +280,12 @@ int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t 
 {
     return spim_classify(w->scan, &store_counts, w->reader, &w->conf->cfg.bp, &w->conf->cfg.th,
                          text, len, meta, v);
+}
+
+int spim_engine_classify_ex(struct spim_engine_worker *w, const char *text, size_t len,
+                            const struct spim_tok_meta *meta, struct spim_verdict *v,
+                            struct spim_evidence *ev)
+{
+    return spim_classify_ex(w->scan, &store_counts, w->reader, &w->conf->cfg.bp, &w->conf->cfg.th,
+                            text, len, meta, v, ev);
 }

@@ -1,8 +1,8 @@
 /*
  * metrics.c: the process-wide counters of metrics.h and their Prometheus
  * text. Every hook is a relaxed atomic add: the counters need no ordering
- * with anything else, a scrape only has to see each one eventually. The
- * rule table is open addressing over a fixed array; a slot is claimed by a
+ * with anything else, a scrape only has to see each one eventually. A
+ * rule table (hits, shadow hits) is open addressing over a fixed array; a slot is claimed by a
  * compare-and-swap and published with a release store once its name is
  * written, so readers never see a half-written name.
  */
@@ -42,6 +42,12 @@ struct rule_slot {
     atomic_uint_fast64_t hits;
 };
 
+/* Counts by name: SPIM_METRICS_MAX_RULES slots, then "_other". */
+struct rule_table {
+    struct rule_slot slot[SPIM_METRICS_MAX_RULES];
+    atomic_uint_fast64_t other;
+};
+
 static atomic_uint_fast64_t plain[SPIM_METRIC__COUNT];
 static atomic_uint_fast64_t requests[NMETHODS];
 static atomic_uint_fast64_t responses[6]; /* 1xx .. 6xx */
@@ -49,8 +55,7 @@ static atomic_uint_fast64_t verdict_n[2][3];
 static atomic_uint_fast64_t buckets[SPIM_METRICS_BUCKETS + 1]; /* the last is +Inf */
 static atomic_uint_fast64_t latency_sum_ns;
 static atomic_uint_fast64_t quar_records, quar_bytes;
-static struct rule_slot rules[SPIM_METRICS_MAX_RULES];
-static atomic_uint_fast64_t rules_other;
+static struct rule_table rules, shadow, accounts;
 
 static void add(atomic_uint_fast64_t *c, uint64_t n)
 {
@@ -107,12 +112,12 @@ void spim_metrics_set_quarantine(uint64_t records, uint64_t bytes)
 }
 
 /* Counts one hit of the rule name[0..n) (already cleaned, n > 0, short enough). */
-static void rule_hit(const char *name, size_t n)
+static void rule_hit(struct rule_table *t, const char *name, size_t n)
 {
     uint64_t h = spim_hash64(name, n, 0x3e7);
 
     for (unsigned probe = 0; probe < SPIM_METRICS_MAX_RULES; probe++) {
-        struct rule_slot *s = &rules[(h + probe) % SPIM_METRICS_MAX_RULES];
+        struct rule_slot *s = &t->slot[(h + probe) % SPIM_METRICS_MAX_RULES];
         int st = atomic_load_explicit(&s->state, memory_order_acquire);
 
         if (st == SLOT_FREE) {
@@ -137,10 +142,11 @@ static void rule_hit(const char *name, size_t n)
             return;
         }
     }
-    add(&rules_other, 1);
+    add(&t->other, 1);
 }
 
-void spim_metrics_rules(const char *list)
+/* Counts each item of a comma-separated list in t (see spim_metrics_rules). */
+static void count_list(struct rule_table *t, const char *list)
 {
     char name[SPIM_METRICS_RULE_NAME];
     const char *p = list;
@@ -165,10 +171,37 @@ void spim_metrics_rules(const char *list)
             name[n++] = ch;
         }
         if (n > 0)
-            rule_hit(name, n);
+            rule_hit(t, name, n);
         if (*p == ',')
             p++;
     }
+}
+
+void spim_metrics_rules(const char *list)
+{
+    count_list(&rules, list);
+}
+
+void spim_metrics_shadow(const char *list)
+{
+    count_list(&shadow, list);
+}
+
+void spim_metrics_account(const char *account)
+{
+    char name[SPIM_METRICS_RULE_NAME];
+    size_t n = 0;
+
+    for (const char *p = account; p != NULL && *p != '\0' && n + 1 < sizeof(name); p++) {
+        char ch = *p;
+
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-' || ch == '@' || ch == '+'))
+            ch = '_';
+        name[n++] = ch;
+    }
+    if (n > 0)
+        rule_hit(&accounts, name, n);
 }
 
 /* An appender that counts what it could not write, as snprintf does. */
@@ -195,6 +228,31 @@ static void put(struct out *o, const char *fmt, ...)
 static void header(struct out *o, const char *name, const char *type, const char *help)
 {
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_labelled(struct out *o, struct rule_table *t, const char *name,
+                            const char *label, const char *help)
+{
+    header(o, name, "counter", help);
+    for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES; i++)
+        if (atomic_load_explicit(&t->slot[i].state, memory_order_acquire) == SLOT_READY)
+            put(o, "%s{%s=\"%s\"} %llu\n", name, label, t->slot[i].name,
+                (unsigned long long)get(&t->slot[i].hits));
+    put(o, "%s{%s=\"_other\"} %llu\n", name, label, (unsigned long long)get(&t->other));
+}
+
+static void render_table(struct out *o, struct rule_table *t, const char *name, const char *help)
+{
+    render_labelled(o, t, name, "rule", help);
+}
+
+static void reset_table(struct rule_table *t)
+{
+    for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES; i++) {
+        atomic_store(&t->slot[i].hits, 0);
+        atomic_store(&t->slot[i].state, SLOT_FREE);
+    }
+    atomic_store(&t->other, 0);
 }
 
 size_t spim_metrics_render(char *buf, size_t cap)
@@ -229,14 +287,12 @@ size_t spim_metrics_render(char *buf, size_t cap)
             put(&o, "%s{verdict=\"%s\"} %llu\n", kinds[k], verdicts[v],
                 (unsigned long long)get(&verdict_n[k][v]));
     }
-    header(&o, "spimfilter_rule_hits_total", "counter",
-           "matches of each rule and policy entry kind in judged requests");
-    for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES; i++)
-        if (atomic_load_explicit(&rules[i].state, memory_order_acquire) == SLOT_READY)
-            put(&o, "spimfilter_rule_hits_total{rule=\"%s\"} %llu\n", rules[i].name,
-                (unsigned long long)get(&rules[i].hits));
-    put(&o, "spimfilter_rule_hits_total{rule=\"_other\"} %llu\n",
-        (unsigned long long)get(&rules_other));
+    render_table(&o, &rules, "spimfilter_rule_hits_total",
+                 "matches of each rule and policy entry kind in judged requests");
+    render_table(&o, &shadow, "spimfilter_shadow_hits_total",
+                 "matches of each shadow rule and input (evaluated, not enforced)");
+    render_labelled(&o, &accounts, "spimfilter_outbound_flagged_total", "account",
+                    "MESSAGEs of local accounts (local_domains) that tripped fan-out or bulk");
     header(&o, "spimfilter_quarantine_records", "gauge", "records held in the quarantine");
     put(&o, "spimfilter_quarantine_records %llu\n", (unsigned long long)get(&quar_records));
     header(&o, "spimfilter_quarantine_bytes", "gauge",
@@ -272,9 +328,7 @@ void spim_metrics_reset(void)
     atomic_store(&latency_sum_ns, 0);
     atomic_store(&quar_records, 0);
     atomic_store(&quar_bytes, 0);
-    for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES; i++) {
-        atomic_store(&rules[i].hits, 0);
-        atomic_store(&rules[i].state, SLOT_FREE);
-    }
-    atomic_store(&rules_other, 0);
+    reset_table(&rules);
+    reset_table(&shadow);
+    reset_table(&accounts);
 }

@@ -7,6 +7,8 @@
  * SPIM_METRICS_MAX_RULES slots filled on first use (a name is never
  * removed); names past the table count under rule="_other", so an
  * attacker who makes new names appear cannot grow memory or the output.
+ * Shadow hits (rules and inputs evaluated but not enforced) have a table of
+ * their own of the same size and rules.
  * The latency histogram has fixed buckets in seconds (SPIM_METRICS_BUCKETS).
  *
  * spim_metrics_render writes everything in the Prometheus text exposition
@@ -27,7 +29,9 @@
     XX(STORE_ERRORS, "spimfilter_store_errors_total",                                         \
        "store reads for a verdict and quarantine writes that failed")                         \
     XX(JUDGE_ERRORS, "spimfilter_verdict_errors_total",                                       \
-       "verdicts that could not be made (answered 503, or delivered with on_error = deliver)")
+       "verdicts that could not be made (answered 503, or delivered with on_error = deliver)")  \
+    XX(SHADOW_WOULD_BLOCK, "spimfilter_shadow_would_block_total",                             \
+       "messages that shadow inputs would have blocked")
 /* clang-format on */
 
 enum spim_metric {
@@ -68,6 +72,20 @@ void spim_metrics_verdict(int kind, int verdict);
  */
 void spim_metrics_rules(const char *list);
 
+/*
+ * The same for the shadow inputs that matched (rules marked shadow, shadow
+ * Bayes, ...): spimfilter_shadow_hits_total{rule="..."}, same name rules,
+ * a table of its own.
+ */
+void spim_metrics_shadow(const char *list);
+
+/*
+ * One MESSAGE of a local account (local_domains) that tripped fan-out or
+ * bulk: counted under account="user@host" in the same kind of bounded table
+ * (characters outside [A-Za-z0-9_.@+-] become '_'; past the table, "_other").
+ */
+void spim_metrics_account(const char *account);
+
 /* The time one verdict took, in nanoseconds (spim_mono_ns differences). */
 void spim_metrics_latency(uint64_t ns);
 
@@ -82,7 +100,7 @@ void spim_metrics_set_quarantine(uint64_t records, uint64_t bytes);
  */
 size_t spim_metrics_render(char *buf, size_t cap);
 
-/* Sets every counter back to 0 and empties the rule table (tests only). */
+/* Sets every counter back to 0 and empties the rule tables (tests only). */
 void spim_metrics_reset(void);
 
 #endif

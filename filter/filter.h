@@ -37,6 +37,8 @@ struct spim_sip_msg {
     int status;                     /* responses: the status code */
     struct spim_slice method, ruri; /* requests */
     struct spim_slice call_id, from, to, cseq, user_agent, content_type, content_disposition;
+    struct spim_slice pai;           /* the first P-Asserted-Identity value (RFC 3325), or empty */
+    struct spim_slice identity;      /* the first Identity (or y) value (RFC 8224), or empty */
     struct spim_slice body;          /* the declared Content-Length bytes */
     size_t headers_end;              /* offset of the empty line ending the headers */
     size_t msg_len;                  /* start line + headers + body: what is forwarded */
@@ -53,7 +55,7 @@ struct spim_sip_msg {
     unsigned via_port;  /* 0 when absent */
     int via_has_rport;  /* ;rport present (with or without a value) */
     unsigned via_count; /* Via values in the message */
-    void *osip;         /* the osip_message_t, owned: spim_sip_msg_free */
+    void *osip;         /* NULL: libosip2 only checks requests, its tree is not kept (sip.c) */
 };
 
 /*
@@ -194,19 +196,37 @@ struct spim_filter_msg {
     struct spim_slice raw;  /* the whole request as received */
     struct spim_slice from, to, call_id, user_agent;
     struct spim_slice from_uri;         /* the URI of From, without display name or parameters */
+    struct spim_slice ruri;             /* the Request-URI */
+    struct spim_slice pai_uri;          /* the URI of P-Asserted-Identity, or empty */
+    struct spim_slice identity;         /* the Identity header's value, or empty */
+    int verstat;                        /* enum spim_verstat: the proxy's verification result */
     const struct spim_sip_files *files; /* payloads for the file checks (n may be 0) */
     const struct sockaddr_storage *src;
     const char *source; /* "ip:port" */
     uint64_t txn_key;   /* same for every retransmission of the request */
 };
 
+/*
+ * The verification result a proxy passes downstream in the verstat URI
+ * parameter of From or P-Asserted-Identity (3GPP TS 24.229, ATIS-1000074:
+ * "TN-Validation-Passed", "TN-Validation-Failed", "No-TN-Validation").
+ */
+enum spim_verstat {
+    SPIM_VERSTAT_NONE = 0,   /* absent, or No-TN-Validation */
+    SPIM_VERSTAT_PASSED = 1, /* TN-Validation-Passed */
+    SPIM_VERSTAT_FAILED = 2, /* TN-Validation-Failed */
+};
+
+/* The verstat parameter of a URI (case-insensitive name and value). */
+int spim_sip_verstat(struct spim_slice uri);
+
 /* The judge's answer. */
 struct spim_filter_result {
     int action; /* enum spim_action of classifier.h: 0 deliver, 1 tag, 2 block */
     double score, spam_probability;
     char rules[512]; /* names of the matched rules and policy entries, comma-separated */
-    int code;        /* block: the status to answer (0: 403 for MESSAGE, 403 for INVITE) */
-    int deferred;    /* block: the quarantine write waits for ops->flush (group commit) */
+    int code; /* block: the status to answer (0: block_code); 200: a silent drop (200 OK, held) */
+    int deferred; /* block: the quarantine write waits for ops->flush (group commit) */
 };
 
 /*
@@ -219,6 +239,14 @@ struct spim_filter_report {
     struct spim_slice text;     /* the text that was delivered (may be cut at 1 KiB) */
     struct spim_slice call_id;
     const char *source; /* who sent the 607: "ip:port" */
+};
+
+/* A 2xx response to a MESSAGE we forwarded went back upstream: it was delivered. */
+struct spim_filter_delivery {
+    struct spim_slice from_uri; /* the response's From URI: the sender */
+    struct spim_slice to_uri;   /* its To URI: the recipient */
+    struct spim_slice call_id;
+    int status;
 };
 
 struct spim_filter_ops {
@@ -240,6 +268,18 @@ struct spim_filter_ops {
     int (*flush)(void *wud);
     /* Optional: records a 607 report; called in the worker that got the 607. */
     void (*report)(void *wud, const struct spim_filter_report *rep);
+    /* Optional: a 2xx to a forwarded MESSAGE was relayed (first contact, judge.c). */
+    void (*delivered)(void *wud, const struct spim_filter_delivery *d);
+    /*
+     * Optional, both or neither: flush in two halves, so that the commit
+     * (which waits for the disk) runs in a thread of its own while the worker
+     * goes on. flush_take (worker thread) moves what judge deferred into a
+     * group and returns it: NULL when nothing was deferred or there is no
+     * memory (the filter then calls flush). flush_commit (any thread) commits
+     * the group and frees it, with flush's result: 0 stored, else nothing was.
+     */
+    void *(*flush_take)(void *wud);
+    int (*flush_commit)(void *group);
 };
 
 /* A network in CIDR form, for trusted_sources. */

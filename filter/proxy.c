@@ -97,6 +97,25 @@ static int resolve(const char *host, size_t hostlen, unsigned port, struct socka
     }
     memcpy(h, host, hostlen);
     h[hostlen] = '\0';
+    {
+        /* a numeric address (what a Via's received holds): no resolver on the hot path */
+        struct sockaddr_in *sin = (struct sockaddr_in *)dst;
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)dst;
+
+        memset(dst, 0, sizeof(*dst));
+        if (inet_pton(AF_INET, h, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((uint16_t)(port ? port : 5060));
+            *dstlen = sizeof(*sin);
+            return 0;
+        }
+        if (inet_pton(AF_INET6, h, &sin6->sin6_addr) == 1) {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((uint16_t)(port ? port : 5060));
+            *dstlen = sizeof(*sin6);
+            return 0;
+        }
+    }
     snprintf(ps, sizeof(ps), "%u", port ? port : 5060);
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_DGRAM;
@@ -141,15 +160,40 @@ static uint64_t branch_hash(struct spim_slice vbranch, struct spim_slice vhost, 
     return spim_hash64(&h, sizeof(h), 0x5350494d);
 }
 
+/*
+ * Writes BRANCH_PREFIX, h in 16 hex digits and, for a TCP connection,
+ * "c" and conn in 8 (the response finds its way back to that connection).
+ * By hand: it is done for every request and every response, and snprintf
+ * was a visible part of that. Cut to cap like snprintf.
+ */
+static void branch_str(uint64_t h, uint32_t conn, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    char s[sizeof(BRANCH_PREFIX) + 16 + 9];
+    size_t n = sizeof(BRANCH_PREFIX) - 1;
+
+    memcpy(s, BRANCH_PREFIX, n);
+    for (int i = 15; i >= 0; i--)
+        s[n++] = hex[(h >> (4 * i)) & 0xF];
+    if (conn != 0) {
+        s[n++] = 'c';
+        for (int i = 7; i >= 0; i--)
+            s[n++] = hex[(conn >> (4 * i)) & 0xF];
+    }
+    if (cap == 0)
+        return;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 void spim_proxy_branch_conn(const struct spim_sip_msg *m, uint32_t conn, char *out, size_t cap)
 {
     uint64_t h =
         branch_hash(m->via_branch, m->via_host, m->via_port, m->call_id, m->cseq_num, conn);
 
-    if (conn != 0) /* the response finds its way back to this connection */
-        snprintf(out, cap, BRANCH_PREFIX "%016llxc%08x", (unsigned long long)h, (unsigned)conn);
-    else
-        snprintf(out, cap, BRANCH_PREFIX "%016llx", (unsigned long long)h);
+    branch_str(h, conn, out, cap);
 }
 
 void spim_proxy_branch(const struct spim_sip_msg *m, char *out, size_t cap)
@@ -430,11 +474,7 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
         uint64_t h = branch_hash(next.via_branch, next.via_host, next.via_port, m->call_id,
                                  m->cseq_num, *conn);
 
-        if (*conn != 0)
-            snprintf(want, sizeof(want), BRANCH_PREFIX "%016llxc%08x", (unsigned long long)h,
-                     (unsigned)*conn);
-        else
-            snprintf(want, sizeof(want), BRANCH_PREFIX "%016llx", (unsigned long long)h);
+        branch_str(h, *conn, want, sizeof(want));
         if (!spim__slice_ieq(m->via_branch.p, m->via_branch.len, want))
             return SPIM_ENOTFOUND;
     }

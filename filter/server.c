@@ -34,6 +34,20 @@
 #define TEXT_CAP (128 * 1024)
 #define OUT_CAP (SPIM_SIP_MAX + 8192)
 #define BATCH 16
+/*
+ * The group commit: the answers of blocked messages (their quarantine write
+ * deferred by the judge) are held until one commit covers them, at most
+ * HOLD_MAX of them and for at most HOLD_NS, across batches; then one
+ * transaction and its syncs stand for all of them. With the judge's
+ * flush_take/flush_commit, the commit runs in a thread of the worker's own
+ * (its syncs wait for the disk, milliseconds in which the worker would
+ * otherwise read nothing) while the worker fills the next group; it sends
+ * the group's answers once the commit returned. HOLD_MAX stays below the
+ * judge's own group (32 in cli/judge.c), so the judge never commits on its
+ * own behind the filter's back.
+ */
+#define HOLD_MAX 24
+#define HOLD_NS 5000000ull
 #define MAX_CONNS 4096 /* connection slots across workers */
 #define CONN_BUF_MAX (SPIM_SIP_MAX + 16384)
 
@@ -92,6 +106,8 @@ struct spim_filter_worker {
     char *in, *text;
     struct spim_sip_files files;
     size_t text_len; /* of the text judged for the message in hand */
+    struct sockaddr_storage src_of; /* the source src_str was written for */
+    char src_str[64];
     struct spim_slice fm_from_uri;
     struct spim_filter_out out;
     struct conn *next_conn; /* our TCP connection to the next hop */
@@ -106,6 +122,23 @@ struct spim_filter_worker {
     struct mmsghdr smsg[BATCH];
     struct iovec siov[BATCH];
     struct sockaddr_storage sdst[BATCH];
+    /* UDP answers held for the group commit: set cur fills, the other may be committing */
+    struct held {
+        char *buf[HOLD_MAX];
+        struct mmsghdr msg[HOLD_MAX];
+        struct iovec iov[HOLD_MAX];
+        struct sockaddr_storage dst[HOLD_MAX];
+    } held[2];
+    unsigned cur, nheld;
+    uint64_t held_ns; /* when the oldest of set cur was held */
+    /* the commit thread (committer_main): one group at a time, under cmu */
+    pthread_t committer;
+    int committer_on;
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    void *job;              /* the group handed over (flush_take), NULL when idle */
+    unsigned job_set, job_n; /* its answers: held[job_set], job_n of them */
+    int quit;
 };
 
 static int set_nonblock(int fd)
@@ -617,7 +650,8 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
 {
     struct spim_filter *f = w->f;
     struct spim_filter_msg fm;
-    char source[64], branch[64];
+    char branch[64];
+    const char *source = w->src_str;
     size_t tlen = 0;
 
     if (kind == SPIM_FMSG_MESSAGE) {
@@ -626,7 +660,11 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     } else if (spim_sip_sdp_files(m, &w->files) == 0) {
         return 0;
     }
-    spim__addr_str(src, source, sizeof(source));
+    if (w->src_str[0] == '\0' || memcmp(&w->src_of, src, sizeof(w->src_of)) != 0) {
+        /* requests come from a few proxies: their "ip:port" is written once, not per message */
+        memcpy(&w->src_of, src, sizeof(w->src_of));
+        spim__addr_str(src, w->src_str, sizeof(w->src_str));
+    }
     memset(&fm, 0, sizeof(fm));
     fm.kind = kind;
     fm.text = (struct spim_slice){w->text, tlen};
@@ -638,6 +676,12 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     w->fm_from_uri = fm.from_uri;
     fm.call_id = m->call_id;
     fm.user_agent = m->user_agent;
+    fm.ruri = m->ruri;
+    fm.pai_uri = m->pai.len ? uri_of(m->pai) : m->pai;
+    fm.identity = m->identity;
+    fm.verstat = spim_sip_verstat(fm.pai_uri);
+    if (fm.verstat == SPIM_VERSTAT_NONE)
+        fm.verstat = spim_sip_verstat(fm.from_uri);
     fm.files = &w->files;
     fm.src = src;
     fm.source = source;
@@ -648,9 +692,10 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
         return -1;
     if (r->action == 2)
         spim_log(SPIM_LOG_INFO,
-                 "blocked %.*s call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f p=%.4f rules=%s",
-                 (int)m->method.len, m->method.p, (int)m->call_id.len, m->call_id.p,
-                 (int)m->from.len, m->from.p, (int)m->to.len, m->to.p, source, r->score,
+                 "%s %.*s call-id=%.*s from=%.*s to=%.*s src=%s score=%.2f p=%.4f rules=%s",
+                 r->code == 200 ? "dropped (answered 200)" : "blocked", (int)m->method.len,
+                 m->method.p, (int)m->call_id.len, m->call_id.p, (int)m->from.len, m->from.p,
+                 (int)m->to.len, m->to.p, source, r->score,
                  r->spam_probability, r->rules[0] ? r->rules : "-");
     return r->action;
 }
@@ -706,10 +751,18 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
             spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src))
             sent_report(w, &m, src);
         if (spim_proxy_forward_response(&m, &f->cfg.self, &out->buf, &out->dst, &out->dstlen,
-                                        &out->conn) != 0)
+                                        &out->conn) != 0) {
             out->buf.len = 0; /* not ours, or nowhere to go: dropped */
-        else
+        } else {
             out->how = out->conn ? SPIM_OUT_CONN : SPIM_OUT_UDP;
+            if (m.status >= 200 && m.status < 300 && f->ops->delivered != NULL &&
+                m.cseq.len > 7 && spim__slice_ieq(m.cseq.p + m.cseq.len - 7, 7, "MESSAGE")) {
+                struct spim_filter_delivery d = {uri_of(m.from), uri_of(m.to), m.call_id,
+                                                 m.status};
+
+                f->ops->delivered(w->wud, &d);
+            }
+        }
         goto done;
     }
     spim_metrics_request(m.method.p, m.method.len);
@@ -748,7 +801,10 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         int code = r.code >= 400 && r.code <= 699 ? r.code : f->cfg.block_code;
         char callinfo[300];
 
-        if (code == 608) {
+        if (r.code == 200) {
+            /* a silent drop: held like a block, but the sender is told it was delivered */
+            answer(&m, 200, "OK", NULL, src, in_conn, out);
+        } else if (code == 608) {
             /* RFC 8688: an intermediary rejects on the recipient's behalf, with redress */
             callinfo[0] = '\0';
             if (f->cfg.block_call_info[0] != '\0')
@@ -814,6 +870,8 @@ struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f)
         return NULL;
     w->f = f;
     w->sock = w->listen = w->ep = -1;
+    pthread_mutex_init(&w->cmu, NULL);
+    pthread_cond_init(&w->ccv, NULL);
     w->in = malloc(SPIM_SIP_MAX + 1);
     w->text = malloc(TEXT_CAP);
     w->out.buf.p = malloc(OUT_CAP);
@@ -826,6 +884,10 @@ struct spim_filter_worker *spim_filter_worker_new(struct spim_filter *f)
         if (w->rbuf[i] == NULL || w->sbuf[i] == NULL)
             goto fail;
     }
+    for (unsigned s = 0; s < 2; s++)
+        for (unsigned i = 0; i < HOLD_MAX; i++)
+            if ((w->held[s].buf[i] = malloc(OUT_CAP)) == NULL)
+                goto fail;
     if (f->ops->worker_new != NULL) {
         w->wud = f->ops->worker_new(f->ud);
         if (w->wud == NULL)
@@ -865,6 +927,11 @@ void spim_filter_worker_free(struct spim_filter_worker *w)
         free(w->rbuf[i]);
         free(w->sbuf[i]);
     }
+    for (unsigned s = 0; s < 2; s++)
+        for (unsigned i = 0; i < HOLD_MAX; i++)
+            free(w->held[s].buf[i]);
+    pthread_mutex_destroy(&w->cmu);
+    pthread_cond_destroy(&w->ccv);
     free(w->in);
     free(w->text);
     free(w->out.buf.p);
@@ -900,21 +967,153 @@ static void send_out(struct spim_filter_worker *w, struct spim_filter_out *o)
     }
 }
 
-/* Commits the deferred quarantine writes; 0 when there were none. */
-static int flush(struct spim_filter_worker *w)
+/* Sends n prepared datagrams in as few calls as the kernel takes. */
+static void send_dgrams(int sock, struct mmsghdr *msgs, int n)
 {
-    return w->f->ops->flush != NULL ? w->f->ops->flush(w->wud) : 0;
+    for (int sent = 0, guard = 0; sent < n && guard < 4 * BATCH + 4 * HOLD_MAX; guard++) {
+        int k = sendmmsg(sock, msgs + sent, (unsigned)(n - sent), 0);
+
+        if (k > 0) {
+            sent += k;
+        } else if (errno != EINTR) {
+            /* one bad destination must not hold back the others */
+            spim_log(SPIM_LOG_WARN, "sendmmsg: %s", strerror(errno));
+            sent++;
+        }
+    }
 }
 
 /*
- * Reads a batch of datagrams, handles them, commits the quarantine writes
- * of the batch's blocked messages in one transaction (one sync instead of
- * one per message), then sends the UDP answers in one batch.
+ * Commits the deferred quarantine writes, then sends the answers held for
+ * them; when the commit fails, the held answers are dropped: nothing was
+ * stored, so nothing may say it was (the senders retransmit, and each
+ * attempt is judged again). 0 when there was nothing to commit.
+ */
+static int commit(struct spim_filter_worker *w)
+{
+    int rc = w->f->ops->flush != NULL ? w->f->ops->flush(w->wud) : 0;
+
+    if (w->nheld > 0 && rc == 0)
+        send_dgrams(w->sock, w->held[w->cur].msg, (int)w->nheld);
+    else if (w->nheld > 0)
+        spim_log(SPIM_LOG_WARN, "%u blocked messages not stored: not answered", w->nheld);
+    w->nheld = 0;
+    return rc;
+}
+
+/*
+ * The commit thread: commits the group it is handed (ops->flush_commit),
+ * then sends its answers, or drops them when the commit failed, as commit()
+ * does. Stops once quit is set and no group is left.
+ */
+static void *committer_main(void *arg)
+{
+    struct spim_filter_worker *w = arg;
+
+    pthread_mutex_lock(&w->cmu);
+    for (;;) {
+        void *g;
+        unsigned set, n;
+        int rc;
+
+        while (w->job == NULL && !w->quit)
+            pthread_cond_wait(&w->ccv, &w->cmu);
+        if (w->job == NULL)
+            break;
+        g = w->job;
+        set = w->job_set;
+        n = w->job_n;
+        pthread_mutex_unlock(&w->cmu);
+        rc = w->f->ops->flush_commit(g);
+        if (rc == 0)
+            send_dgrams(w->sock, w->held[set].msg, (int)n);
+        else
+            spim_log(SPIM_LOG_WARN, "%u blocked messages not stored: not answered", n);
+        pthread_mutex_lock(&w->cmu);
+        w->job = NULL;
+        pthread_cond_broadcast(&w->ccv);
+    }
+    pthread_mutex_unlock(&w->cmu);
+    return NULL;
+}
+
+/*
+ * Closes the group being held: hands it to the commit thread and goes on
+ * with the other set of answers. While the previous group is still being
+ * committed, a group that may grow waits (wait = 0), a full one waits for
+ * it (wait = 1). Without a commit thread, or when the judge cannot hand
+ * the group over, commits here.
+ */
+static void close_group(struct spim_filter_worker *w, int wait)
+{
+    void *g;
+
+    if (w->nheld == 0)
+        return;
+    if (!w->committer_on) {
+        commit(w);
+        return;
+    }
+    pthread_mutex_lock(&w->cmu);
+    if (w->job != NULL && !wait) {
+        pthread_mutex_unlock(&w->cmu);
+        return;
+    }
+    while (w->job != NULL)
+        pthread_cond_wait(&w->ccv, &w->cmu);
+    pthread_mutex_unlock(&w->cmu);
+    g = w->f->ops->flush_take(w->wud);
+    if (g == NULL) {
+        commit(w); /* nothing deferred after all, or no memory to hand it over */
+        return;
+    }
+    pthread_mutex_lock(&w->cmu);
+    w->job = g;
+    w->job_set = w->cur;
+    w->job_n = w->nheld;
+    pthread_cond_signal(&w->ccv);
+    pthread_mutex_unlock(&w->cmu);
+    w->cur ^= 1;
+    w->nheld = 0;
+}
+
+/* Whether the held answers have waited long enough: at most HOLD_NS after the first. */
+static int hold_due(const struct spim_filter_worker *w, uint64_t now)
+{
+    return w->nheld > 0 && now - w->held_ns >= HOLD_NS;
+}
+
+/*
+ * Holds the UDP answer of a blocked message until the commit that stores
+ * it (a copy: the batch's buffers are reused); commits when HOLD_MAX wait.
+ */
+static void hold(struct spim_filter_worker *w, const struct spim_filter_out *o)
+{
+    struct held *h = &w->held[w->cur];
+    unsigned k = w->nheld;
+
+    if (w->nheld == 0)
+        w->held_ns = spim_mono_ns();
+    memcpy(h->buf[k], o->buf.p, o->buf.len);
+    h->dst[k] = o->dst;
+    h->iov[k] = (struct iovec){h->buf[k], o->buf.len};
+    memset(&h->msg[k], 0, sizeof(h->msg[k]));
+    h->msg[k].msg_hdr.msg_iov = &h->iov[k];
+    h->msg[k].msg_hdr.msg_iovlen = 1;
+    h->msg[k].msg_hdr.msg_name = &h->dst[k];
+    h->msg[k].msg_hdr.msg_namelen = o->dstlen;
+    if (++w->nheld == HOLD_MAX)
+        close_group(w, 1);
+}
+
+/*
+ * Reads a batch of datagrams, handles them and sends the UDP answers in one
+ * batch, except those of blocked messages: they wait for the group commit
+ * (hold), which the caller runs when it is due.
  */
 static int udp_batch(struct spim_filter_worker *w)
 {
-    int n, ns = 0, npending = 0;
-    unsigned char pend[BATCH];
+    int n, ns = 0;
 
     for (int i = 0; i < BATCH; i++) {
         w->riov[i] = (struct iovec){w->rbuf[i], SPIM_SIP_MAX + 1};
@@ -933,11 +1132,11 @@ static int udp_batch(struct spim_filter_worker *w)
         if (w->rmsg[i].msg_len > SPIM_SIP_MAX)
             continue;
         spim_filter_handle(w, w->rbuf[i], w->rmsg[i].msg_len, &w->rsrc[i], 0, &o);
-        if (o.pending && o.how != SPIM_OUT_UDP && flush(w) != 0)
+        if (o.pending && o.how != SPIM_OUT_UDP && commit(w) != 0)
             continue; /* not stored: no answer */
-        if (o.how == SPIM_OUT_UDP && o.buf.len > 0) {
-            pend[ns] = (unsigned char)o.pending;
-            npending += o.pending;
+        if (o.pending && o.how == SPIM_OUT_UDP && o.buf.len > 0) {
+            hold(w, &o);
+        } else if (o.how == SPIM_OUT_UDP && o.buf.len > 0) {
             w->sdst[ns] = o.dst;
             w->siov[ns] = (struct iovec){o.buf.p, o.buf.len};
             memset(&w->smsg[ns], 0, sizeof(w->smsg[ns]));
@@ -950,34 +1149,7 @@ static int udp_batch(struct spim_filter_worker *w)
             send_out(w, &o);
         }
     }
-    if (npending > 0 && flush(w) != 0) {
-        /* the blocked messages were not stored: answer none of them */
-        int k = 0;
-
-        for (int i = 0; i < ns; i++) {
-            if (pend[i])
-                continue;
-            w->sdst[k] = w->sdst[i];
-            w->siov[k] = w->siov[i];
-            w->smsg[k] = w->smsg[i];
-            w->smsg[k].msg_hdr.msg_iov = &w->siov[k];
-            w->smsg[k].msg_hdr.msg_name = &w->sdst[k];
-            k++;
-        }
-        ns = k;
-    }
-    for (int sent = 0; sent < ns;) {
-        int k = sendmmsg(w->sock, w->smsg + sent, (unsigned)(ns - sent), 0);
-
-        if (k <= 0) {
-            /* one bad destination must not hold back the others */
-            if (errno != EINTR)
-                spim_log(SPIM_LOG_WARN, "sendmmsg: %s", strerror(errno));
-            sent++;
-            continue;
-        }
-        sent += k;
-    }
+    send_dgrams(w->sock, w->smsg, ns);
     return n;
 }
 
@@ -1049,7 +1221,7 @@ static int conn_frame(struct spim_filter_worker *w, struct conn *c)
             return 0;
         w->out.buf.len = 0;
         spim_filter_handle(w, c->buf, total, &c->peer, c->outbound ? 0 : c->id, &w->out);
-        if (!w->out.pending || flush(w) == 0)
+        if (!w->out.pending || commit(w) == 0)
             send_out(w, &w->out);
         memmove(c->buf, c->buf + total, c->len - total);
         c->len -= total;
@@ -1155,14 +1327,30 @@ static void *worker_main(void *arg)
     epoll_ctl(w->ep, EPOLL_CTL_ADD, w->sock, &ev);
     ev.data.ptr = &w->listen;
     epoll_ctl(w->ep, EPOLL_CTL_ADD, w->listen, &ev);
+    if (f->ops->flush_take != NULL && f->ops->flush_commit != NULL)
+        w->committer_on = pthread_create(&w->committer, NULL, committer_main, w) == 0;
     while (!atomic_load(&f->stop)) {
-        int n = epoll_wait(w->ep, evs, 64, 200);
+        int timeout = 200, n;
 
+        if (w->nheld > 0) {
+            /* wake when the held answers are due (1 ms while the last group commits) */
+            uint64_t now = spim_mono_ns();
+            uint64_t left = hold_due(w, now) ? 1000000 : w->held_ns + HOLD_NS - now;
+
+            timeout = (int)((left + 999999) / 1000000);
+        }
+        n = epoll_wait(w->ep, evs, 64, timeout);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == &w->sock) {
                 /* under load, read batch after batch before waiting again (bounded) */
-                for (unsigned g = 0; g < 16 && udp_batch(w) == BATCH; g++)
-                    ;
+                for (unsigned g = 0; g < 16; g++) {
+                    int got = udp_batch(w);
+
+                    if (hold_due(w, spim_mono_ns()))
+                        close_group(w, 0);
+                    if (got != BATCH)
+                        break;
+                }
             } else if (evs[i].data.ptr == &w->listen) {
                 accept_all(w);
             } else {
@@ -1172,10 +1360,22 @@ static void *worker_main(void *arg)
                     conn_close(w, c);
             }
         }
+        if (hold_due(w, spim_mono_ns()))
+            close_group(w, 0);
         if (spim_mono_ns() - last_sweep > 1000000000ull) {
             sweep_idle(w);
             last_sweep = spim_mono_ns();
         }
+    }
+    /* the answers still held: stored and sent before the worker goes */
+    close_group(w, 1);
+    if (w->committer_on) {
+        pthread_mutex_lock(&w->cmu);
+        w->quit = 1;
+        pthread_cond_signal(&w->ccv);
+        pthread_mutex_unlock(&w->cmu);
+        pthread_join(w->committer, NULL);
+        w->committer_on = 0;
     }
     return NULL;
 }

@@ -47,6 +47,8 @@ void spim_policy_free(struct spim_policy *p)
         return;
     list_free(&p->lists[0]);
     list_free(&p->lists[1]);
+    list_free(&p->shadow[0]);
+    list_free(&p->shadow[1]);
     free(p->pool.p);
     free(p->block_ext);
     free(p->allow_ext);
@@ -60,6 +62,13 @@ size_t spim_policy_count(const struct spim_policy *p, enum spim_policy_list whic
     if (p == NULL || (which != SPIM_POLICY_ALLOW && which != SPIM_POLICY_BLOCK))
         return 0;
     return p->lists[which - 1].count;
+}
+
+size_t spim_policy_count_shadow(const struct spim_policy *p, enum spim_policy_list which)
+{
+    if (p == NULL || (which != SPIM_POLICY_ALLOW && which != SPIM_POLICY_BLOCK))
+        return 0;
+    return p->shadow[which - 1].count;
 }
 
 /* --- Shared helpers ------------------------------------------------------------ */
@@ -517,10 +526,24 @@ static int read_all(const char *path, char **buf, size_t *len)
     return 0;
 }
 
+/* Whether s[0..n) (trimmed) ends with the word "shadow"; if so *n loses it and its blanks. */
+static int strip_shadow(const char *s, size_t *n)
+{
+    size_t k = *n;
+
+    if (k <= 6 || memcmp(s + k - 6, "shadow", 6) != 0 || (s[k - 7] != ' ' && s[k - 7] != '\t'))
+        return 0;
+    k -= 6;
+    while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t'))
+        k--;
+    *n = k;
+    return 1;
+}
+
 int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, const char *path,
                           struct spim_diag *d)
 {
-    struct spim__list *l;
+    struct spim__list *l, *sh, *to;
     char *buf = NULL;
     size_t len = 0, i = 0;
     unsigned line = 0;
@@ -529,6 +552,7 @@ int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, co
     if (p == NULL || path == NULL || (which != SPIM_POLICY_ALLOW && which != SPIM_POLICY_BLOCK))
         return SPIM_EINVAL;
     l = &p->lists[which - 1];
+    sh = &p->shadow[which - 1];
     rc = read_all(path, &buf, &len);
     if (rc != 0) {
         spim_diag_set(d, path, 0, 0, "%s", rc == SPIM_EIO ? strerror(errno) : spim_strerror(rc));
@@ -536,7 +560,7 @@ int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, co
     }
     while (i < len) {
         const char *s = buf + i, *nl = memchr(s, '\n', len - i);
-        size_t n = nl ? (size_t)(nl - s) : len - i, b = 0;
+        size_t n = nl ? (size_t)(nl - s) : len - i, b = 0, m;
 
         i += n + 1;
         line++;
@@ -552,21 +576,26 @@ int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, co
             b++;
         if (b == n)
             continue;
-        if (l->count >= MAX_ENTRIES) {
+        /* `KIND VALUE shadow`: kept apart, looked up by spim_policy_lookup_shadow only. */
+        m = n - b;
+        to = strip_shadow(s + b, &m) ? sh : l;
+        n = b + m;
+        if (to->count >= MAX_ENTRIES) {
             spim_diag_set(d, path, line, 1, "more than %u entries", MAX_ENTRIES);
             rc = SPIM_ETOOBIG;
             break;
         }
-        rc = add_line(p, l, s + b, n - b, path, line, d);
+        rc = add_line(p, to, s + b, n - b, path, line, d);
         if (rc != 0) {
             if (rc != SPIM_EPARSE)
                 spim_diag_set(d, path, line, 1, "%s", spim_strerror(rc));
             break;
         }
-        l->count++;
+        to->count++;
     }
     free(buf);
     nets_index(l);
+    nets_index(sh);
     return rc;
 }
 
@@ -625,11 +654,10 @@ static const struct spim__net *net_find(const struct spim__list *l, uint64_t hi,
     return NULL;
 }
 
-static int list_lookup(const struct spim_policy *p, enum spim_policy_list which, const char *uri,
-                       size_t un, const char *ua, size_t uan, int has_src, uint64_t hi, uint64_t lo,
-                       char *entry, size_t cap)
+static int list_lookup(const struct spim_policy *p, const struct spim__list *l,
+                       enum spim_policy_list which, const char *uri, size_t un, const char *ua,
+                       size_t uan, int has_src, uint64_t hi, uint64_t lo, char *entry, size_t cap)
 {
-    const struct spim__list *l = &p->lists[which - 1];
     const struct spim__sent *e;
     const char *dom;
     size_t dn;
@@ -698,8 +726,9 @@ static int list_lookup(const struct spim_policy *p, enum spim_policy_list which,
     return 0;
 }
 
-enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
-                                         const struct spim_policy_who *w, char *entry, size_t cap)
+/* Looks w up in ls[1] (block), then ls[0] (allow): the lists proper, or the shadow ones. */
+static enum spim_policy_list lookup_in(const struct spim_policy *p, const struct spim__list *ls,
+                                       const struct spim_policy_who *w, char *entry, size_t cap)
 {
     char uri[SPIM__POLICY_VALUE_MAX + 1], ua[SPIM__POLICY_VALUE_MAX + 1];
     size_t un = 0, uan = w->user_agent.len;
@@ -708,7 +737,7 @@ enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
 
     if (cap > 0)
         entry[0] = '\0';
-    if (p == NULL || (p->lists[0].count == 0 && p->lists[1].count == 0))
+    if (ls[0].count == 0 && ls[1].count == 0)
         return SPIM_POLICY_NONE;
     if (w->uri.len > 0)
         un = spim_policy_uri_norm(w->uri, uri, sizeof(uri));
@@ -718,9 +747,32 @@ enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
         uan--;
     lower(ua, w->user_agent.p, uan);
     has_src = src128(w->src, &hi, &lo);
-    if (list_lookup(p, SPIM_POLICY_BLOCK, uri, un, ua, uan, has_src, hi, lo, entry, cap))
+    if (list_lookup(p, &ls[1], SPIM_POLICY_BLOCK, uri, un, ua, uan, has_src, hi, lo, entry, cap))
         return SPIM_POLICY_BLOCK;
-    if (list_lookup(p, SPIM_POLICY_ALLOW, uri, un, ua, uan, has_src, hi, lo, entry, cap))
+    if (list_lookup(p, &ls[0], SPIM_POLICY_ALLOW, uri, un, ua, uan, has_src, hi, lo, entry, cap))
         return SPIM_POLICY_ALLOW;
     return SPIM_POLICY_NONE;
+}
+
+enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
+                                         const struct spim_policy_who *w, char *entry, size_t cap)
+{
+    if (p == NULL) {
+        if (cap > 0)
+            entry[0] = '\0';
+        return SPIM_POLICY_NONE;
+    }
+    return lookup_in(p, p->lists, w, entry, cap);
+}
+
+enum spim_policy_list spim_policy_lookup_shadow(const struct spim_policy *p,
+                                                const struct spim_policy_who *w, char *entry,
+                                                size_t cap)
+{
+    if (p == NULL) {
+        if (cap > 0)
+            entry[0] = '\0';
+        return SPIM_POLICY_NONE;
+    }
+    return lookup_in(p, p->shadow, w, entry, cap);
 }

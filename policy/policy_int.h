@@ -60,6 +60,7 @@ struct spim__list {
 struct spim_policy {
     struct spim__pool pool;
     struct spim__list lists[2];                              /* allow, block */
+    struct spim__list shadow[2];                             /* marked shadow: never decide */
     char *block_ext, *allow_ext, *block_types, *allow_types; /* ",a,b," or NULL */
     uint64_t max_size;
 };

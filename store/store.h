@@ -343,4 +343,62 @@ int spim_store_snapshot(struct spim_store *st, const char *path);
  */
 int spim_store_check(const char *dir);
 
+/* --- Contacts (contacts.c) ----------------------------------------------------
+ * Who has written to whom: one record per unordered pair of parties (64-bit
+ * hashes of normalised URIs, the caller's), holding for each direction the
+ * delivered messages (saturating) and the day (days since the Unix epoch) of
+ * the last one. "lo" is the party with the smaller hash.
+ *
+ * Layout ("contacts" database, every integer fixed-width little-endian):
+ * key le64 lo, le64 hi (16 bytes; lo <= hi) -> le32 lo_hi_n, le32 hi_lo_n,
+ * le32 lo_hi_day, le32 hi_lo_day (16 bytes); a value of another size is
+ * SPIM_ESTORE. The database is created by the first write: a store without
+ * it (older, or never written to) reads as holding no pair, also opened
+ * read-only. A get reuses one of a few reset read transactions the store
+ * keeps (renewed, not begun), so it costs one B-tree lookup and no lock of
+ * LMDB's; it sees every write committed before it began.
+ */
+struct spim_contact {
+    uint64_t lo, hi;           /* the parties, lo < hi (lo == hi: a party writing to itself) */
+    uint32_t lo_hi_n, hi_lo_n; /* delivered messages lo->hi and hi->lo, saturating at UINT32_MAX */
+    uint32_t lo_hi_day, hi_lo_day; /* day of the last one in each direction; 0: never */
+};
+/* Reads the pair's record: 0 and *out filled, SPIM_ENOTFOUND when none (out zeroed, lo/hi set). */
+int spim_contacts_get(struct spim_store *st, uint64_t a, uint64_t b, struct spim_contact *out);
+/*
+ * Writes n records (overwriting) in ONE write transaction, growing the map on
+ * MDB_MAP_FULL. A record with lo > hi is SPIM_EINVAL (nothing is written); a
+ * record with both counts 0 removes the pair; of two records of one pair the
+ * later in c wins. The records are written in key order, so a large batch
+ * walks the B-tree once. n 0 writes nothing and succeeds.
+ */
+int spim_contacts_put_many(struct spim_store *st, const struct spim_contact *c, size_t n);
+/*
+ * Removes records whose both days are before before_day, then, while more
+ * than max_entries remain (0: no cap), the ones with the oldest last day.
+ * In bounded transactions (so a running serve is not held up); dry_run counts.
+ *
+ * The last day of a record is the later of its two days. The cap is applied
+ * in read passes that need fixed memory whatever the database holds: one
+ * counts the records and their range of days, one makes a histogram of 65,536
+ * buckets (a second one, inside the bucket of the cut, when the days span
+ * more than 65,536 values); then the removing pass deletes every record
+ * before the cut day and as many at the cut day as needed. Each transaction
+ * visits at most 10,000 records. Records a concurrent writer adds between the passes are not
+ * counted against the cap until the next run. *removed (may be NULL) gets
+ * the records removed (dry_run: that would be). dry_run works on a read-only
+ * store; a real run there is SPIM_EINVAL.
+ */
+int spim_contacts_expire(struct spim_store *st, uint32_t before_day, uint64_t max_entries,
+                         int dry_run, uint64_t *removed);
+/* Records held. */
+int spim_contacts_count(struct spim_store *st, uint64_t *n);
+/*
+ * One delivered message from->to on day, read, counted (saturating; the day
+ * kept is the later one) and written in its own write transaction. For tools
+ * and tests: serve counts in memory (spim_contacts_table_*, policy.h) and
+ * writes with spim_contacts_put_many about once a second.
+ */
+int spim_contacts_delivered(struct spim_store *st, uint64_t from, uint64_t to, uint32_t day);
+
 #endif

@@ -18,6 +18,9 @@
 
 struct open_dir;
 
+/* Reset read transactions spim_contacts_get keeps (contacts.c). */
+#define SPIM__CONTACTS_READERS 8
+
 struct spim_store {
     MDB_env *env;
     struct open_dir *dir; /* this process's claim on the directory */
@@ -49,6 +52,14 @@ struct spim_store {
     /* The 607 reports database (reports.c): opened on first use, as audit is. */
     MDB_dbi reports;
     atomic_int reports_open;
+    /*
+     * The contacts database (contacts.c): opened on first use, as reports
+     * is, and a few reset read transactions kept for spim_contacts_get, so
+     * that a get is a renew and not a begin (which takes LMDB's reader lock).
+     */
+    MDB_dbi contacts;
+    atomic_int contacts_open;
+    _Atomic(MDB_txn *) contacts_rd[SPIM__CONTACTS_READERS];
 };
 
 /* Meta keys (stored without NUL). */
@@ -79,6 +90,21 @@ int spim__write(struct spim_store *st, int (*fn)(struct spim_store *st, MDB_txn 
  */
 int spim__read_begin(struct spim_store *st, MDB_txn **out);
 void spim__read_end(struct spim_store *st, MDB_txn *txn);
+/*
+ * For a read transaction kept across calls: renew begins (*txn NULL) or
+ * renews (a reset *txn) with the lock held shared; on failure a renewed txn
+ * stays reset (the caller may abort it, no lock needed). reset resets it
+ * and unlocks. commit commits a read transaction (keeping the database
+ * handles opened in it) and unlocks.
+ */
+int spim__read_renew(struct spim_store *st, MDB_txn **txn);
+void spim__read_reset(struct spim_store *st, MDB_txn *txn);
+int spim__read_commit(struct spim_store *st, MDB_txn *txn);
+/* Aborts the read transactions contacts.c keeps; spim_store_close calls it first. */
+void spim__contacts_close(struct spim_store *st);
+
+/* Whether r answers from the whole token table it loaded (for tests; see store.c). */
+int spim__reader_whole(const struct spim_store_reader *r);
 
 /* Reads a uint64 LE meta value; a missing key reads as 0. */
 int spim__meta_get_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t *out);

@@ -256,6 +256,11 @@ static void test_rules_bad_syntax_names_line(void **state)
         {"A 1 /a/\nA 2 /b/\n", 2, "already defined on line 1"},
         {"A 1 //\n", 1, "empty"},
         {"JUSTNAME\n", 1, "NAME"},
+        /* Only the word shadow may follow the flags, after a blank. */
+        {"A 1 /a/\nB 1 /b/i enforce\n", 2, "unexpected 'enforce'"},
+        {"A 1 /a/ shadow shadow\n", 1, "only 'shadow' may follow"},
+        {"A 1 /a/ Shadow\n", 1, "unexpected 'Shadow'"},
+        {"A 1 /a/shadow\n", 1, "flag"},
     };
     size_t i;
 
@@ -271,6 +276,91 @@ static void test_rules_bad_syntax_names_line(void **state)
         if (d.line != cases[i].line || strstr(d.msg, cases[i].needle) == NULL)
             fail_msg("case %zu: line %u: %s", i, d.line, d.msg);
     }
+}
+
+static int shadow_hit(const struct spim_verdict *v, const char *name, double *score)
+{
+    for (unsigned i = 0; i < v->hits.nshadow; i++) {
+        if (strcmp(v->hits.shadow_names[i], name) == 0) {
+            *score = v->hits.shadow_scores[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A shadow rule matches and is reported with its score, which is not added. */
+static void test_rules_shadow_reported_not_added(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+    double sc = 0;
+
+    load(f, "FREE 2.5 /free/\n"
+            "SHORT 3.0 /\\btxt\\b.{0,20}\\b\\d{5}\\b/is   shadow\n"
+            "HAM_LOL -1.5 /\\blol\\b/i\tshadow \n"
+            "POUND 1.25 /\xc2\xa3\\d+/\n");
+    assert_int_equal(spim_rules_count(f->rules), 4);
+    classify(f,
+             "free entry! txt WIN to 87121 for \xc2\xa3"
+             "100 lol",
+             &v);
+    assert_int_equal(v.hits.n, 2);
+    assert_true(hit(&v, "FREE"));
+    assert_true(hit(&v, "POUND"));
+    assert_false(hit(&v, "SHORT"));
+    assert_true(v.hits.scores[0] == 2.5 && v.hits.scores[1] == 1.25);
+    assert_true(v.hits.score == 3.75);
+    assert_int_equal(v.hits.nshadow, 2);
+    assert_true(shadow_hit(&v, "SHORT", &sc) && sc == 3.0);
+    assert_true(shadow_hit(&v, "HAM_LOL", &sc) && sc == -1.5);
+    assert_true(v.hits.shadow_score == 1.5);
+    /* The score is the enforced rules (Bayes unsure: 0); shadow apart. */
+    assert_true(v.score == 3.75);
+    assert_true(v.shadow_score == 1.5);
+    assert_int_equal(v.action, SPIM_TAG);
+    /* The rule-name list (what serve reports) holds the enforced rules only. */
+    {
+        char buf[64];
+
+        spim_verdict_rules(&v, buf, sizeof(buf));
+        assert_string_equal(buf, "FREE,POUND");
+    }
+}
+
+/* Toggling shadow reuses the one cached database and never a stale verdict. */
+static void test_rules_shadow_toggle_with_cache(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+    char cpath[256];
+    long size;
+    double sc;
+
+    setenv("SPIM_RULES_CACHE", f->dir, 1);
+    load(f, "SHORT 3.0 /\\btxt\\b.{0,20}\\b\\d{5}\\b/is\nFREE 1 /free/\n");
+    classify(f, "free txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT") && v.score == 4.0 && v.hits.nshadow == 0);
+    size = cache_file(f->dir, cpath, sizeof(cpath));
+    assert_true(size > 0);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+
+    load(f, "SHORT 3.0 /\\btxt\\b.{0,20}\\b\\d{5}\\b/is shadow\nFREE 1 /free/\n");
+    classify(f, "free txt WIN to 87121", &v);
+    assert_false(hit(&v, "SHORT"));
+    assert_true(shadow_hit(&v, "SHORT", &sc) && sc == 3.0);
+    assert_true(v.score == 1.0 && v.shadow_score == 3.0);
+    /* Still one cache file: the database does not depend on the mark. */
+    assert_int_equal(cache_file(f->dir, cpath, sizeof(cpath)), size);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+
+    load(f, "SHORT 3.0 /\\btxt\\b.{0,20}\\b\\d{5}\\b/is\nFREE 1 /free/\n");
+    classify(f, "free txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT") && v.score == 4.0 && v.hits.nshadow == 0);
+    unlink(cpath);
+    unsetenv("SPIM_RULES_CACHE");
 }
 
 static void test_rules_missing_and_empty_file(void **state)
@@ -347,6 +437,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_scans_share_database, fx_setup, fx_teardown),
         cmocka_unit_test(test_rules_default_file),
         cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_shadow_reported_not_added, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_shadow_toggle_with_cache, fx_setup, fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

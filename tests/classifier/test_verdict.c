@@ -55,6 +55,43 @@ static void test_verdict_score_and_actions(void **state)
     assert_int_equal(v.action, SPIM_DELIVER);
 }
 
+/* Shadow Bayes and shadow rules are computed and kept apart from the score. */
+static void test_verdict_shadow_inputs(void **state)
+{
+    struct spim_thresholds t = {.tag_score = 4.0, .block_score = 8.0, .bayes_weight = 10.0};
+    struct spim_rule_hits h = {0};
+    struct spim_verdict v;
+
+    (void)state;
+    h.n = 1;
+    h.names[0] = "A";
+    h.scores[0] = 2.0;
+    h.score = 2.0;
+    h.nshadow = 1;
+    h.shadow_names[0] = "S";
+    h.shadow_scores[0] = 3.0;
+    h.shadow_score = 3.0;
+    spim_verdict_make(0.9, &h, &t, &v);
+    assert_true(fabs(v.bayes_points - 8.0) < 1e-12);
+    assert_true(fabs(v.score - 10.0) < 1e-12);
+    assert_true(v.shadow_score == 3.0);
+    assert_int_equal(v.action, SPIM_BLOCK);
+    assert_int_equal(v.hits.nshadow, 1);
+
+    /* Bayes in shadow: worth the same, added to the shadow sum, not the score. */
+    t.bayes_shadow = 1;
+    spim_verdict_make(0.9, &h, &t, &v);
+    assert_true(fabs(v.bayes_points - 8.0) < 1e-12);
+    assert_true(v.score == 2.0);
+    assert_true(fabs(v.shadow_score - 11.0) < 1e-12);
+    assert_int_equal(v.action, SPIM_DELIVER);
+    assert_true(v.spam_probability == 0.9);
+
+    /* The defaults enforce Bayes. */
+    spim_thresholds_defaults(&t);
+    assert_int_equal(t.bayes_shadow, 0);
+}
+
 static void test_verdict_defaults_and_nan(void **state)
 {
     struct spim_thresholds t;
@@ -112,6 +149,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verdict_score_and_actions),
+        cmocka_unit_test(test_verdict_shadow_inputs),
         cmocka_unit_test(test_verdict_defaults_and_nan),
         cmocka_unit_test(test_verdict_action_names),
         cmocka_unit_test(test_verdict_rules_list),

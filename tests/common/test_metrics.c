@@ -134,6 +134,51 @@ static void test_metrics_rule_table_is_bounded(void **state)
         1);
 }
 
+/* Shadow hits: a table of their own, the same name rules and the same bound. */
+static void test_metrics_shadow_hits(void **state)
+{
+    char name[32];
+
+    (void)state;
+    render();
+    assert_int_equal(sample("spimfilter_shadow_would_block_total"), 0);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"_other\"}"), 0);
+    assert_non_null(strstr(text, "# TYPE spimfilter_shadow_hits_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE spimfilter_shadow_would_block_total counter\n"));
+    spim_metrics_rules("PRIZE_CLAIM");
+    spim_metrics_shadow("NEW_RULE,bayes,relationship:stranger");
+    spim_metrics_shadow("NEW_RULE,we\"ird");
+    spim_metrics_shadow(NULL);
+    spim_metrics_inc(SPIM_METRIC_SHADOW_WOULD_BLOCK);
+    render();
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"NEW_RULE\"}"), 2);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"bayes\"}"), 1);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"relationship\"}"), 1);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"we_ird\"}"), 1);
+    assert_int_equal(sample("spimfilter_shadow_would_block_total"), 1);
+    /* The two tables do not mix. */
+    assert_int_equal(sample("spimfilter_rule_hits_total{rule=\"PRIZE_CLAIM\"}"), 1);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"PRIZE_CLAIM\"}"), -1);
+    assert_int_equal(sample("spimfilter_rule_hits_total{rule=\"NEW_RULE\"}"), -1);
+
+    /* Bounded as the rule table is, without taking its slots. */
+    for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES + 7; i++) {
+        snprintf(name, sizeof(name), "S%u", i);
+        spim_metrics_shadow(name);
+    }
+    spim_metrics_rules("AFTER");
+    render();
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"_other\"}"),
+                     7 + 4); /* NEW_RULE, bayes, relationship, we_ird hold 4 slots */
+    assert_int_equal(sample("spimfilter_rule_hits_total{rule=\"AFTER\"}"), 1);
+    assert_int_equal(sample("spimfilter_rule_hits_total{rule=\"_other\"}"), 0);
+    spim_metrics_reset();
+    render();
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"NEW_RULE\"}"), -1);
+    assert_int_equal(sample("spimfilter_shadow_hits_total{rule=\"_other\"}"), 0);
+    assert_int_equal(sample("spimfilter_shadow_would_block_total"), 0);
+}
+
 static void test_metrics_histogram(void **state)
 {
     (void)state;
@@ -203,6 +248,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_counters_and_labels, setup, NULL),
         cmocka_unit_test_setup_teardown(test_metrics_rule_names, setup, NULL),
         cmocka_unit_test_setup_teardown(test_metrics_rule_table_is_bounded, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_metrics_shadow_hits, setup, NULL),
         cmocka_unit_test_setup_teardown(test_metrics_histogram, setup, NULL),
         cmocka_unit_test_setup_teardown(test_metrics_render_reports_needed_size, setup, NULL),
         cmocka_unit_test_setup_teardown(test_metrics_concurrent_adds, setup, NULL),

@@ -77,6 +77,47 @@ static void test_sip_parse_kamailio_message(void **state)
     free(buf);
 }
 
+/* P-Asserted-Identity, Identity (and its compact y) and the verstat a verifier adds. */
+static void test_sip_identity_headers(void **state)
+{
+    static const char msg[] =
+        "MESSAGE sip:bob@example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-id-1\r\n"
+        "From: <sip:+15551230000@example.com;user=phone>;tag=1\r\n"
+        "To: <sip:bob@example.com>\r\n"
+        "Call-ID: id-1\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "P-Asserted-Identity: \"A\" <sip:+15551230000@example.com;verstat=tn-validation-passed>\r\n"
+        "P-Asserted-Identity: <tel:+15551230000>\r\n"
+        "y: eyJhbGciOiJFUzI1NiJ9.e30.sig;info=<https://cert.example/c.pem>\r\n"
+        "Content-Length: 2\r\n\r\nhi";
+    struct spim_sip_msg m;
+    char err[128];
+
+    (void)state;
+    assert_int_equal(spim_sip_parse(msg, sizeof(msg) - 1, &m, err, sizeof(err)), 0);
+    assert_non_null(strstr(m.pai.p, "verstat=tn-validation-passed>"));
+    assert_true(m.pai.len < 80); /* the first one only */
+    assert_true(m.identity.len > 0 && m.identity.p[0] == 'e');
+    spim_sip_msg_free(&m);
+    assert_int_equal(
+        spim_sip_verstat((struct spim_slice){"sip:a@b;verstat=TN-Validation-Passed", 36}),
+        SPIM_VERSTAT_PASSED);
+    assert_int_equal(
+        spim_sip_verstat((struct spim_slice){"tel:+1555;verstat=TN-Validation-Failed;x=1", 42}),
+        SPIM_VERSTAT_FAILED);
+    assert_int_equal(spim_sip_verstat((struct spim_slice){"sip:a@b;verstat=No-TN-Validation", 32}),
+                     SPIM_VERSTAT_NONE);
+    assert_int_equal(
+        spim_sip_verstat((struct spim_slice){"sip:a@b;verstat=TN-Validation-Passed-Not", 40}),
+        SPIM_VERSTAT_NONE);
+    assert_int_equal(
+        spim_sip_verstat((struct spim_slice){"sip:a@b;xverstat=TN-Validation-Passed", 37}),
+        SPIM_VERSTAT_NONE);
+    assert_int_equal(spim_sip_verstat((struct spim_slice){";verstat=", 9}), SPIM_VERSTAT_NONE);
+    assert_int_equal(spim_sip_verstat((struct spim_slice){"", 0}), SPIM_VERSTAT_NONE);
+}
+
 static void test_sip_parse_compact_and_folded(void **state)
 {
     size_t len;
@@ -650,6 +691,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sip_parse_kamailio_message),
         cmocka_unit_test(test_sip_parse_compact_and_folded),
+        cmocka_unit_test(test_sip_identity_headers),
         cmocka_unit_test(test_sip_parse_rejects_bad_input),
         cmocka_unit_test(test_sip_parse_cseq_range),
         cmocka_unit_test(test_sip_body_kinds),

@@ -1,7 +1,8 @@
 /*
  * test_lists.c: list files (every kind, comments, errors with file:line),
- * lookups naming the entry that decided, block winning over allow, and
- * 100,000 entries loading in well under a second.
+ * lookups naming the entry that decided, block winning over allow,
+ * 100,000 entries loading in well under a second, and entries marked
+ * shadow that never decide but are found by spim_policy_lookup_shadow.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -228,6 +229,86 @@ static void test_lists_100k_load_fast(void **state)
                      SPIM_POLICY_NONE);
 }
 
+static enum spim_policy_list look_shadow(struct spim_policy *p, const char *uri, const char *ua,
+                                         const char *ip, char *entry, size_t cap)
+{
+    struct sockaddr_in s4;
+    struct spim_policy_who w = {sl(uri), sl(ua), NULL};
+
+    memset(&s4, 0, sizeof(s4));
+    if (ip != NULL) {
+        s4.sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, ip, &s4.sin_addr), 1);
+        w.src = (struct sockaddr *)&s4;
+    }
+    return spim_policy_lookup_shadow(p, &w, entry, cap);
+}
+
+static void test_lists_shadow_never_decides(void **state)
+{
+    struct fx *x = *state;
+    struct spim_diag d;
+    char e[128];
+
+    write_file(x->block, "uri sip:x@example.com shadow\n"
+                         "net 10.0.0.0/8 shadow   # on trial\n"
+                         "domain bad.example\n"
+                         "ua Bot/* \tshadow\n"
+                         "ua shadowy\n");
+    write_file(x->allow, "domain example.com shadow\n"
+                         "  uri sip:boss@corp.example\n");
+    assert_int_equal(spim_policy_load_list(x->p, SPIM_POLICY_BLOCK, x->block, NULL), 0);
+    assert_int_equal(spim_policy_load_list(x->p, SPIM_POLICY_ALLOW, x->allow, NULL), 0);
+    assert_int_equal(spim_policy_count(x->p, SPIM_POLICY_BLOCK), 2);
+    assert_int_equal(spim_policy_count_shadow(x->p, SPIM_POLICY_BLOCK), 3);
+    assert_int_equal(spim_policy_count(x->p, SPIM_POLICY_ALLOW), 1);
+    assert_int_equal(spim_policy_count_shadow(x->p, SPIM_POLICY_ALLOW), 1);
+
+    /* A shadow entry never decides, block or allow... */
+    assert_int_equal(look(x->p, "sip:x@example.com", NULL, NULL, e, sizeof(e)), SPIM_POLICY_NONE);
+    assert_string_equal(e, "");
+    assert_int_equal(look(x->p, "sip:a@b.org", NULL, "10.1.2.3", e, sizeof(e)), SPIM_POLICY_NONE);
+    assert_int_equal(look(x->p, NULL, "Bot/1.0", NULL, e, sizeof(e)), SPIM_POLICY_NONE);
+    assert_int_equal(look(x->p, "sip:a@www.example.com", NULL, NULL, e, sizeof(e)),
+                     SPIM_POLICY_NONE);
+    /* ...and lookup_shadow says what it would have decided, block first. */
+    assert_int_equal(look_shadow(x->p, "sip:x@example.com", NULL, NULL, e, sizeof(e)),
+                     SPIM_POLICY_BLOCK);
+    assert_string_equal(e, "block:uri:sip:x@example.com");
+    assert_int_equal(look_shadow(x->p, "sip:a@b.org", NULL, "10.1.2.3", e, sizeof(e)),
+                     SPIM_POLICY_BLOCK);
+    assert_string_equal(e, "block:net:10.0.0.0/8");
+    assert_int_equal(look_shadow(x->p, NULL, "Bot/1.0", NULL, e, sizeof(e)), SPIM_POLICY_BLOCK);
+    assert_string_equal(e, "block:ua:Bot/*");
+    assert_int_equal(look_shadow(x->p, "sip:a@www.example.com", NULL, NULL, e, sizeof(e)),
+                     SPIM_POLICY_ALLOW);
+    assert_string_equal(e, "allow:domain:example.com");
+    /* The other entries decide as before and are not shadow entries. */
+    assert_int_equal(look(x->p, "sip:y@bad.example", NULL, NULL, e, sizeof(e)), SPIM_POLICY_BLOCK);
+    assert_string_equal(e, "block:domain:bad.example");
+    assert_int_equal(look_shadow(x->p, "sip:y@bad.example", NULL, NULL, e, sizeof(e)),
+                     SPIM_POLICY_NONE);
+    assert_string_equal(e, "");
+    assert_int_equal(look(x->p, "sip:boss@corp.example", NULL, "10.0.0.1", e, sizeof(e)),
+                     SPIM_POLICY_ALLOW);
+    assert_int_equal(look(x->p, NULL, "shadowy", NULL, e, sizeof(e)), SPIM_POLICY_BLOCK);
+    assert_int_equal(spim_policy_lookup_shadow(NULL, &(struct spim_policy_who){0}, e, sizeof(e)),
+                     SPIM_POLICY_NONE);
+
+    /* "shadow" is a flag after a value, never the value. */
+    write_file(x->block, "uri sip:a@b.example\nuri shadow\n");
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(spim_policy_load_list(x->p, SPIM_POLICY_BLOCK, x->block, &d), SPIM_EPARSE);
+    assert_int_equal(d.line, 2);
+    write_file(x->block, "shadow\n");
+    assert_int_equal(spim_policy_load_list(x->p, SPIM_POLICY_BLOCK, x->block, &d), SPIM_EPARSE);
+    write_file(x->block, "net 300.0.0.0/8 shadow\n");
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(spim_policy_load_list(x->p, SPIM_POLICY_BLOCK, x->block, &d), SPIM_EPARSE);
+    assert_int_equal(d.line, 1);
+    assert_non_null(strstr(d.msg, "300.0.0.0/8"));
+}
+
 static void test_lists_uri_norm(void **state)
 {
     char out[64];
@@ -248,6 +329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lists_every_kind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists_errors_say_where, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists_100k_load_fast, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lists_shadow_never_decides, setup, teardown),
         cmocka_unit_test(test_lists_uri_norm),
     };
 

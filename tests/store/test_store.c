@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "store.h"
+#include "store_int.h" /* spim__reader_whole: which way the reader answered */
 
 #include <dirent.h>
 #include <lmdb.h>
@@ -1057,6 +1058,177 @@ static void test_store_stats_and_prune(void **state)
     assert_int_equal(ss.spam_msgs, 3); /* totals are of messages, not tokens */
 }
 
+/* --- The read path: the whole table, lookups without a transaction ------------ */
+
+/* A spread of keys: hashes are what the tokenizer gives the store. */
+static uint64_t nth_key(size_t i)
+{
+    return spim_hash64(&i, sizeof(i), 99) | 1;
+}
+
+/* Looks toks up in groups of 30 (a message) and checks each against the expected counts. */
+static void lookup_all(struct spim_store_reader *r, size_t nkeys, const uint32_t *ham,
+                       const uint32_t *spam, size_t known)
+{
+    struct spim_token toks[30];
+    struct spim_totals t;
+
+    for (size_t i = 0; i < nkeys; i += 30) {
+        size_t n = nkeys - i < 30 ? nkeys - i : 30;
+
+        for (size_t j = 0; j < n; j++) {
+            toks[j].key = nth_key(i + j);
+            toks[j].ham = toks[j].spam = 77;
+        }
+        assert_int_equal(spim_store_lookup(r, toks, n, &t), 0);
+        for (size_t j = 0; j < n; j++) {
+            uint32_t eh = i + j < known ? ham[i + j] : 0, es = i + j < known ? spam[i + j] : 0;
+
+            assert_int_equal(toks[j].key, nth_key(i + j));
+            assert_int_equal(toks[j].ham, eh);
+            assert_int_equal(toks[j].spam, es);
+        }
+    }
+}
+
+static void test_store_reader_whole_table(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 0);
+    struct spim_store_reader *r = NULL;
+    enum { KNOWN = 3000, ALL = 3600 };
+    static uint32_t ham[KNOWN], spam[KNOWN];
+    static uint64_t keys[KNOWN];
+    struct spim_token zero = {.key = 0};
+    struct spim_totals t;
+    size_t n;
+
+    /* Three batches (the first appends into an empty table, the others update it). */
+    for (int b = 0; b < 3; b++) {
+        for (size_t i = n = 0; i < KNOWN; i++) {
+            if ((i + (size_t)b) % 3 == 0)
+                continue;
+            keys[n++] = nth_key(i);
+            if (b == 1)
+                ham[i]++;
+            else
+                spam[i]++;
+        }
+        learn(st, keys, n, b != 1, 1);
+    }
+    assert_int_equal(spim_store_reader_new(st, &r), 0);
+    /* The first lookups go to LMDB; once they have missed for a sixteenth of the
+     * store, the reader holds the whole table and the rest is answered from it. */
+    lookup_all(r, 30, ham, spam, KNOWN);
+    assert_false(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
+    assert_true(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
+    assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
+    assert_int_equal(zero.ham + zero.spam, 0);
+    assert_int_equal(t.spam_msgs, 2);
+    assert_int_equal(t.ham_msgs, 1);
+
+    /* Training drops the table: the next lookup sees the new counts, and unknown
+     * tokens that became known. */
+    for (size_t i = 0; i < KNOWN; i++)
+        keys[i] = nth_key(i);
+    learn(st, keys, KNOWN, 0, 1);
+    for (size_t i = 0; i < KNOWN; i++)
+        ham[i]++;
+    lookup_all(r, 30, ham, spam, KNOWN);
+    assert_false(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
+    assert_true(spim__reader_whole(r));
+    assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
+    assert_int_equal(t.ham_msgs, 2);
+    spim_store_reader_free(r);
+}
+
+/* A value that is not a token's keeps the reader on per-token lookups, which report it. */
+static void test_store_reader_whole_table_corrupt(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    uint64_t keys[600];
+    unsigned char bad_key[8] = {2}, bad[3] = {1, 2, 3};
+    static uint32_t ham[600], spam[600];
+    struct spim_token tok = {.key = 2};
+    struct spim_totals t;
+
+    for (size_t i = 0; i < 600; i++) {
+        keys[i] = nth_key(i);
+        spam[i] = 1;
+    }
+    open_new(f, 0);
+    learn(f->st, keys, 600, 1, 1);
+    close_fx(f);
+    raw_put(f->dir, "tokens", bad_key, sizeof(bad_key), bad, sizeof(bad));
+    assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    lookup_all(r, 600, ham, spam, 600);
+    assert_false(spim__reader_whole(r));
+    assert_int_equal(spim_store_lookup(r, &tok, 1, &t), SPIM_ESTORE);
+    spim_store_reader_free(r);
+}
+
+/* Updates into a table that has tokens: counts move, zeros are removed, old 8-byte values grow. */
+static void test_store_batch_into_existing(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    struct spim_store_stats ss;
+    uint64_t keys[1500];
+    unsigned char old_key[8] = {5}, old_val[8] = {4, 0, 0, 0, 6, 0, 0, 0};
+    const uint64_t k5[] = {5};
+    uint32_t ham, spam;
+
+    for (size_t i = 0; i < 1500; i++)
+        keys[i] = nth_key(i);
+    open_new(f, 0);
+    close_fx(f);
+    raw_put(f->dir, "tokens", old_key, sizeof(old_key), old_val, sizeof(old_val));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+    learn(f->st, keys, 1000, 1, 1);       /* 0..999 spam */
+    learn(f->st, keys + 500, 1000, 0, 1); /* 500..1499 ham */
+    learn(f->st, keys, 100, 1, -1);       /* 0..99 back to nothing */
+    learn(f->st, k5, 1, 1, 1);            /* the old value, updated */
+    assert_int_equal(spim_store_stats(f->st, &ss), 0);
+    assert_int_equal(ss.tokens, 1401);
+    assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+    for (size_t i = 0; i < 1500; i++) {
+        counts(r, keys[i], &ham, &spam, NULL);
+        assert_int_equal(spam, i >= 100 && i < 1000);
+        assert_int_equal(ham, i >= 500);
+    }
+    counts(r, 5, &ham, &spam, NULL);
+    assert_int_equal(ham, 4);
+    assert_int_equal(spam, 7);
+    spim_store_reader_free(r);
+}
+
+/* A batch that found the learned cache empty sees what another batch commits meanwhile. */
+static void test_store_learned_empty_then_commit(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 0);
+    struct spim_store_batch *b = NULL;
+    struct spim_token tok = {.key = 42};
+    const uint64_t keys[] = {42};
+    int oc = -1;
+
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_learn(b, 1, &tok, 1, 1, 1, &oc), 0);
+    assert_int_equal(oc, SPIM_LEARN_NEW);
+    assert_int_equal(learn_once(st, 2, keys, 1, 1, 1), SPIM_LEARN_NEW);
+    assert_int_equal(spim_store_batch_learn(b, 2, &tok, 1, 1, 1, &oc), 0);
+    assert_int_equal(oc, SPIM_LEARN_DUP);
+    assert_int_equal(spim_store_batch_learn(b, 3, &tok, 1, 1, 1, &oc), 0);
+    assert_int_equal(oc, SPIM_LEARN_NEW);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+    assert_int_equal(learn_once(st, 3, keys, 1, 0, 1), SPIM_LEARN_MOVED);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1088,6 +1260,10 @@ int main(void)
         T(test_quar_corrupt_record),
         T(test_store_learned_cache_counts_once),
         T(test_store_stats_and_prune),
+        T(test_store_reader_whole_table),
+        T(test_store_reader_whole_table_corrupt),
+        T(test_store_batch_into_existing),
+        T(test_store_learned_empty_then_commit),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

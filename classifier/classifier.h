@@ -157,6 +157,7 @@ struct spim_verdict {
     double shadow_score;     /* points of every shadow input (rules, Bayes), not in score */
     unsigned tokens;         /* distinct tokens of the message */
     unsigned tokens_used;    /* tokens that took part in the probability */
+    int has_link;            /* the text holds a URL or a phone number (its tokens say so) */
     struct spim_rule_hits hits;
 };
 

@@ -149,6 +149,27 @@ static void explain(struct spim_scan *s, const struct spim_tok_meta *meta, size_
             snprintf(ev->tok[i].text, sizeof(ev->tok[i].text), "%s", "?");
 }
 
+/*
+ * Whether the tokens hold the tokenizer's has-URL meta token or its phone
+ * number token: what first contact weighs (a stranger's link). Keys are
+ * computed once; a scan of the message's distinct keys is a few dozen
+ * compares, cheaper than a lookup.
+ */
+static int has_link(const struct spim_token *toks, size_t n)
+{
+    static _Atomic uint64_t url_key, tel_key;
+    uint64_t u = url_key, t = tel_key;
+
+    if (u == 0 || t == 0) {
+        url_key = u = spim_tok_key(SPIM_TOK_META, "url:1", 5);
+        tel_key = t = spim_tok_key(SPIM_TOK_PHONE, "tel", 3);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (toks[i].key == u || toks[i].key == t)
+            return 1;
+    return 0;
+}
+
 int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, void *ud,
                      const struct spim_bayes_params *bp, const struct spim_thresholds *t,
                      const char *text, size_t len, const struct spim_tok_meta *meta,
@@ -180,6 +201,7 @@ int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, voi
     spim_verdict_make(prob, &hits, t, v);
     v->tokens = tokens;
     v->tokens_used = used;
+    v->has_link = has_link(s->toks, n);
     if (ev != NULL)
         explain(s, meta, n, &tot, bp, t, v, ev);
     return 0;

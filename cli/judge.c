@@ -398,35 +398,8 @@ static int is_stranger(const struct parties *p)
     return p->rel == REL_FIRST || p->rel == REL_ONEWAY || p->rel == REL_UNVERIFIED;
 }
 
-/* A URL or a phone number in the text, as the tokenizer sees them. */
-struct link_seen {
-    int url, phone;
-};
-
-static void link_emit(void *ud, enum spim_tok_kind kind, const char *s, size_t n)
-{
-    struct link_seen *l = ud;
-
-    (void)s;
-    (void)n;
-    if (kind == SPIM_TOK_URL)
-        l->url = 1;
-    else if (kind == SPIM_TOK_PHONE)
-        l->phone = 1;
-}
-
-static int has_link(const struct spim_filter_msg *m)
-{
-    struct spim_token toks[256];
-    struct link_seen l = {0, 0};
-
-    spim_tok_text(m->text.p, m->text.len, NULL, toks, sizeof(toks) / sizeof(toks[0]), link_emit,
-                  &l);
-    return l.url || l.phone;
-}
-
 /* The relationship's and the identity's points, with their evidence. */
-static double relation_points(struct spim_engine_worker *w, const struct spim_filter_msg *m,
+static double relation_points(struct spim_engine_worker *w, const struct spim_verdict *v,
                               const struct parties *p, struct spim_evidence *ev)
 {
     const struct spim_config *cfg = &w->conf->cfg;
@@ -442,7 +415,7 @@ static double relation_points(struct spim_engine_worker *w, const struct spim_fi
         break;
     case REL_FIRST:
     case REL_UNVERIFIED: {
-        int link = has_link(m);
+        int link = v->has_link;
 
         x = link ? cfg->stranger_link_score : cfg->stranger_score;
         snprintf(name, sizeof(name), "stranger%s, %s%s",
@@ -752,6 +725,12 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
     if (w->conf->rcpts != NULL && p.rn > 0)
         pol = spim_rcpts_lookup(w->conf->rcpts, p.rcpt, p.rn);
     enforced = pol != NULL && !pol->shadow ? pol : NULL;
+    if (pol != NULL) {
+        char name[96];
+
+        snprintf(name, sizeof(name), "recipient policy [%.60s] (line %u)", pol->name, pol->line);
+        spim_evidence_add(&ev, "policy", name, 0, pol->shadow, 0);
+    }
     drop = enforced != NULL && enforced->action != SPIM_RCPT_UNSET
                ? enforced->action == SPIM_RCPT_DROP
                : cfg->action == ACT_DROP;
@@ -768,7 +747,7 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
         spim_log(SPIM_LOG_ERR, "classify failed: %s", spim_strerror(rc));
         return rc;
     }
-    extra = relation_points(w, m, &p, &ev) + rate_points(w, m, &p, note, sizeof(note), &ev);
+    extra = relation_points(w, &v, &p, &ev) + rate_points(w, m, &p, note, sizeof(note), &ev);
     score = v.score + extra;
     act = decide(cfg, enforced, &p, score, &co_why);
     r->score = score;

@@ -329,6 +329,36 @@ static void test_evidence_format(void **state)
     assert_string_equal(small, "");
 }
 
+/* The verdict says whether the text holds a URL or a phone number (first contact weighs it). */
+static void test_verdict_has_link(void **state)
+{
+    static const struct {
+        const char *text;
+        int link;
+    } cases[] = {
+        {"can you look at this www.example.com/report", 1},
+        {"the photos are at https://photos.example.net/a/1", 1},
+        {"see example.org", 1},
+        {"call me on 07700 900123 tonight", 1},
+        {"are you free to talk", 0},
+        {"meet at 6, room 12", 0},
+        {"", 0},
+    };
+    struct spim_scan *scan;
+    struct spim_verdict v;
+
+    (void)state;
+    assert_int_equal(spim_scan_new(NULL, &scan), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(spim_classify(scan, NULL, NULL, NULL, NULL, cases[i].text,
+                                       strlen(cases[i].text), NULL, &v),
+                         0);
+        if (v.has_link != cases[i].link)
+            fail_msg("'%s': has_link %d, expected %d", cases[i].text, v.has_link, cases[i].link);
+    }
+    spim_scan_free(scan);
+}
+
 static void test_evidence_add_is_bounded(void **state)
 {
     static struct spim_evidence e;
@@ -370,6 +400,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_evidence_strongest_tokens, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_evidence_format, fx_setup, fx_teardown),
         cmocka_unit_test(test_evidence_add_is_bounded),
+        cmocka_unit_test(test_verdict_has_link),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

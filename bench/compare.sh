@@ -15,10 +15,19 @@
 #               `-t -b` (file names on stdin), default cutoffs: S is
 #               blocked, U (unsure) is tagged.
 # Every command runs pinned to one core (taskset -c 0); rates are messages
-# per second of wall time of the whole commands, pooled over the folds.
+# per second of wall time of the whole commands (start-up included), pooled
+# over the folds. Each timed step runs RUNS times (default 3) for both
+# filters alike, each training into a fresh store, and the median time
+# counts: the machine may be shared, and one slow run should not decide.
 # bogofilter is installed with apt-get when missing (Debian package
 # bogofilter).
+#
+#   RUNS=1 bench/compare.sh       # one run of each step, as before
 set -euo pipefail
+if [[ -z ${EPOCHREALTIME:-} ]]; then
+    echo "compare.sh: needs bash 5 (EPOCHREALTIME)" >&2
+    exit 2
+fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 corpus=${1:-$root/../shared/corpora/SMSSpamCollection.tsv}
@@ -26,6 +35,11 @@ folds=${2:-5}
 bin=${SPIMFILTER:-$root/build/release/cli/spimfilter}
 [[ -x $bin ]] || bin=$root/build/release/spimfilter
 rules=${RULES:-$root/rules/default.rules}
+runs=${RUNS:-3}
+[[ $runs =~ ^[1-9][0-9]?$ ]] || {
+    echo "compare.sh: RUNS must be 1..99" >&2
+    exit 2
+}
 
 if [[ ! -x $bin ]]; then
     echo "compare.sh: spimfilter not found (set SPIMFILTER or build the release preset)" >&2
@@ -44,9 +58,39 @@ command -v taskset > /dev/null && pin=(taskset -c 0)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-now() { date +%s%N; }
+# to FILE CMD...: CMD with its stdout in FILE (a shell function: no process).
+to() {
+    local out=$1
+    shift
+    "$@" > "$out"
+}
+# timed PREP -- CMD...: runs PREP (untimed: say, a fresh store) then CMD,
+# RUNS times; prints the median wall time of CMD in ns. The clock is bash's
+# own $EPOCHREALTIME (microseconds): reading it starts no process, so the
+# time is that of CMD's processes alone (`date` would add its own start-up).
+timed() {
+    local prep=$1 t0 t1 i
+    local -a ts=()
+    shift 2
+    for ((i = 0; i < runs; i++)); do
+        eval "$prep"
+        t0=${EPOCHREALTIME/[.,]/}
+        "$@"
+        t1=${EPOCHREALTIME/[.,]/}
+        ts+=($(((t1 - t0) * 1000)))
+    done
+    printf '%s\n' "${ts[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
 
-echo "corpus: $corpus, $folds folds, one core"
+bogo_register() {
+    "${pin[@]}" bogofilter -d "$1/bdb" -s -B "$1/spam"
+    "${pin[@]}" bogofilter -d "$1/bdb" -n -B "$1/ham"
+}
+bogo_classify() {
+    "${pin[@]}" bogofilter -d "$1/bdb" -t -b < "$1/list" > "$1/b.out" || true
+}
+
+echo "corpus: $corpus, $folds folds, one core, median of $runs runs per step"
 # Pooled: spam block tag, ham block tag, counts, train msgs, train ns, test msgs, classify ns
 s_acc="0 0 0 0 0 0 0 0 0 0"
 b_acc="0 0 0 0 0 0 0 0 0 0"
@@ -72,32 +116,25 @@ for ((k = 0; k < folds; k++)); do
     ntest=$(wc -l < "$f/list")
 
     # spimfilter
-    t0=$(now)
-    "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv" > /dev/null
-    t1=$(now)
-    "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl \
-        > "$f/s.jsonl"
-    t2=$(now)
+    st=$(timed 'rm -rf "$f/sdb"' -- to /dev/null \
+        "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv")
+    sc=$(timed : -- to "$f/s.jsonl" \
+        "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl)
     s=$(awk '
         { l = ($0 ~ /"label":"spam"/) ? "spam" : "ham"; n[l]++
           if ($0 ~ /"verdict":"block"/) b[l]++; else if ($0 ~ /"verdict":"tag"/) t[l]++ }
         END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }' \
         "$f/s.jsonl")
-    s_acc=$(awk -v a="$s_acc" -v s="$s $ntrain $((t1 - t0)) $ntest $((t2 - t1))" 'BEGIN {
+    s_acc=$(awk -v a="$s_acc" -v s="$s $ntrain $st $ntest $sc" 'BEGIN {
         split(a, x); split(s, y); for (i = 1; i <= 10; i++) printf "%.0f ", x[i] + y[i] }')
 
-    # bogofilter
-    mkdir -p "$f/bdb"
-    t0=$(now)
-    "${pin[@]}" bogofilter -d "$f/bdb" -s -B "$f/spam"
-    "${pin[@]}" bogofilter -d "$f/bdb" -n -B "$f/ham"
-    t1=$(now)
-    "${pin[@]}" bogofilter -d "$f/bdb" -t -b < "$f/list" > "$f/b.out" || true
-    t2=$(now)
+    # bogofilter: registration is its two commands, timed together
+    bt=$(timed 'rm -rf "$f/bdb"; mkdir -p "$f/bdb"' -- bogo_register "$f")
+    bc=$(timed : -- bogo_classify "$f")
     b=$(paste -d' ' "$f/labels" "$f/b.out" | awk '
         { l = $1; n[l]++; if ($2 == "S") b[l]++; else if ($2 == "U") t[l]++ }
         END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }')
-    b_acc=$(awk -v a="$b_acc" -v s="$b $ntrain $((t1 - t0)) $ntest $((t2 - t1))" 'BEGIN {
+    b_acc=$(awk -v a="$b_acc" -v s="$b $ntrain $bt $ntest $bc" 'BEGIN {
         split(a, x); split(s, y); for (i = 1; i <= 10; i++) printf "%.0f ", x[i] + y[i] }')
     rm -rf "$f"
 done
@@ -118,5 +155,6 @@ row spimfilter "$s_acc"
 row bogofilter "$b_acc"
 awk -v s="$s_acc" -v b="$b_acc" 'BEGIN {
     split(s, x); split(b, y)
-    printf "rates: spimfilter/bogofilter train %.2fx (target >= 2x), classify %.2fx (target >= 5x)\n",
-        (x[7] / x[8]) / (y[7] / y[8]), (x[9] / x[10]) / (y[9] / y[10]) }'
+    tr = (x[7] / x[8]) / (y[7] / y[8]); cr = (x[9] / x[10]) / (y[9] / y[10])
+    printf "ratio train    spimfilter/bogofilter %5.2fx  (target >= 2x: %s)\n", tr, (tr >= 2 ? "met" : "NOT met")
+    printf "ratio classify spimfilter/bogofilter %5.2fx  (target >= 5x: %s)\n", cr, (cr >= 5 ? "met" : "NOT met") }'

@@ -218,8 +218,9 @@ stats() {
             for (i = 1; i <= n; i++) if (t[i] > last_t - w) l[++nl] = y[i]
             fm = median(f, nf); lm = median(l, nl)
             slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
-            printf "%.0f %.0f %.1f %.1f %.0f\n", fm, lm, fm > 0 ? 100 * (lm - fm) / fm : 0,
-                fm > 0 ? 100 * slope * (last_t - first_t) / fm : 0, max
+            g = 0; tr = 0
+            if (fm > 0) { g = 100 * (lm - fm) / fm; tr = 100 * slope * (last_t - first_t) / fm }
+            printf "%.0f %.0f %.1f %.1f %.0f\n", fm, lm, g, tr, max
         }' "$tmp/rss.tsv"
 }
 read -r r_first r_last r_growth r_trend r_max <<<"$(stats 2)"
@@ -232,7 +233,8 @@ echo "  of which anonymous (heap): first $(mb "$a_first") MB, last $(mb "$a_last
 echo "peak RSS (VmHWM): $(mb "$hwm") MB"
 ok_mem=no ok_growth=no ok_ans=no
 awk -v p="$hwm" 'BEGIN { exit !(p > 0 && p < 100 * 1024) }' && ok_mem=yes
-awk -v g="$r_growth" -v t="$r_trend" -v n="$n" 'BEGIN { exit !(n >= 2 && g < 5 && t < 5) }' &&
+[[ $r_first =~ ^[0-9]+$ && $r_first -gt 0 ]] &&
+    awk -v g="$r_growth" -v t="$r_trend" -v n="$n" 'BEGIN { exit !(n >= 2 && g < 5 && t < 5) }' &&
     ok_growth=yes
 [[ $(kv lost "$res") == 0 && $(kv other "$res") == 0 ]] && ok_ans=yes
 echo "every message answered: $ok_ans (sent $(kv sent "$res"), answered $(kv answered "$res")," \

@@ -193,7 +193,8 @@ int spim_classify(struct spim_scan *s, const struct spim_counts_ops *ops, void *
 
 /* --- Evidence: why a verdict is what it is ------------------------------------- */
 
-#define SPIM_EVIDENCE_MAX 48
+#define SPIM_EVIDENCE_MAX                                                                          \
+    80 /* the classifier fills at most 2 + 2 * SPIM_RULES_MAX_HITS: the rest is the caller's */
 #define SPIM_EVIDENCE_TOKENS 12
 
 struct spim_evidence_item {

@@ -9,6 +9,10 @@
  */
 #include "classifier_int.h"
 
+/* explain() fills at most 2 + 2 * SPIM_RULES_MAX_HITS items: the caller's evidence needs room. */
+_Static_assert(SPIM_EVIDENCE_MAX >= 2 + 2 * SPIM_RULES_MAX_HITS + 8,
+               "SPIM_EVIDENCE_MAX leaves no room for the caller's evidence");
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -191,7 +191,7 @@ static char confusable_of(int32_t c)
 }
 
 /* Part of a word for the look-alike pass: letters, marks, digits. */
-static int is_letter(int32_t c);
+static inline int is_letter(int32_t c);
 
 /* A character that belongs to a word: a letter or mark (is_letter), or a digit. */
 static int word_cp(int32_t c)
@@ -520,11 +520,8 @@ static int is_digit(int32_t c)
     return c >= '0' && c <= '9';
 }
 
-/* Letters and marks (an accent belongs to its word); non-ASCII digits too. */
-static int is_letter(int32_t c)
+static int is_letter_above_ascii(int32_t c)
 {
-    if (c < 0x80)
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     switch (utf8proc_category(c)) {
     case UTF8PROC_CATEGORY_LU:
     case UTF8PROC_CATEGORY_LL:
@@ -539,6 +536,14 @@ static int is_letter(int32_t c)
     default:
         return 0;
     }
+}
+
+/* Letters and marks (an accent belongs to its word); non-ASCII digits too. Inline for ASCII. */
+static inline int is_letter(int32_t c)
+{
+    if (c < 0x80)
+        return (unsigned)((c | 0x20) - 'a') < 26;
+    return is_letter_above_ascii(c);
 }
 
 static int is_emoji(int32_t c)

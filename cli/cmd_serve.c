@@ -381,18 +381,24 @@ int spim_cmd_serve(int argc, char **argv)
 
         if (!purging)
             spim_log(SPIM_LOG_ERR, "cannot start the quarantine purge thread");
-        for (unsigned ticks = 0;; ticks++) {
-            struct timespec tick = {1, 0};
+        for (unsigned ticks = 1;; ticks++) {
+            struct timespec tick = {0, 200000000};
 
             /*
-             * every second: the contacts the workers noted go to the store (one
-             * write); every 10 s: pages of the map this process touched leave its RSS
+             * Every 200 ms, the pages of the map this process touched leave its
+             * RSS. Writing the quarantine touches pages all over it (its dedup
+             * index is keyed by a hash), more of them as it grows: released
+             * this often, RSS holds the model and a fifth of a second of them,
+             * whatever the size of the quarantine. The model's pages come back
+             * from the page cache at the next lookups, a few hundred faults.
+             * Every second (5 ticks): the contacts the workers noted go to the
+             * store (one write).
              */
             sig = sigtimedwait(&sigs, NULL, &tick);
             if (sig < 0) {
-                spim_judge_contacts_sync(&e);
-                if (ticks % 10 == 9)
-                    spim_store_release_pages(e.store);
+                if (ticks % 5 == 0)
+                    spim_judge_contacts_sync(&e);
+                spim_store_release_pages(e.store);
                 continue;
             }
             if (sig == SIGHUP) {

@@ -131,7 +131,9 @@ static int parse_double(const char *v, double lo, double hi, double *out)
 
     errno = 0;
     d = strtod(v, &end);
-    if (errno || end == v || *end != '\0' || d < lo || d > hi)
+    /* decimal only: strtod would take 0x10 as 16, and "inf" or "nan" */
+    if (errno || end == v || *end != '\0' || d < lo || d > hi || d != d ||
+        strpbrk(v, "xXpPiInN") != NULL)
         return -1;
     *out = d;
     return 0;

@@ -184,7 +184,7 @@ static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg
      * quarantine means blocking anyway), the write waits for spim_judge_flush,
      * which the filter calls once per batch before answering.
      */
-    if (cfg->quarantine_max_mb == 0 || !cfg->quarantine_full_tag) {
+    if ((cfg->quarantine_max_mb == 0 || !cfg->quarantine_full_tag) && r->code != 200) {
         if (w->npend == sizeof(w->pend) / sizeof(w->pend[0]) && (rc = spim_judge_flush(w)) != 0)
             return rc;
         if ((rc = defer(w, &q)) != 0)
@@ -213,6 +213,9 @@ static int quarantine(struct spim_engine_worker *w, const struct spim_filter_msg
                  m->call_id.p);
         if (cfg->quarantine_full_tag) {
             r->action = SPIM_TAG;
+            r->code = 0;
+        } else if (r->code == 200) {
+            /* a silent drop must be kept: when it cannot be, the sender is told (403) */
             r->code = 0;
         }
         return 0;
@@ -249,9 +252,10 @@ enum { ID_FAILED = -1, ID_NONE = 0, ID_ASSERTED = 1, ID_VERIFIED = 2 };
 
 /* What the judge knows of a message's parties, worked out once per message. */
 struct parties {
-    char from[256], to[256], rcpt[256]; /* normalised "user@host"; rcpt: the policy's key */
-    size_t fn, tn, rn;
-    uint64_t fk, tk;               /* contact keys of sender and To */
+    char from[256], rcpt[256]; /* normalised "user@host" of sender and recipient */
+    size_t fn, rn;
+    uint64_t fk, tk;               /* contact keys of sender and recipient (0: not counted) */
+    int self;                      /* sender and recipient are one party */
     int identity;                  /* ID_* */
     int outbound;                  /* the sender is one of local_domains */
     int have_view;                 /* the contacts were read */
@@ -355,26 +359,42 @@ static int parties_of(struct spim_engine_worker *w, const struct spim_filter_msg
     uint32_t day = today(), last;
 
     memset(p, 0, sizeof(*p));
-    p->fn = spim_policy_uri_norm(m->from_uri, p->from, sizeof(p->from));
-    p->tn = spim_policy_uri_norm(m->to, p->to, sizeof(p->to));
-    /* The recipient of the policy file: the Request-URI's user@host, else To. */
+    /*
+     * The sender is the identity the proxy vouches for (P-Asserted-Identity,
+     * RFC 3325) when it gives one, else From. The recipient, for the policy
+     * file, the contacts, fan-out and bulk alike, is where the request goes:
+     * the Request-URI's user@host, else To (a Request-URI without a user).
+     */
+    p->fn =
+        spim_policy_uri_norm(m->pai_uri.len ? m->pai_uri : m->from_uri, p->from, sizeof(p->from));
     p->rn = ruri.len && memchr(ruri.p, '@', ruri.len) != NULL
                 ? spim_policy_uri_norm(ruri, p->rcpt, sizeof(p->rcpt))
                 : 0;
-    if (p->rn == 0) {
-        memcpy(p->rcpt, p->to, p->tn + 1);
-        p->rn = p->tn;
-    }
+    if (p->rn == 0)
+        p->rn = spim_policy_uri_norm(m->to, p->rcpt, sizeof(p->rcpt));
     p->identity = identity_of(cfg, m);
     if (cfg->local_domains[0] != '\0' && p->fn > 0) {
         h = host_of(p->from, p->fn, &hn);
         p->outbound = domain_listed(cfg->local_domains, h, hn);
     }
-    p->rel = REL_NONE;
-    if (!cfg->contacts || w->e->contacts == NULL || p->fn == 0 || p->tn == 0)
+    p->rel =
+        REL_NONE; /* contacts off: nobody is known (contacts_only takes everyone as a stranger) */
+    if (!cfg->contacts || w->e->contacts == NULL)
         return 0;
+    if (p->fn == 0 || p->rn == 0) {
+        p->rel = REL_UNVERIFIED; /* no sender or recipient to know: a stranger */
+        return 0;
+    }
     p->fk = party_key(p->from, p->fn);
-    p->tk = party_key(p->to, p->tn);
+    p->tk = party_key(p->rcpt, p->rn);
+    if (p->fk == p->tk) {
+        /* writing to oneself is no conversation: a forged From equal to the recipient must
+         * not pass as one, so it is a stranger and never counted */
+        p->self = 1;
+        p->fk = p->tk = 0;
+        p->rel = REL_FIRST;
+        return 0;
+    }
     if (contact_view(w, p->fk, p->tk, &p->view) != 0)
         return SPIM_ESTORE;
     p->have_view = 1;
@@ -392,10 +412,10 @@ static int parties_of(struct spim_engine_worker *w, const struct spim_filter_msg
     return 0;
 }
 
-/* Whether a stranger counts as one for contacts_only and fan-out. */
+/* Whether the sender is a stranger to the recipient, for contacts_only: anyone not a contact. */
 static int is_stranger(const struct parties *p)
 {
-    return p->rel == REL_FIRST || p->rel == REL_ONEWAY || p->rel == REL_UNVERIFIED;
+    return p->rel != REL_CONTACT;
 }
 
 /* The relationship's and the identity's points, with their evidence. */
@@ -450,27 +470,18 @@ static double relation_points(struct spim_engine_worker *w, const struct spim_ve
 void spim_judge_delivered(void *wud, const struct spim_filter_delivery *d)
 {
     struct spim_engine_worker *w = wud;
-    char from[256], to[256];
     struct spim_contact_view v;
-    size_t fn, tn;
-    uint64_t fk, tk;
 
     spim_engine_worker_sync(w);
-    if (!w->conf->cfg.contacts || w->e->contacts == NULL)
+    if (!w->conf->cfg.contacts || w->e->contacts == NULL || d->sender_key == 0 ||
+        d->recipient_key == 0 || d->sender_key == d->recipient_key)
         return;
-    fn = spim_policy_uri_norm(d->from_uri, from, sizeof(from));
-    tn = spim_policy_uri_norm(d->to_uri, to, sizeof(to));
-    if (fn == 0 || tn == 0)
-        return;
-    fk = party_key(from, fn);
-    tk = party_key(to, tn);
     /* read (and cache) the store's record first, so the count adds to it */
-    if (contact_view(w, fk, tk, &v) != 0) {
-        spim_log(SPIM_LOG_ERR, "contacts: cannot read the pair %.*s -> %.*s", (int)fn, from,
-                 (int)tn, to);
+    if (contact_view(w, d->sender_key, d->recipient_key, &v) != 0) {
+        spim_log(SPIM_LOG_ERR, "contacts: cannot read a pair from the store");
         return;
     }
-    spim_contacts_table_delivered(w->e->contacts, fk, tk, today());
+    spim_contacts_table_delivered(w->e->contacts, d->sender_key, d->recipient_key, today());
 }
 
 int spim_judge_contacts_sync(struct spim_engine *e)
@@ -555,7 +566,7 @@ static int policy_block(struct spim_engine_worker *w, const struct spim_filter_m
  */
 static int policy_judge(struct spim_engine_worker *w, const struct spim_filter_msg *m,
                         struct spim_filter_result *r, int drop, char *note, size_t notecap,
-                        struct spim_evidence *ev)
+                        struct spim_evidence *ev, int *shadow_block)
 {
     const struct spim_config *cfg = &w->conf->cfg;
     struct spim_policy_who who = {m->from_uri, m->user_agent, (const struct sockaddr *)m->src};
@@ -583,8 +594,7 @@ static int policy_judge(struct spim_engine_worker *w, const struct spim_filter_m
                  m->call_id.p, (int)m->from_uri.len, m->from_uri.p);
         spim_metrics_shadow(entry);
         spim_evidence_add(ev, "list", entry, 0, 1, 0);
-        if (l == SPIM_POLICY_BLOCK)
-            spim_metrics_inc(SPIM_METRIC_SHADOW_WOULD_BLOCK);
+        *shadow_block = l == SPIM_POLICY_BLOCK; /* counted once the verdict is known */
     }
     for (unsigned i = 0; i < n && i < SPIM_SIP_MAX_FILES; i++) {
         const struct spim_sip_file *f = &m->files->f[i];
@@ -636,7 +646,7 @@ static double rate_points(struct spim_engine_worker *w, const struct spim_filter
     unsigned c;
     int new_rcpt = !p->have_view || (p->view.sent == 0 && p->view.received == 0);
 
-    rcpt = spim_hash64(p->to, p->tn, 0);
+    rcpt = spim_hash64(p->rcpt, p->rn, 0);
     if (cfg->fanout_limit > 0 && p->fn > 0 && w->e->fanout != NULL && new_rcpt) {
         c = spim_rate_observe(w->e->fanout, spim_hash64(p->from, p->fn, 1), rcpt,
                               cfg->fanout_window, now);
@@ -712,7 +722,7 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
     char note[128] = "", why[4096], names[256];
     const char *co_why, *shadow_co;
     double extra, score, shadow_score;
-    int rc, act, shadow_act, drop;
+    int rc, act, shadow_act, drop, shadow_list_block = 0;
 
     spim_engine_worker_sync(w);
     cfg = &w->conf->cfg;
@@ -734,7 +744,7 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
     drop = enforced != NULL && enforced->action != SPIM_RCPT_UNSET
                ? enforced->action == SPIM_RCPT_DROP
                : cfg->action == ACT_DROP;
-    rc = policy_judge(w, m, r, drop, note, sizeof(note), &ev);
+    rc = policy_judge(w, m, r, drop, note, sizeof(note), &ev, &shadow_list_block);
     if (rc != 0)
         return rc < 0 ? rc : 0;
     if (m->kind == SPIM_FMSG_INVITE) {
@@ -759,7 +769,7 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
         add_rule(r->rules, sizeof(r->rules), "contacts_only");
     /* Shadow: what the shadow rules, a shadow Bayes or a shadow policy section would have done. */
     shadow_score = score + v.shadow_score;
-    shadow_act = decide(cfg, pol, &p, shadow_score, &shadow_co);
+    shadow_act = shadow_list_block ? ACT_BLOCK : decide(cfg, pol, &p, shadow_score, &shadow_co);
     if (v.hits.nshadow > 0) {
         names[0] = '\0';
         for (unsigned i = 0; i < v.hits.nshadow && i < SPIM_RULES_MAX_HITS; i++)
@@ -781,13 +791,17 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
         spim_log(SPIM_LOG_WARN,
                  "outbound: local account %.*s tripped %s (call-id=%.*s, to %.*s): check it "
                  "is not compromised",
-                 (int)p.fn, p.from, note, (int)m->call_id.len, m->call_id.p, (int)p.tn, p.to);
+                 (int)p.fn, p.from, note, (int)m->call_id.len, m->call_id.p, (int)p.rn, p.rcpt);
         spim_metrics_account(p.from);
     }
     r->action = act == ACT_DROP ? SPIM_BLOCK : act;
     r->code = act == ACT_DROP ? 200 : 0;
-    if (r->action != SPIM_BLOCK)
+    if (r->action != SPIM_BLOCK) {
+        /* its 2xx, when it comes back through us, counts for the pair (spim_judge_delivered) */
+        r->sender_key = p.fk;
+        r->recipient_key = p.tk;
         return 0;
+    }
     /*
      * Blocked: the record keeps the whole evidence (quarantine show). The
      * classification is run again with it (token texts cost a second pass

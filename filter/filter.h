@@ -37,12 +37,13 @@ struct spim_sip_msg {
     int status;                     /* responses: the status code */
     struct spim_slice method, ruri; /* requests */
     struct spim_slice call_id, from, to, cseq, user_agent, content_type, content_disposition;
-    struct spim_slice pai;           /* the first P-Asserted-Identity value (RFC 3325), or empty */
-    struct spim_slice identity;      /* the first Identity (or y) value (RFC 8224), or empty */
-    struct spim_slice body;          /* the declared Content-Length bytes */
-    size_t headers_end;              /* offset of the empty line ending the headers */
-    size_t msg_len;                  /* start line + headers + body: what is forwarded */
-    size_t via_line;                 /* offset of the first Via header line */
+    struct spim_slice pai;      /* the first P-Asserted-Identity value (RFC 3325), or empty */
+    int pai_verstat;            /* enum spim_verstat over every P-Asserted-Identity (worst wins) */
+    struct spim_slice identity; /* the first Identity (or y) value (RFC 8224), or empty */
+    struct spim_slice body;     /* the declared Content-Length bytes */
+    size_t headers_end;         /* offset of the empty line ending the headers */
+    size_t msg_len;             /* start line + headers + body: what is forwarded */
+    size_t via_line;            /* offset of the first Via header line */
     size_t via_value, via_value_end; /* the first Via value (up to a comma or the EOL) */
     size_t via_hdr_end;              /* end of the first Via header line, CRLF included */
     int via_single;                  /* the first Via header holds only one value */
@@ -55,7 +56,7 @@ struct spim_sip_msg {
     unsigned via_port;  /* 0 when absent */
     int via_has_rport;  /* ;rport present (with or without a value) */
     unsigned via_count; /* Via values in the message */
-    void *osip;         /* NULL: libosip2 only checks requests, its tree is not kept (sip.c) */
+    void *osip;         /* the osip_message_t, owned: spim_sip_msg_free */
 };
 
 /*
@@ -174,9 +175,11 @@ int spim_proxy_forward_response(const struct spim_sip_msg *m, const struct spim_
 
 /*
  * A local answer to request m: status line, every Via in order, From, To
- * with a deterministic tag, Call-ID, CSeq, extra header lines (may be NULL,
- * each ending CRLF), Content-Length: 0. *dst: where RFC 3261 18.2.2 and RFC
- * 3581 say (the source address when rport or received apply).
+ * with a deterministic tag, Call-ID, CSeq, a Server header, extra header
+ * lines (may be NULL, each ending CRLF), Content-Length: 0. A 200 without
+ * extra lines is a silent drop's: no Server header and a plain tag, so the
+ * sender cannot tell it from its recipient's. *dst: where RFC 3261 18.2.2
+ * and RFC 3581 say (the source address when rport or received apply).
  */
 int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason, const char *extra,
                       const struct sockaddr_storage *src, struct spim_buf *out,
@@ -195,11 +198,11 @@ struct spim_filter_msg {
     struct spim_slice text; /* extracted UTF-8 text (may be empty) */
     struct spim_slice raw;  /* the whole request as received */
     struct spim_slice from, to, call_id, user_agent;
-    struct spim_slice from_uri;         /* the URI of From, without display name or parameters */
-    struct spim_slice ruri;             /* the Request-URI */
-    struct spim_slice pai_uri;          /* the URI of P-Asserted-Identity, or empty */
-    struct spim_slice identity;         /* the Identity header's value, or empty */
-    int verstat;                        /* enum spim_verstat: the proxy's verification result */
+    struct spim_slice from_uri; /* the URI of From, without display name or parameters */
+    struct spim_slice ruri;     /* the Request-URI */
+    struct spim_slice pai_uri;  /* the URI of P-Asserted-Identity, or empty */
+    struct spim_slice identity; /* the Identity header's value, or empty */
+    int verstat; /* enum spim_verstat: the proxy's verification result in P-Asserted-Identity */
     const struct spim_sip_files *files; /* payloads for the file checks (n may be 0) */
     const struct sockaddr_storage *src;
     const char *source; /* "ip:port" */
@@ -217,8 +220,8 @@ enum spim_verstat {
     SPIM_VERSTAT_FAILED = 2, /* TN-Validation-Failed */
 };
 
-/* The verstat parameter of a URI (case-insensitive name and value). */
-int spim_sip_verstat(struct spim_slice uri);
+/* The verstat parameters of a header value (case-insensitive; Failed wins over Passed). */
+int spim_sip_verstat(struct spim_slice value);
 
 /* The judge's answer. */
 struct spim_filter_result {
@@ -227,6 +230,9 @@ struct spim_filter_result {
     char rules[512]; /* names of the matched rules and policy entries, comma-separated */
     int code; /* block: the status to answer (0: block_code); 200: a silent drop (200 OK, held) */
     int deferred; /* block: the quarantine write waits for ops->flush (group commit) */
+    /* deliver, tag: the judge's keys of sender and recipient, handed back in
+     * ops->delivered when a 2xx to this request comes back (0: not counted) */
+    uint64_t sender_key, recipient_key;
 };
 
 /*
@@ -241,11 +247,15 @@ struct spim_filter_report {
     const char *source; /* who sent the 607: "ip:port" */
 };
 
-/* A 2xx response to a MESSAGE we forwarded went back upstream: it was delivered. */
+/*
+ * A 2xx response to a MESSAGE we forwarded went back upstream: it was
+ * delivered. The parties are the judge's own keys from the request's
+ * verdict (struct spim_filter_result), never the response's From and To,
+ * which the answering side writes; each forwarded request is counted once,
+ * however often its 2xx is retransmitted.
+ */
 struct spim_filter_delivery {
-    struct spim_slice from_uri; /* the response's From URI: the sender */
-    struct spim_slice to_uri;   /* its To URI: the recipient */
-    struct spim_slice call_id;
+    uint64_t sender_key, recipient_key;
     int status;
 };
 

@@ -262,11 +262,26 @@ struct loop_ctx {
     const struct spim_proxy_self *self;
 };
 
+/* Whether BRANCH_PREFIX occurs in p[0..n). */
+static int contains_prefix(const char *p, size_t n)
+{
+    const size_t k = sizeof(BRANCH_PREFIX) - 1;
+
+    for (const char *z = p; n >= k && (z = memchr(z, 'z', (size_t)(p + n - k + 1 - z))) != NULL;
+         z++)
+        if (memcmp(z, BRANCH_PREFIX, k) == 0)
+            return 1;
+    return 0;
+}
+
 static int via_is_ours(const char *buf, size_t b, size_t e, void *ud)
 {
     const struct loop_ctx *lc = ud;
     struct spim_sip_msg v;
 
+    /* ours carries a branch of ours: without one anywhere in it, no need to decode it */
+    if (!contains_prefix(buf + b, e > b ? e - b : 0))
+        return 0;
     memset(&v, 0, sizeof(v));
     while (b < e && (buf[b] == ' ' || buf[b] == '\t' || buf[b] == '\r' || buf[b] == '\n'))
         b++;
@@ -309,6 +324,44 @@ int spim_proxy_is_for_us(const struct spim_sip_msg *m, const struct spim_proxy_s
         port = spim__parse_uint(p + ps, i - ps);
     }
     return port == (long)self->port;
+}
+
+/*
+ * A bounded writer for the short strings a forwarded request gets (our
+ * Via, rport, received, Max-Forwards, extra headers): memcpy and digits
+ * rather than snprintf, which was a visible part of every request's cost.
+ * over is set, and nothing more written, once something does not fit.
+ */
+struct wr {
+    char *p, *end;
+    int over;
+};
+
+static void wr_put(struct wr *w, const char *s, size_t n)
+{
+    if (w->over || n > (size_t)(w->end - w->p)) {
+        w->over = 1;
+        return;
+    }
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+
+static void wr_str(struct wr *w, const char *s)
+{
+    wr_put(w, s, strlen(s));
+}
+
+static void wr_uint(struct wr *w, unsigned long v)
+{
+    char t[24];
+    size_t n = 0;
+
+    do {
+        t[sizeof(t) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 && n < sizeof(t));
+    wr_put(w, t + sizeof(t) - n, n);
 }
 
 /* One splice into the original request: at off, drop del bytes and insert ins. */
@@ -358,7 +411,6 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
     struct edit ed[6];
     size_t ned = 0, hl = 0;
     unsigned sport;
-    int n;
 
     if (how == NULL)
         how = &udp;
@@ -366,16 +418,31 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
     nextra = how->nextra;
     out->len = 0;
     spim_proxy_branch_conn(m, how->conn, branch, sizeof(branch));
-    n = snprintf(via, sizeof(via), "Via: SIP/2.0/%s %s:%u;branch=%s\r\n", how->tcp ? "TCP" : "UDP",
-                 self->host, self->port, branch);
-    ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)n};
+    {
+        struct wr w = {via, via + sizeof(via), 0};
+
+        wr_str(&w, how->tcp ? "Via: SIP/2.0/TCP " : "Via: SIP/2.0/UDP ");
+        wr_str(&w, self->host);
+        wr_put(&w, ":", 1);
+        wr_uint(&w, self->port);
+        wr_str(&w, ";branch=");
+        wr_str(&w, branch);
+        wr_put(&w, "\r\n", 2);
+        if (w.over)
+            return SPIM_ETOOBIG;
+        ed[ned++] = (struct edit){m->via_line, 0, via, (size_t)(w.p - via)};
+    }
 
     addr_ip(src, ip, sizeof(ip), &sport);
     if (m->via_has_rport) {
         /* RFC 3581: rport is the port it came from, whatever the client wrote there */
-        n = snprintf(rport, sizeof(rport), "%s%u", rport_needs_eq(m) ? "=" : "", sport);
-        ed[ned++] =
-            (struct edit){(size_t)(m->via_rport.p - m->buf), m->via_rport.len, rport, (size_t)n};
+        struct wr w = {rport, rport + sizeof(rport), 0};
+
+        if (rport_needs_eq(m))
+            wr_put(&w, "=", 1);
+        wr_uint(&w, sport);
+        ed[ned++] = (struct edit){(size_t)(m->via_rport.p - m->buf), m->via_rport.len, rport,
+                                  (size_t)(w.p - rport)};
     }
     {
         struct spim_slice h = m->via_host;
@@ -386,28 +453,39 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
         }
         if (m->via_received.len > 0) {
             /* a received the client wrote itself is replaced by the truth */
-            if (!spim__slice_ieq(m->via_received.p, m->via_received.len, ip)) {
-                n = snprintf(received, sizeof(received), "%s", ip);
+            if (!spim__slice_ieq(m->via_received.p, m->via_received.len, ip))
                 ed[ned++] = (struct edit){(size_t)(m->via_received.p - m->buf), m->via_received.len,
-                                          received, (size_t)n};
-            }
+                                          ip, strlen(ip)};
         } else if (!spim__slice_ieq(h.p, h.len, ip) || m->via_has_rport) {
-            n = snprintf(received, sizeof(received), ";received=%s", ip);
-            ed[ned++] = (struct edit){m->via_value_end, 0, received, (size_t)n};
+            struct wr w = {received, received + sizeof(received), 0};
+
+            wr_str(&w, ";received=");
+            wr_str(&w, ip);
+            ed[ned++] = (struct edit){m->via_value_end, 0, received, (size_t)(w.p - received)};
         }
     }
     if (m->maxfwd_len) {
-        n = snprintf(mf, sizeof(mf), "%ld", m->max_forwards > 0 ? m->max_forwards - 1 : 0);
-        ed[ned++] = (struct edit){m->maxfwd_value, m->maxfwd_len, mf, (size_t)n};
+        struct wr w = {mf, mf + sizeof(mf), 0};
+
+        wr_uint(&w, m->max_forwards > 0 ? (unsigned long)m->max_forwards - 1 : 0);
+        ed[ned++] = (struct edit){m->maxfwd_value, m->maxfwd_len, mf, (size_t)(w.p - mf)};
     } else {
-        n = snprintf(mf, sizeof(mf), "Max-Forwards: 70\r\n");
-        ed[ned++] = (struct edit){m->headers_end, 0, mf, (size_t)n};
+        static const char mf70[] = "Max-Forwards: 70\r\n";
+
+        ed[ned++] = (struct edit){m->headers_end, 0, mf70, sizeof(mf70) - 1};
     }
-    for (size_t i = 0; i < nextra; i++) {
-        n = snprintf(hdrs + hl, sizeof(hdrs) - hl, "%s: %s\r\n", extra[i].name, extra[i].value);
-        if (n < 0 || (size_t)n >= sizeof(hdrs) - hl)
+    {
+        struct wr w = {hdrs, hdrs + sizeof(hdrs), 0};
+
+        for (size_t i = 0; i < nextra; i++) {
+            wr_str(&w, extra[i].name);
+            wr_put(&w, ": ", 2);
+            wr_str(&w, extra[i].value);
+            wr_put(&w, "\r\n", 2);
+        }
+        if (w.over)
             return SPIM_ETOOBIG;
-        hl += (size_t)n;
+        hl = (size_t)(w.p - hdrs);
     }
     if (hl)
         ed[ned++] = (struct edit){m->headers_end, 0, hdrs, hl};
@@ -564,6 +642,8 @@ int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason
                       struct sockaddr_storage *dst, socklen_t *dstlen)
 {
     struct copy_ctx cc = {out, m, src, 0, 0};
+    /* a silent drop's 200 (no extra lines) must not say who wrote it */
+    int quiet = code == 200 && extra == NULL;
     int rc;
 
     out->len = 0;
@@ -581,12 +661,14 @@ int spim_proxy_answer(const struct spim_sip_msg *m, int code, const char *reason
 
         h = spim_hash64(m->from.p, m->from.len, h);
         h = spim_hash64(m->via_branch.p, m->via_branch.len, h);
-        rc = spim__buf_printf(out, ";tag=spf%016llx", (unsigned long long)h);
+        rc = spim__buf_printf(out, quiet ? ";tag=%016llx" : ";tag=spf%016llx",
+                              (unsigned long long)h);
     }
     if (rc == 0)
-        rc = spim__buf_printf(out, "\r\nCall-ID: %.*s\r\nCSeq: %.*s\r\nServer: spimfilter/%s\r\n",
-                              (int)m->call_id.len, m->call_id.p, (int)m->cseq.len, m->cseq.p,
-                              SPIM_VERSION);
+        rc = spim__buf_printf(out, "\r\nCall-ID: %.*s\r\nCSeq: %.*s\r\n", (int)m->call_id.len,
+                              m->call_id.p, (int)m->cseq.len, m->cseq.p);
+    if (rc == 0 && !quiet)
+        rc = spim__buf_printf(out, "Server: spimfilter/%s\r\n", SPIM_VERSION);
     if (rc == 0 && extra != NULL)
         rc = spim__buf_printf(out, "%s", extra);
     if (rc == 0)

@@ -46,8 +46,8 @@
  * judge's own group (32 in cli/judge.c), so the judge never commits on its
  * own behind the filter's back.
  */
-#define HOLD_MAX 24
-#define HOLD_NS 5000000ull
+#define HOLD_MAX 30
+#define HOLD_NS 10000000ull
 #define MAX_CONNS 4096 /* connection slots across workers */
 #define CONN_BUF_MAX (SPIM_SIP_MAX + 16384)
 
@@ -63,6 +63,8 @@
 
 struct sent {
     uint64_t key;
+    uint64_t sender_key, recipient_key; /* the judge's, for ops->delivered (0: none) */
+    int counted;                        /* its 2xx was handed to ops->delivered */
     uint16_t from_len, to_len, cid_len, text_len;
     char from[160], to[160], cid[128], text[SENT_TEXT];
 };
@@ -237,7 +239,7 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
     for (i = 0; i < SENT_LOCKS; i++)
         pthread_mutex_init(&f->sent_locks[i], NULL);
     f->cfg = *cfg;
-    if (ops->report != NULL) {
+    if (ops->report != NULL || ops->delivered != NULL) {
         f->sent = calloc(SENT_SLOTS, sizeof(*f->sent));
         if (f->sent == NULL) {
             snprintf(err, errcap, "out of memory");
@@ -505,7 +507,8 @@ static void copy_cut(char *dst, uint16_t *dl, size_t cap, struct spim_slice s)
 
 /* Remembers a MESSAGE we deliver: sender, recipient, text, by our branch. */
 static void sent_remember(struct spim_filter *f, const struct spim_sip_msg *m, const char *branch,
-                          struct spim_slice from_uri, struct spim_slice text)
+                          struct spim_slice from_uri, struct spim_slice text,
+                          const struct spim_filter_result *r)
 {
     uint64_t key = branch_key(branch, strlen(branch));
     size_t slot = key % SENT_SLOTS;
@@ -518,11 +521,37 @@ static void sent_remember(struct spim_filter *f, const struct spim_sip_msg *m, c
         to = (struct spim_slice){lt + 1, (size_t)(gt - lt - 1)};
     pthread_mutex_lock(lk);
     s->key = key;
+    s->sender_key = r->sender_key;
+    s->recipient_key = r->recipient_key;
+    s->counted = 0;
     copy_cut(s->from, &s->from_len, sizeof(s->from), from_uri);
     copy_cut(s->to, &s->to_len, sizeof(s->to), to);
     copy_cut(s->cid, &s->cid_len, sizeof(s->cid), m->call_id);
     copy_cut(s->text, &s->text_len, sizeof(s->text), text);
     pthread_mutex_unlock(lk);
+}
+
+/*
+ * A 2xx to a request we forwarded and remembered: the judge's parties of
+ * that request go to ops->delivered, once per request (a retransmitted 2xx,
+ * or a 2xx to anything else, counts nothing).
+ */
+static void sent_delivered(struct spim_filter_worker *w, const struct spim_sip_msg *m)
+{
+    struct spim_filter *f = w->f;
+    uint64_t key = branch_key(m->via_branch.p, m->via_branch.len);
+    size_t slot = key % SENT_SLOTS;
+    struct spim_filter_delivery d = {0, 0, m->status};
+
+    pthread_mutex_lock(&f->sent_locks[slot % SENT_LOCKS]);
+    if (f->sent[slot].key == key && !f->sent[slot].counted && f->sent[slot].sender_key != 0) {
+        d.sender_key = f->sent[slot].sender_key;
+        d.recipient_key = f->sent[slot].recipient_key;
+        f->sent[slot].counted = 1;
+    }
+    pthread_mutex_unlock(&f->sent_locks[slot % SENT_LOCKS]);
+    if (d.sender_key != 0)
+        f->ops->delivered(w->wud, &d);
 }
 
 /* A 607 to a MESSAGE we delivered: hands the report to the caller. */
@@ -623,11 +652,29 @@ static void answer(const struct spim_sip_msg *m, int code, const char *reason, c
     }
 }
 
-/* The URI of a From or To value: inside <...>, or up to the first ';'. */
+/*
+ * The URI of a From or To value: inside <...>, or up to the first ';'. A
+ * quoted display name is skipped first: it may hold a '<' and a whole other
+ * URI ("\"<sip:ceo@corp>\" <sip:x@y>" is sip:x@y).
+ */
 static struct spim_slice uri_of(struct spim_slice v)
 {
-    const char *lt = memchr(v.p, '<', v.len), *gt;
+    const char *lt, *gt;
     size_t e = 0;
+
+    while (v.len > 0 && (*v.p == ' ' || *v.p == '\t'))
+        v.p++, v.len--;
+    if (v.len > 0 && *v.p == '"') {
+        size_t i = 1;
+
+        while (i < v.len && v.p[i] != '"')
+            i += v.p[i] == '\\' ? 2 : 1;
+        if (i >= v.len)
+            return (struct spim_slice){v.p, 0};
+        v.p += i + 1;
+        v.len -= i + 1;
+    }
+    lt = memchr(v.p, '<', v.len);
 
     if (lt != NULL) {
         gt = memchr(lt, '>', (size_t)(v.p + v.len - lt));
@@ -679,9 +726,8 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     fm.ruri = m->ruri;
     fm.pai_uri = m->pai.len ? uri_of(m->pai) : m->pai;
     fm.identity = m->identity;
-    fm.verstat = spim_sip_verstat(fm.pai_uri);
-    if (fm.verstat == SPIM_VERSTAT_NONE)
-        fm.verstat = spim_sip_verstat(fm.from_uri);
+    /* Only the proxy's P-Asserted-Identity: From is the sender's to write. */
+    fm.verstat = m->pai_verstat;
     fm.files = &w->files;
     fm.src = src;
     fm.source = source;
@@ -755,13 +801,8 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
             out->buf.len = 0; /* not ours, or nowhere to go: dropped */
         } else {
             out->how = out->conn ? SPIM_OUT_CONN : SPIM_OUT_UDP;
-            if (m.status >= 200 && m.status < 300 && f->ops->delivered != NULL &&
-                m.cseq.len > 7 && spim__slice_ieq(m.cseq.p + m.cseq.len - 7, 7, "MESSAGE")) {
-                struct spim_filter_delivery d = {uri_of(m.from), uri_of(m.to), m.call_id,
-                                                 m.status};
-
-                f->ops->delivered(w->wud, &d);
-            }
+            if (m.status >= 200 && m.status < 300 && f->ops->delivered != NULL)
+                sent_delivered(w, &m);
         }
         goto done;
     }
@@ -785,6 +826,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     }
     action = 0;
     w->text_len = 0;
+    r.sender_key = r.recipient_key = 0;
     if (spim__slice_ieq(m.method.p, m.method.len, "MESSAGE"))
         action = judge_request(w, &m, SPIM_FMSG_MESSAGE, src, &r);
     else if (spim__slice_ieq(m.method.p, m.method.len, "INVITE") && m.body.len > 0)
@@ -843,11 +885,12 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
     }
-    if (f->sent != NULL && judged_text) {
+    if (f->sent != NULL && (judged_text || r.sender_key != 0)) {
         char branch[64];
 
         spim_proxy_branch_conn(&m, in_conn, branch, sizeof(branch));
-        sent_remember(f, &m, branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len});
+        sent_remember(f, &m, branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len},
+                      &r);
     }
     if (how.tcp) {
         out->how = SPIM_OUT_NEXT_TCP;

@@ -37,70 +37,6 @@ static void osip_quiet(const char *fi, int li, osip_trace_level_t level, const c
     (void)ap;
 }
 
-/*
- * libosip2 allocates every field it parses, tens of small blocks a request,
- * and frees them one by one; yet its parse is only a check here: nothing
- * reads the tree. So while spim_sip_parse runs it (cur_arena set, on this
- * thread only), its blocks come from a bump arena on that call's stack and
- * the tree is dropped with the arena, never walked to be freed. A block
- * that does not fit, or an allocation outside a parse, is plain malloc; a
- * parse that had to spill frees its tree the usual way.
- */
-#define ARENA_CAP (32 * 1024)
-#define ARENA_HDR 16 /* the block size, kept before it for realloc; keeps 16-byte alignment */
-
-struct osip_arena {
-    char *base;
-    size_t used;
-    unsigned spilled; /* blocks that went to malloc */
-};
-
-static _Thread_local struct osip_arena *cur_arena;
-
-static int in_arena(const struct osip_arena *a, const void *p)
-{
-    return a != NULL && (const char *)p >= a->base && (const char *)p < a->base + ARENA_CAP;
-}
-
-static void *arena_malloc(size_t n)
-{
-    struct osip_arena *a = cur_arena;
-    size_t need = ARENA_HDR + ((n + ARENA_HDR - 1) & ~(size_t)(ARENA_HDR - 1));
-
-    if (a != NULL && n < ARENA_CAP && need <= ARENA_CAP - a->used) {
-        char *p = a->base + a->used;
-
-        memcpy(p, &n, sizeof(n));
-        a->used += need;
-        return p + ARENA_HDR;
-    }
-    if (a != NULL)
-        a->spilled++;
-    return malloc(n);
-}
-
-static void arena_free(void *p)
-{
-    if (!in_arena(cur_arena, p))
-        free(p);
-}
-
-static void *arena_realloc(void *p, size_t n)
-{
-    size_t old;
-    void *q;
-
-    if (p == NULL)
-        return arena_malloc(n);
-    if (!in_arena(cur_arena, p))
-        return realloc(p, n);
-    memcpy(&old, (char *)p - ARENA_HDR, sizeof(old));
-    q = arena_malloc(n);
-    if (q != NULL)
-        memcpy(q, p, old < n ? old : n);
-    return q;
-}
-
 static void osip_init_once(void)
 {
     /* libosip2 traces parse errors to stderr itself; we report them our way */
@@ -108,7 +44,6 @@ static void osip_init_once(void)
     for (int l = TRACE_LEVEL0; l < END_TRACE_LEVEL; l++)
         osip_trace_disable_level((osip_trace_level_t)l);
     parser_init();
-    osip_set_allocators(arena_malloc, arena_realloc, arena_free);
 }
 
 static int is_ws(char c)
@@ -414,8 +349,12 @@ static int scan(const char *buf, size_t len, struct spim_sip_msg *m, char *err, 
                     return -1;
                 }
             } else if (spim__slice_ieq(n, nl, "P-Asserted-Identity")) {
+                int vst = spim_sip_verstat(slice(buf, vs, ve));
+
                 if (m->pai.len == 0)
                     m->pai = slice(buf, vs, ve);
+                if (vst == SPIM_VERSTAT_FAILED || m->pai_verstat == SPIM_VERSTAT_NONE)
+                    m->pai_verstat = vst;
             } else if (spim__slice_ieq(n, nl, "Identity") || spim__slice_ieq(n, nl, "y")) {
                 if (m->identity.len == 0)
                     m->identity = slice(buf, vs, ve);
@@ -525,27 +464,20 @@ int spim_sip_parse(const char *buf, size_t len, struct spim_sip_msg *m, char *er
     if (!m->is_request)
         return 0;
     pthread_once(&osip_once, osip_init_once);
-    {
-        _Alignas(16) char space[ARENA_CAP];
-        struct osip_arena a = {space, 0, 0};
-
-        cur_arena = &a;
-        if (osip_message_init(&osip) != OSIP_SUCCESS) {
-            cur_arena = NULL;
-            snprintf(err, errcap, "out of memory");
-            return SPIM_ENOMEM;
-        }
-        rc = osip_parse_headers(osip, m, err, errcap);
-        if (a.spilled > 0)
-            osip_message_free(osip); /* the arena's blocks are skipped, the others freed */
-        cur_arena = NULL;
+    if (osip_message_init(&osip) != OSIP_SUCCESS) {
+        snprintf(err, errcap, "out of memory");
+        return SPIM_ENOMEM;
     }
-    return rc;
+    if ((rc = osip_parse_headers(osip, m, err, errcap)) != 0) {
+        osip_message_free(osip);
+        return rc;
+    }
+    m->osip = osip;
+    return 0;
 }
 
 void spim_sip_msg_free(struct spim_sip_msg *m)
 {
-    /* the libosip2 tree is no longer kept (see cur_arena); m->osip stays NULL */
     if (m == NULL || m->osip == NULL)
         return;
     osip_message_free((osip_message_t *)m->osip);
@@ -560,30 +492,40 @@ int spim_sip_can_answer(const struct spim_sip_msg *m)
 
 /*
  * The verstat URI parameter: the proxy that checked the caller's identity
- * (STIR/SHAKEN: a verified Identity header) says so in the URI it passes on.
- * Only the proxy's own statement counts: the filter takes requests from
- * trusted_sources alone, so a sender cannot reach it with a forged one
- * unless the proxy forwards it unchecked (docs/policy.md says to strip it).
+ * (STIR/SHAKEN: a verified Identity header) says so in the P-Asserted-
+ * Identity it passes on (3GPP TS 24.229), as a parameter of the host part
+ * or, in a sip: URI with user=phone, of the user part
+ * (sip:+1555;verstat=TN-Validation-Passed@host;user=phone). Every value of
+ * the header is looked at and the worst result wins: one Failed makes the
+ * whole header Failed. Quoted display names are skipped (a verstat written
+ * there is the sender's, not the proxy's).
  */
-int spim_sip_verstat(struct spim_slice uri)
+int spim_sip_verstat(struct spim_slice v)
 {
     static const char key[] = ";verstat=";
     const size_t kl = sizeof(key) - 1;
+    int res = SPIM_VERSTAT_NONE;
 
-    for (size_t i = 0; uri.len >= kl && i <= uri.len - kl; i++) {
+    for (size_t i = 0; i < v.len; i++) {
         size_t b, e;
 
-        if (uri.p[i] != ';' || !spim__slice_ieq(uri.p + i, kl, key))
+        if (v.p[i] == '"') { /* a quoted string: to its unescaped end */
+            for (i++; i < v.len && v.p[i] != '"'; i++)
+                if (v.p[i] == '\\')
+                    i++;
+            continue;
+        }
+        if (v.p[i] != ';' || v.len - i < kl || !spim__slice_ieq(v.p + i, kl, key))
             continue;
         b = e = i + kl;
-        while (e < uri.len && uri.p[e] != ';' && uri.p[e] != '>' && uri.p[e] != '?' &&
-               uri.p[e] != ',' && uri.p[e] != ' ')
+        while (e < v.len && v.p[e] != ';' && v.p[e] != '>' && v.p[e] != '?' && v.p[e] != ',' &&
+               v.p[e] != '@' && v.p[e] != ' ' && v.p[e] != '\t')
             e++;
-        if (spim__slice_ieq(uri.p + b, e - b, "TN-Validation-Passed"))
-            return SPIM_VERSTAT_PASSED;
-        if (spim__slice_ieq(uri.p + b, e - b, "TN-Validation-Failed"))
+        if (spim__slice_ieq(v.p + b, e - b, "TN-Validation-Failed"))
             return SPIM_VERSTAT_FAILED;
-        return SPIM_VERSTAT_NONE;
+        if (spim__slice_ieq(v.p + b, e - b, "TN-Validation-Passed"))
+            res = SPIM_VERSTAT_PASSED;
+        i = e - 1;
     }
-    return SPIM_VERSTAT_NONE;
+    return res;
 }

@@ -196,12 +196,34 @@ int spim__glob(const char *pat, size_t pn, const char *s, size_t sn)
 
 size_t spim_policy_uri_norm(struct spim_slice uri, char *out, size_t cap)
 {
-    const char *s = uri.p, *e;
-    size_t n = uri.len, at = (size_t)-1, hb, he, len = 0;
+    const char *s = uri.p, *e, *at = NULL, *ue;
+    size_t n = uri.len, len = 0;
     static const char *schemes[] = {"sip:", "sips:", "im:", "pres:"};
 
     if (cap == 0)
         return 0;
+    out[0] = '\0';
+    if (s == NULL)
+        return 0;
+    while (n > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    /*
+     * A quoted display name may hold anything, '<' and a whole URI included
+     * (RFC 3261 25.1 quoted-string): skip it, escapes and all, so that
+     * "\"<sip:ceo@corp>\" <sip:x@y>" is x@y.
+     */
+    if (n > 0 && *s == '"') {
+        size_t i = 1;
+
+        while (i < n && s[i] != '"')
+            i += s[i] == '\\' ? 2 : 1;
+        if (i >= n)
+            return 0; /* an unterminated quote: no URI */
+        s += i + 1;
+        n -= i + 1;
+    }
     /* A name-addr: the URI is between the angle brackets. */
     e = n > 0 ? memchr(s, '<', n) : NULL;
     if (e != NULL) {
@@ -221,24 +243,43 @@ size_t spim_policy_uri_norm(struct spim_slice uri, char *out, size_t cap)
             break;
         }
     }
-    for (e = s; e < s + n && *e != ';' && *e != '>' && *e != '?' && *e != ' ' && *e != '\t'; e++)
-        if (*e == '@')
-            at = (size_t)(e - s);
-    n = (size_t)(e - s);
-    hb = at == (size_t)-1 ? 0 : at + 1;
-    /* The host ends at its port: after ']' for an IPv6 reference, else at ':'. */
-    he = hb;
-    if (he < n && s[he] == '[') {
-        while (he < n && s[he] != ']')
-            he++;
-        if (he < n)
-            he++;
-    } else {
-        while (he < n && s[he] != ':')
-            he++;
+    /* The URI ends at '>', a blank or its headers ('?'). */
+    for (e = s; e < s + n && *e != '>' && *e != '?' && *e != ' ' && *e != '\t'; e++)
+        if (*e == '@' && at == NULL)
+            at = e;
+    /*
+     * The user part ends at '@' and may carry parameters of its own
+     * (sip:+1555;verstat=...@host;user=phone: they are not part of it); the
+     * host ends at its port, its parameters or the end.
+     */
+    if (at != NULL) {
+        for (ue = s; ue < at && *ue != ';'; ue++)
+            ;
+        for (const char *c = s; c < ue && len + 1 < cap; c++)
+            out[len++] = (char)tolower((unsigned char)*c);
+        if (len + 1 < cap)
+            out[len++] = '@';
+        s = at + 1;
     }
-    for (size_t i = 0; i < he && len + 1 < cap; i++)
-        out[len++] = (char)tolower((unsigned char)s[i]);
+    if (s < e && *s == '[') {
+        const char *c = s;
+
+        while (c < e && *c != ']')
+            c++;
+        if (c < e)
+            c++;
+        e = c;
+    } else {
+        const char *c = s;
+
+        while (c < e && *c != ':' && *c != ';')
+            c++;
+        e = c;
+    }
+    for (const char *c = s; c < e && len + 1 < cap; c++)
+        out[len++] = (char)tolower((unsigned char)*c);
+    if (at != NULL && e == s) /* "user@" with no host */
+        len = 0;
     out[len] = '\0';
     return len;
 }

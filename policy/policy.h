@@ -109,7 +109,12 @@ enum spim_policy_list spim_policy_lookup(const struct spim_policy *p,
 int spim_policy_file(const struct spim_policy *p, struct spim_slice content_type,
                      struct spim_slice name, uint64_t size, char *entry, size_t cap);
 
-/* The URI without scheme, port and parameters, lower-cased: "user@host". Returns the length. */
+/*
+ * The URI without scheme, port and parameters, lower-cased: "user@host"
+ * (parameters of the user part, as in sip:+1555;verstat=x@host;user=phone,
+ * dropped too). A quoted display name is skipped, whatever it holds, so
+ * "\"<sip:ceo@corp>\" <sip:x@y>" is "x@y". Returns the length (0: none).
+ */
 size_t spim_policy_uri_norm(struct spim_slice uri, char *out, size_t cap);
 
 /*

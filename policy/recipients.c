@@ -245,6 +245,12 @@ static int section(struct load *l, const char *s, size_t n)
         return SPIM_EPARSE;
     }
     at = memchr(name, '@', nn);
+    if (at == name + 1 && name[0] == '*') {
+        /* the list files' spelling of "any user of a domain": say what this file calls it */
+        fail(l, SPIM_EPARSE, "bad section name [%.*s]: every user of a domain is [%.*s]", (int)nn,
+             name, (int)(nn - 1), name + 1);
+        return SPIM_EPARSE;
+    }
     if (!(nn == 1 && name[0] == '*') && !(at == name && valid_host(name + 1, nn - 1)) &&
         !(at != NULL && at > name && valid_user(name, (size_t)(at - name)) &&
           valid_host(at + 1, nn - (size_t)(at + 1 - name)))) {
@@ -357,7 +363,9 @@ static int parse_score(const char *v, double *out)
 
     errno = 0;
     d = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d < -SCORE_MAX || d > SCORE_MAX)
+    /* decimal only: strtod would take 0x10 as 16 */
+    if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d < -SCORE_MAX || d > SCORE_MAX ||
+        strpbrk(v, "xXpP") != NULL)
         return -1;
     *out = d;
     return 0;

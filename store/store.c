@@ -570,6 +570,125 @@ static uint64_t store_order(uint64_t key)
     return __builtin_bswap64(key);
 }
 
+/* --- The token index -------------------------------------------------------
+ * A reader that classifies many messages keeps the whole token table in
+ * memory (see Lookup below) as an open-addressing table of (key, ham, spam)
+ * slots. Building it takes a cursor pass over the tokens; so a training
+ * batch large enough to be worth it (one that touched at least a
+ * FULL_MISS_SHARE-th of the tokens: a first training, a retraining) writes
+ * the table itself, as it would be in memory, into the meta database under
+ * SPIM__META_INDEX, and a reader copies it in one memcpy instead.
+ *
+ * Layout (little-endian): le32 INDEX_MAGIC, le32 bits, le64 the token
+ * generation it was built for, le64 tokens, le32 1 if a token with key 0
+ * exists (the table cannot hold it: 0 marks an empty slot), le32 its ham,
+ * le32 its spam, le32 0; then 1 << bits slots of le64 key, le32 ham, le32
+ * spam, each key at the first free slot from its home (full_index) on. An
+ * index whose generation is not the store's is stale and never read: every
+ * commit that does not write it deletes it.
+ */
+/* Tokens of a store that may be loaded whole: at most 8 MiB of table per reader. */
+#define FULL_MAX_TOKENS ((size_t)1 << 18)
+/*
+ * A cursor step and an insert cost about a thirteenth of a lookup from the
+ * root: a reader loads the table once its misses reach a 32nd of the
+ * tokens, and a batch of at least that share writes it.
+ */
+#define FULL_MISS_SHARE 32
+#define INDEX_MAGIC 0x31585053u /* "SPX1": the layout above, full_index as below */
+#define INDEX_HDR 40
+#define INDEX_SLOT 16
+#define INDEX_MIN_BITS 10
+
+/* The bits of a table for entries: at most three quarters full, so a probe meets a free slot. */
+static unsigned index_bits(size_t entries)
+{
+    unsigned bits = INDEX_MIN_BITS;
+
+    while (((size_t)1 << bits) - ((size_t)1 << bits) / 4 < entries)
+        bits++;
+    return bits;
+}
+
+/*
+ * The home slot of key in a table of 1 << bits: the top bits in the store's
+ * order, so that a cursor pass, which yields the keys in that order, fills
+ * the table front to back instead of at random (keys are hashes, so the top
+ * bits spread them evenly all the same).
+ */
+static size_t full_index(uint64_t key, unsigned bits)
+{
+    return (size_t)(store_order(key) >> (64 - bits));
+}
+
+/*
+ * Writes the index of the tokens as they are in txn, for generation gen, or
+ * deletes it when there are too many tokens to be loaded whole. MDB_RESERVE
+ * gives the value's pages in the map, filled in place before the next update.
+ */
+static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
+{
+    MDB_val k = {sizeof(SPIM__META_INDEX) - 1, SPIM__META_INDEX}, v, tk, tv;
+    MDB_cursor *c;
+    MDB_stat ms;
+    unsigned char *p;
+    size_t nslots, mask, n = 0;
+    unsigned bits;
+    int rc, op = MDB_FIRST;
+
+    if ((rc = mdb_stat(txn, st->tokens, &ms)) != 0)
+        return rc;
+    if (ms.ms_entries > FULL_MAX_TOKENS) {
+        rc = mdb_del(txn, st->meta, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    bits = index_bits(ms.ms_entries);
+    nslots = (size_t)1 << bits;
+    mask = nslots - 1;
+    v.mv_size = INDEX_HDR + nslots * INDEX_SLOT;
+    v.mv_data = NULL;
+    if ((rc = mdb_put(txn, st->meta, &k, &v, MDB_RESERVE)) != 0)
+        return rc;
+    p = v.mv_data;
+    memset(p, 0, v.mv_size);
+    if ((rc = mdb_cursor_open(txn, st->tokens, &c)) != 0)
+        return rc;
+    while ((rc = mdb_cursor_get(c, &tk, &tv, op)) == 0) {
+        unsigned char *slot;
+        uint64_t key;
+        size_t s;
+
+        op = MDB_NEXT;
+        if (tk.mv_size != 8)
+            continue; /* not a token key: no lookup asks for it */
+        if ((tv.mv_size != 8 && tv.mv_size != 12) || ++n > nslots - nslots / 4) {
+            rc = SPIM_ESTORE;
+            break;
+        }
+        key = spim__get_le64(tk.mv_data);
+        if (key == 0) {
+            spim__put_le32(p + 24, 1);
+            memcpy(p + 28, tv.mv_data, 8); /* ham and spam, both le32 */
+            continue;
+        }
+        for (s = full_index(key, bits);; s = (s + 1) & mask) {
+            slot = p + INDEX_HDR + s * INDEX_SLOT;
+            if (spim__get_le64(slot) == 0)
+                break; /* there is one: the table is at most three quarters full */
+        }
+        memcpy(slot, tk.mv_data, 8);
+        memcpy(slot + 8, tv.mv_data, 8);
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    spim__put_le32(p, INDEX_MAGIC);
+    spim__put_le32(p + 4, bits);
+    spim__put_le64(p + 8, gen);
+    spim__put_le64(p + 16, n);
+    return 0;
+}
+
 struct batch_ent {
     uint64_t key;
     uint64_t msg; /* last message that counted this key */
@@ -819,6 +938,26 @@ static int token_value(const MDB_val *v, uint32_t *ham, uint32_t *spam)
 }
 
 /*
+ * After a commit's token writes: a batch of touched distinct tokens, against
+ * at most about tokens in the table, writes the index if that is worth it
+ * and otherwise deletes the one there, which is stale from now on.
+ */
+static int apply_index(struct spim_store *st, MDB_txn *txn, size_t touched, size_t tokens)
+{
+    MDB_val k = {sizeof(SPIM__META_INDEX) - 1, SPIM__META_INDEX};
+    uint64_t gen;
+    int rc;
+
+    if (touched * FULL_MISS_SHARE >= tokens && tokens <= FULL_MAX_TOKENS) {
+        if ((rc = spim__meta_get_u64(st, txn, SPIM__META_GEN, &gen)) != 0)
+            return rc;
+        return index_write(st, txn, gen);
+    }
+    rc = mdb_del(txn, st->meta, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
  * The write of a batch; run again from scratch after a map resize. The keys
  * go in the store's order through one cursor: a search starts from the page
  * the cursor is on when the key is there, the value is replaced where it was
@@ -874,7 +1013,8 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         return rc;
     if ((rc = apply_total(st, txn, SPIM__META_HAM, b->dham_msgs)) != 0 ||
         (rc = apply_total(st, txn, SPIM__META_SPAM, b->dspam_msgs)) != 0 ||
-        (rc = apply_total(st, txn, SPIM__META_GEN, 1)) != 0)
+        (rc = apply_total(st, txn, SPIM__META_GEN, 1)) != 0 ||
+        (rc = apply_index(st, txn, b->n, ms.ms_entries + b->n)) != 0)
         return rc;
     return apply_learned(st, txn, b);
 }
@@ -1015,11 +1155,6 @@ int spim_store_batch_commit(struct spim_store_batch *b)
  */
 #define RCACHE_SLOTS 65536
 #define RCACHE_MIN_SLOTS 1024
-/* Tokens of a store that may be loaded whole: at most 8 MiB of table per reader. */
-#define FULL_MAX_TOKENS ((size_t)1 << 18)
-/* A cursor step costs about a sixteenth of a lookup from the root. */
-#define FULL_MISS_SHARE 64
-
 struct rcache_slot {
     uint64_t key; /* 0: empty (a token key of 0 bypasses the cache) */
     uint32_t ham, spam;
@@ -1037,7 +1172,7 @@ struct spim_store_reader {
     /* The whole token table of generation gen (NULL: not loaded). */
     struct rcache_slot *full;
     size_t full_mask;
-    unsigned full_bits; /* full_mask + 1 == 1 << full_bits */
+    unsigned full_bits;           /* full_mask + 1 == 1 << full_bits */
     int full_failed;              /* no memory for it this generation */
     int zero_known;               /* a token with key 0 is stored (the table cannot hold it) */
     uint32_t zero_ham, zero_spam; /* its counts */
@@ -1123,17 +1258,6 @@ static size_t rcache_index(uint64_t key, size_t mask)
     return (size_t)(key ^ (key >> 29)) & mask;
 }
 
-/*
- * The home slot of key in a table of 1 << bits: the top bits in the store's
- * order, so that the cursor pass, which yields the keys in that order,
- * fills the table front to back instead of at random (keys are hashes, so
- * the top bits spread them evenly all the same).
- */
-static size_t full_index(uint64_t key, unsigned bits)
-{
-    return (size_t)(store_order(key) >> (64 - bits));
-}
-
 /* Fills t from memory if the reader has its counts there; 1 if it did. */
 static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
 {
@@ -1164,6 +1288,82 @@ static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
     t->ham = c->ham;
     t->spam = c->spam;
     return 1;
+}
+
+/*
+ * Faults in the pages of a table just allocated, in one call: one fault per
+ * 4 KiB page (256 for the table of a 43,000-token store) costs more than
+ * the kernel filling them all at once. Where MADV_POPULATE_WRITE is not
+ * known (Linux before 5.14) the pages fault in as they are written.
+ */
+static void table_populate(void *p, size_t bytes)
+{
+#ifdef MADV_POPULATE_WRITE
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, e = a + bytes;
+
+    if (pg > 0 && bytes >= ((size_t)64 << 10)) {
+        a &= ~((uintptr_t)pg - 1); /* the page p is in belongs to the allocation */
+        (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+    }
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+/*
+ * Takes the index written for generation r->gen, if there is one that is
+ * whole, as r->full (one copy; decoded slot by slot on a big-endian host).
+ * No index, or one that does not check out, leaves r->full NULL: the reader
+ * then builds the table itself when it is worth it.
+ */
+static int index_load(struct spim_store_reader *r)
+{
+    MDB_val k = {sizeof(SPIM__META_INDEX) - 1, SPIM__META_INDEX}, v;
+    const unsigned char *p;
+    struct rcache_slot *tab;
+    size_t nslots;
+    unsigned bits;
+    int rc = mdb_get(r->txn, r->st->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    p = v.mv_data;
+    if (v.mv_size < INDEX_HDR || spim__get_le32(p) != INDEX_MAGIC ||
+        spim__get_le64(p + 8) != r->gen)
+        return 0;
+    bits = spim__get_le32(p + 4);
+    if (bits < INDEX_MIN_BITS || bits > index_bits(FULL_MAX_TOKENS) ||
+        v.mv_size != INDEX_HDR + ((size_t)1 << bits) * INDEX_SLOT ||
+        spim__get_le64(p + 16) > ((size_t)1 << bits) - ((size_t)1 << bits) / 4)
+        return 0;
+    nslots = (size_t)1 << bits;
+    tab = malloc(nslots * sizeof(*tab));
+    if (tab == NULL)
+        return 0;
+    table_populate(tab, nslots * sizeof(*tab));
+    _Static_assert(sizeof(struct rcache_slot) == INDEX_SLOT, "a slot is le64 key, le32, le32");
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(tab, p + INDEX_HDR, nslots * INDEX_SLOT);
+#else
+    for (size_t i = 0; i < nslots; i++) {
+        const unsigned char *q = p + INDEX_HDR + i * INDEX_SLOT;
+
+        tab[i].key = spim__get_le64(q);
+        tab[i].ham = spim__get_le32(q + 8);
+        tab[i].spam = spim__get_le32(q + 12);
+    }
+#endif
+    r->zero_known = spim__get_le32(p + 24) != 0;
+    r->zero_ham = spim__get_le32(p + 28);
+    r->zero_spam = spim__get_le32(p + 32);
+    r->full = tab;
+    r->full_mask = nslots - 1;
+    r->full_bits = bits;
+    return 0;
 }
 
 /*
@@ -1210,7 +1410,8 @@ static int reader_refresh(struct spim_store_reader *r, int *moved)
     r->gen = gen;
     r->totals = t;
     *moved = 1;
-    return 0;
+    /* A large training wrote the table for this generation: copying it beats any lookup. */
+    return r->entries <= FULL_MAX_TOKENS ? index_load(r) : 0;
 }
 
 /*
@@ -1223,21 +1424,16 @@ static int full_load(struct spim_store_reader *r)
     struct rcache_slot *tab;
     MDB_cursor *c;
     MDB_val k, v;
-    size_t nslots = 1024, mask, n = 0;
-    unsigned bits = 10;
+    unsigned bits = index_bits(r->entries);
+    size_t nslots = (size_t)1 << bits, mask = nslots - 1, n = 0;
     int rc, op = MDB_FIRST;
 
-    /* At most three quarters full: a probe meets an empty slot within a few. */
-    while (nslots - nslots / 4 < r->entries) {
-        nslots *= 2;
-        bits++;
-    }
-    mask = nslots - 1;
     tab = calloc(nslots, sizeof(*tab));
     if (tab == NULL) {
         r->full_failed = 1;
         return 0;
     }
+    table_populate(tab, nslots * sizeof(*tab));
     rc = mdb_cursor_open(r->txn, r->st->tokens, &c);
     if (rc != 0) {
         free(tab);
@@ -1629,8 +1825,9 @@ static int prune_fn(struct spim_store *st, MDB_txn *txn, void *ud)
     int rc;
 
     rc = prune_dbi(txn, st->tokens, token_old, a, a->dry_run, &a->removed);
-    if (rc == 0 && !a->dry_run && a->removed > 0)
-        rc = apply_total(st, txn, SPIM__META_GEN, 1);
+    if (rc == 0 && !a->dry_run && a->removed > 0 &&
+        (rc = apply_total(st, txn, SPIM__META_GEN, 1)) == 0)
+        rc = apply_index(st, txn, 0, 1); /* the index is stale: deleted */
     if (rc == 0 && st->has_learned && a->max_age_days > 0)
         rc = prune_dbi(txn, st->learned, learned_old, a, a->dry_run, &a->learned_removed);
     return rc;

@@ -69,6 +69,8 @@ struct spim_store {
 /* Bumped by every write to the token counts: readers' caches are valid while it stays. */
 #define SPIM__META_GEN "tokens_gen"
 #define SPIM__META_QUAR_NEXT "quar_next"
+/* The token index: the token table as a reader holds it in memory (store.c). */
+#define SPIM__META_INDEX "tokens_index"
 
 /* Translates 0, an MDB_* code, an errno or an already-SPIM code to SPIM_E*. */
 int spim__err(int rc);

@@ -250,6 +250,9 @@ static void test_rules_bad_syntax_names_line(void **state)
         const char *needle;
     } cases[] = {
         {"A 1 /a/\nB notanumber /b/\n", 2, "score"},
+        {"A 1 /a/\nB 1e308 /b/\n", 2, "outside -1000..1000"},
+        {"A -1001 /a/\n", 1, "outside -1000..1000"},
+        {"A 0x10 /a/\n", 1, "decimal score"},
         {"A 1 /a/\n\n# c\nB 1 b\n", 4, "PATTERN"},
         {"A 1 /a/q\n", 1, "flag"},
         {"A-B 1 /a/\n", 1, "NAME"},

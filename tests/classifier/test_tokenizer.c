@@ -372,6 +372,104 @@ static void test_tok_ascii_fast_path_matches_utf8proc(void **state)
     }
 }
 
+/* Both runs emitted the same tokens, in the same order, and wrote the same keys. */
+static int same_run(const struct run *a, const struct run *b)
+{
+    if (a->n != b->n || a->seen.n != b->seen.n)
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->toks[i].key != b->toks[i].key)
+            return 0;
+    for (size_t i = 0; i < a->seen.n; i++)
+        if (a->seen.kind[i] != b->seen.kind[i] || strcmp(a->seen.text[i], b->seen.text[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Tokenizes t as it is (ASCII: the fast path) and with a zero-width space after it (utf8proc). */
+static void check_both_paths(const char *t, size_t len, const char *where)
+{
+    char *b = malloc(len + 4);
+    struct run *x, *y;
+
+    assert_non_null(b);
+    memcpy(b, t, len);
+    memcpy(b + len, "\xe2\x80\x8b", 3);
+    x = tok(t, len, NULL);
+    y = tok(b, len + 3, NULL);
+    if (!same_run(x, y)) {
+        for (size_t i = 0; i < x->seen.n || i < y->seen.n; i++)
+            fprintf(stderr, "  %-40s %s\n", i < x->seen.n ? x->seen.text[i] : "-",
+                    i < y->seen.n ? y->seen.text[i] : "-");
+        fail_msg("%s: the ASCII path and utf8proc differ on \"%.*s\"", where, (int)len, t);
+    }
+    free(x);
+    free(y);
+    free(b);
+}
+
+/*
+ * The ASCII path takes shortcuts of its own (no repair, the capitals, '!'
+ * and length counted while folding, no URL parse of a chunk without a dot):
+ * on every ASCII message of the project's corpora, and on text made to sit
+ * on the edges of those shortcuts, it must give what utf8proc's path gives,
+ * token for token and in the same order.
+ */
+static void test_tok_ascii_path_matches_on_corpus(void **state)
+{
+    static const char *const files[] = {SPIM_SOURCE_DIR "/corpora/im.tsv",
+                                        SPIM_SOURCE_DIR "/corpora/samples.tsv"};
+    static const char *const edges[] = {
+        "e.g. a.m. f.r.e.e x.com www.x y.co.uk/a-b?c=d#e (bit.ly/x). \"http://t.co\"",
+        "http://nodot https://also/nodot www. .com com. a..b -a.com a-.com",
+        "ABC abcd ABCd Abcdefghijklmnopqrst ABCDEFGHIJKLMNOPQRSt",
+        "AAAAAAAAAAAAAAAAAAAb AAAAb AAAAAAAAAAAAAAAb a!b!! !!! ! !!!!",
+        "\r\n\r\r\n\t\v\f\x01\x1f\x7f tab\there cr\rhere",
+        "f r e e  w-i-n  c_a_s_h  p*r*i*z*e  m/o/n/e/y  a . b",
+        "0906170146 +447700900123 07700-900-123 87121 150p 2nd 10am \xc2\xa3" "5",
+        "$5 $ 5 $$ @home p@ss w0rd don't it's o' 'tis",
+        "!", "!!", "!Win", "A", "AB!", "ABCD", "Abcd", "aBCDE", "",
+    };
+    char *line = NULL;
+    size_t cap = 0, checked = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(edges) / sizeof(*edges); i++) {
+        size_t len = strlen(edges[i]);
+        int ascii = 1;
+
+        for (size_t j = 0; j < len; j++)
+            ascii &= (unsigned char)edges[i][j] < 0x80;
+        if (ascii)
+            check_both_paths(edges[i], len, "edge case");
+    }
+    for (size_t f = 0; f < sizeof(files) / sizeof(*files); f++) {
+        FILE *fp = fopen(files[f], "r");
+        ssize_t got;
+
+        assert_non_null(fp);
+        while ((got = getline(&line, &cap, fp)) > 0) {
+            size_t len = (size_t)got, j;
+            char *tab = memchr(line, '\t', len);
+            const char *t = tab ? tab + 1 : line;
+            int ascii = 1;
+
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                len--;
+            len -= (size_t)(t - line);
+            for (j = 0; j < len; j++)
+                ascii &= (unsigned char)t[j] < 0x80;
+            if (!ascii)
+                continue;
+            check_both_paths(t, len, files[f]);
+            checked++;
+        }
+        fclose(fp);
+    }
+    free(line);
+    assert_true(checked > 300);
+}
+
 static void test_tok_survives_garbage(void **state)
 {
     static const char *const pieces[] = {
@@ -453,6 +551,7 @@ int main(void)
         cmocka_unit_test(test_tok_key_kinds_differ),
         cmocka_unit_test(test_tok_utf8_repair),
         cmocka_unit_test(test_tok_ascii_fast_path_matches_utf8proc),
+        cmocka_unit_test(test_tok_ascii_path_matches_on_corpus),
         cmocka_unit_test(test_tok_survives_garbage),
     };
 

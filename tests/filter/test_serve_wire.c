@@ -511,6 +511,131 @@ static void test_serve_wire_reload(void **state)
     usleep(300000);
 }
 
+/* A MESSAGE to sip:RUSER@... with the From and To values given, as a proxy would send it. */
+static int message_as(char *out, size_t cap, const char *cid, const char *ruser, const char *from,
+                      const char *to, const char *body)
+{
+    return snprintf(out, cap,
+                    "MESSAGE sip:%s@127.0.0.1:%u SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%u;"
+                    "branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\nFrom: %s;tag=a\r\nTo: %s\r\n"
+                    "Call-ID: %s\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: %zu\r\n\r\n%s",
+                    ruser, hop_port, sock_port, cid, from, to, cid, strlen(body), body);
+}
+
+/* Sends m and says what came of it: 1 forwarded to the next hop, the status code answered, or 0. */
+static int outcome(const char *m, int n, char *req, size_t cap)
+{
+    ssize_t r;
+
+    drain(hop);
+    drain(sock);
+    send_to_serve(m, (size_t)n);
+    r = recv_wait(hop, req, cap - 1, 700);
+    if (r > 0) {
+        req[r] = '\0';
+        return 1;
+    }
+    r = recv_wait(sock, req, cap - 1, 300);
+    return r > 12 && strncmp(req, "SIP/2.0 ", 8) == 0 ? atoi(req + 8) : 0;
+}
+
+/* Replaces the first `from` in buf[0..n) (NUL-terminated, room to grow) with `to`. */
+static size_t swap(char *buf, size_t n, const char *from, const char *to)
+{
+    char *p = strstr(buf, from);
+    size_t fl = strlen(from), tl = strlen(to);
+
+    assert_non_null(p);
+    memmove(p + tl, p + fl, n - (size_t)(p - buf) - fl + 1);
+    memcpy(p, to, tl);
+    return n - fl + tl;
+}
+
+/* A response from the next hop's socket to serve. */
+static void to_serve_from_hop(const char *p, size_t n)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)serve_port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+    assert_true(sendto(hop, p, n, 0, (struct sockaddr *)&sin, sizeof(sin)) == (ssize_t)n);
+}
+
+/*
+ * First contact cannot be forged (issue 8): only a 2xx to a request we
+ * forwarded counts, with that request's parties, once; the parties are the
+ * Request-URI's and the sender's (a display name holding a URI, To, or
+ * writing to oneself change nothing). carol takes contacts only.
+ */
+static void test_serve_wire_contacts_hold(void **state)
+{
+    char ini[600], text[1200], m[4096], req[70000], resp[8192];
+    const char *bland = "see you at lunch";
+    FILE *f;
+    int n;
+    size_t rn;
+
+    (void)state;
+    snprintf(ini, sizeof(ini), "%s/recipients.ini", dir);
+    f = fopen(ini, "w");
+    assert_non_null(f);
+    fputs("[carol@127.0.0.1]\ncontacts_only = block\n", f);
+    fclose(f);
+    snprintf(text, sizeof(text), "log_level = error\nrecipient_policy = %s\n", ini);
+    write_conf(text);
+    kill(serve_pid, SIGHUP);
+    usleep(300000);
+
+    /* a stranger to carol is refused */
+    n = message_as(m, sizeof(m), "ct-1", "carol", "<sip:attacker@127.0.0.1>",
+                   "<sip:carol@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 403);
+    /* attacker -> accomplice; the accomplice answers 200 (three times) "from carol to attacker" */
+    n = message_as(m, sizeof(m), "ct-2", "accomplice", "<sip:attacker@127.0.0.1>",
+                   "<sip:accomplice@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 1);
+    rn = response_for(req, resp, sizeof(resp));
+    rn =
+        swap(resp, rn, "From: <sip:attacker@127.0.0.1>;tag=a", "From: <sip:carol@127.0.0.1>;tag=x");
+    rn = swap(resp, rn, "To: <sip:accomplice@127.0.0.1>", "To: <sip:attacker@127.0.0.1>");
+    for (int i = 0; i < 3; i++)
+        to_serve_from_hop(resp, rn);
+    usleep(200000);
+    n = message_as(m, sizeof(m), "ct-3", "carol", "<sip:attacker@127.0.0.1>",
+                   "<sip:carol@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 403);
+
+    /* the real thing: carol writes to attacker and it is delivered; then attacker may answer */
+    n = message_as(m, sizeof(m), "ct-4", "attacker", "<sip:carol@127.0.0.1>",
+                   "<sip:attacker@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 1);
+    rn = response_for(req, resp, sizeof(resp));
+    to_serve_from_hop(resp, rn);
+    assert_true(recv_wait(sock, req, sizeof(req) - 1, 1000) > 0); /* the 200, relayed */
+    n = message_as(m, sizeof(m), "ct-5", "carol", "<sip:attacker@127.0.0.1>",
+                   "<sip:carol@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 1);
+
+    /* a display name holding attacker's URI does not make mallory attacker */
+    n = message_as(m, sizeof(m), "ct-6", "carol",
+                   "\"<sip:attacker@127.0.0.1>\" <sip:mallory@127.0.0.1>", "<sip:carol@127.0.0.1>",
+                   bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 403);
+    /* the recipient is the Request-URI's: To naming attacker changes nothing */
+    n = message_as(m, sizeof(m), "ct-7", "carol", "<sip:mallory@127.0.0.1>",
+                   "<sip:attacker@127.0.0.1>", bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 403);
+    /* writing "as carol" to carol is no conversation */
+    n = message_as(m, sizeof(m), "ct-8", "carol", "<sip:carol@127.0.0.1>", "<sip:carol@127.0.0.1>",
+                   bland);
+    assert_int_equal(outcome(m, n, req, sizeof(req)), 403);
+    assert_true(alive());
+    write_conf("log_level = error\n");
+    kill(serve_pid, SIGHUP);
+    usleep(300000);
+}
+
 /* A next hop that refuses TCP still gets the large request, over UDP (RFC 3261 18.1.1). */
 static void test_serve_wire_large_falls_back_to_udp(void **state)
 {
@@ -550,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_serve_wire_large_goes_tcp),
         cmocka_unit_test(test_serve_wire_reload),
         cmocka_unit_test(test_serve_wire_large_falls_back_to_udp),
+        cmocka_unit_test(test_serve_wire_contacts_hold),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -115,6 +115,21 @@ static void test_sip_identity_headers(void **state)
         spim_sip_verstat((struct spim_slice){"sip:a@b;xverstat=TN-Validation-Passed", 37}),
         SPIM_VERSTAT_NONE);
     assert_int_equal(spim_sip_verstat((struct spim_slice){";verstat=", 9}), SPIM_VERSTAT_NONE);
+    {
+        /* the user-part form of a sip: URI with user=phone; a display name does not count;
+         * one Failed among several values wins */
+        static const char *const vals[] = {
+            "<sip:+15551230000;verstat=TN-Validation-Passed@example.com;user=phone>",
+            "\"x;verstat=TN-Validation-Passed\" <sip:a@example.com>",
+            "<sip:a@example.com;verstat=TN-Validation-Passed>, "
+            "<tel:+1555;verstat=TN-Validation-Failed>",
+        };
+        static const int want[] = {SPIM_VERSTAT_PASSED, SPIM_VERSTAT_NONE, SPIM_VERSTAT_FAILED};
+
+        for (size_t i = 0; i < 3; i++)
+            assert_int_equal(spim_sip_verstat((struct spim_slice){vals[i], strlen(vals[i])}),
+                             want[i]);
+    }
     assert_int_equal(spim_sip_verstat((struct spim_slice){"", 0}), SPIM_VERSTAT_NONE);
 }
 
@@ -510,7 +525,14 @@ static void test_proxy_answer_403(void **state)
                                  "To: <sip:bob@127.0.0.1:5060>;tag=spf"));
     assert_non_null(strstr(outb, "Call-ID: call-1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"));
     assert_non_null(strstr(outb, "Content-Length: 0\r\n\r\n"));
+    assert_non_null(strstr(outb, "\r\nServer: spimfilter/"));
     assert_int_equal(ntohs(((struct sockaddr_in *)&dst)->sin_port), 5060);
+    /* a silent drop's 200 does not say it is ours: no Server, no spf tag */
+    assert_int_equal(spim_proxy_answer(&m, 200, "OK", NULL, &src, &out, &dst, &dl), 0);
+    outb[out.len] = '\0';
+    assert_null(strstr(outb, "Server:"));
+    assert_null(strstr(outb, "tag=spf"));
+    assert_non_null(strstr(outb, "To: <sip:bob@127.0.0.1:5060>;tag="));
     spim_sip_msg_free(&m);
     free(buf);
 

@@ -321,6 +321,17 @@ static void test_lists_uri_norm(void **state)
     spim_policy_uri_norm(sl("sip:host.example"), out, sizeof(out));
     assert_string_equal(out, "host.example");
     assert_int_equal(spim_policy_uri_norm(sl(""), out, sizeof(out)), 0);
+    /* a display name may hold a URI of its own: it is not the address */
+    spim_policy_uri_norm(sl("\"<sip:ceo@corp.example>\" <sip:spammer@s.example>"), out, 64);
+    assert_string_equal(out, "spammer@s.example");
+    spim_policy_uri_norm(sl("\"a \\\"<sip:x@y>\" <sip:b@c>;tag=1"), out, 64);
+    assert_string_equal(out, "b@c");
+    assert_int_equal(spim_policy_uri_norm(sl("\"<sip:ceo@corp.example> <sip:x@y>"), out, 64), 0);
+    /* parameters of the user part (user=phone) are not part of the user */
+    spim_policy_uri_norm(sl("<sip:+1555;verstat=TN-Validation-Passed@Example.com;user=phone>"), out,
+                         64);
+    assert_string_equal(out, "+1555@example.com");
+    assert_int_equal(spim_policy_uri_norm(sl("<sip:bob@>"), out, 64), 0);
 }
 
 int main(void)

@@ -222,6 +222,8 @@ static void test_recipients_bad_lines_say_where(void **state)
     BAD("[@example.com@x]\n", 1, "bad section name");
     BAD("[]\n", 1, "bad section name");
     BAD("[**]\n", 1, "bad section name");
+    BAD("[x@y.example]\n[*@c.example]\n", 2, "every user of a domain is [@c.example]");
+    BAD("[*]\nblock_score = 0x10\n", 2, "bad value");
     BAD("[a@b.example\naction = tag\n", 1, "without ']'");
     BAD("[*] junk\n", 1, "text after the section name");
     BAD("action = tag\n[*]\n", 1, "before any section");

@@ -1103,7 +1103,8 @@ static void test_store_reader_whole_table(void **state)
     struct spim_totals t;
     size_t n;
 
-    /* Three batches (the first appends into an empty table, the others update it). */
+    /* Three batches (the first appends into an empty table, the others update it);
+     * each touches two thirds of the tokens, so each writes the index. */
     for (int b = 0; b < 3; b++) {
         for (size_t i = n = 0; i < KNOWN; i++) {
             if ((i + (size_t)b) % 3 == 0)
@@ -1116,12 +1117,9 @@ static void test_store_reader_whole_table(void **state)
         }
         learn(st, keys, n, b != 1, 1);
     }
+    /* The reader copies the index at its first lookup: whole from the start. */
     assert_int_equal(spim_store_reader_new(st, &r), 0);
-    /* The first lookups go to LMDB; once they have missed for a sixteenth of the
-     * store, the reader holds the whole table and the rest is answered from it. */
     lookup_all(r, 30, ham, spam, KNOWN);
-    assert_false(spim__reader_whole(r));
-    lookup_all(r, ALL, ham, spam, KNOWN);
     assert_true(spim__reader_whole(r));
     lookup_all(r, ALL, ham, spam, KNOWN);
     assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
@@ -1129,20 +1127,101 @@ static void test_store_reader_whole_table(void **state)
     assert_int_equal(t.spam_msgs, 2);
     assert_int_equal(t.ham_msgs, 1);
 
-    /* Training drops the table: the next lookup sees the new counts, and unknown
-     * tokens that became known. */
+    /* A small training (ten tokens) drops the index and the reader's table: the
+     * first lookups go to LMDB; once they have missed for a 32nd of the store,
+     * the reader builds the whole table and the rest is answered from it. */
+    learn(st, keys, 10, 0, 1);
+    for (size_t i = n = 0; i < KNOWN && n < 10; i++) { /* keys[] holds the last batch's */
+        if ((i + 2) % 3 != 0) {
+            ham[i]++;
+            n++;
+        }
+    }
+    lookup_all(r, 30, ham, spam, KNOWN);
+    assert_false(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
+    assert_true(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
+    assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
+    assert_int_equal(t.ham_msgs, 2);
+
+    /* A large one writes the index again: the new counts, and tokens that became known. */
     for (size_t i = 0; i < KNOWN; i++)
         keys[i] = nth_key(i);
     learn(st, keys, KNOWN, 0, 1);
     for (size_t i = 0; i < KNOWN; i++)
         ham[i]++;
     lookup_all(r, 30, ham, spam, KNOWN);
-    assert_false(spim__reader_whole(r));
-    lookup_all(r, ALL, ham, spam, KNOWN);
     assert_true(spim__reader_whole(r));
+    lookup_all(r, ALL, ham, spam, KNOWN);
     assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
-    assert_int_equal(t.ham_msgs, 2);
+    assert_int_equal(t.ham_msgs, 3);
     spim_store_reader_free(r);
+}
+
+/* Reads the named database's value of key with raw LMDB (store closed) into a malloc'd copy. */
+static void *raw_get(const char *dir, const char *db, const void *k, size_t klen, size_t *vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val key = {klen, (void *)k}, val;
+    void *copy;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_get(txn, dbi, &key, &val), 0);
+    copy = malloc(val.mv_size);
+    assert_non_null(copy);
+    memcpy(copy, val.mv_data, val.mv_size);
+    *vlen = val.mv_size;
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return copy;
+}
+
+/* An index that does not check out (another generation, cut short, not one) is not used. */
+static void test_store_index_checked(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    static const char ikey[] = "tokens_index";
+    static uint32_t ham[600], spam[600];
+    uint64_t keys[600];
+    unsigned char *idx, junk[64] = {0};
+    size_t ilen;
+
+    for (size_t i = 0; i < 600; i++) {
+        keys[i] = nth_key(i);
+        spam[i] = 1;
+    }
+    open_new(f, 0);
+    learn(f->st, keys, 600, 1, 1);
+    close_fx(f);
+    idx = raw_get(f->dir, "meta", ikey, sizeof(ikey) - 1, &ilen);
+    assert_true(ilen > 40);
+    for (int c = 0; c < 3; c++) {
+        if (c == 0) {
+            idx[8] ^= 1; /* the generation */
+            raw_put(f->dir, "meta", ikey, sizeof(ikey) - 1, idx, ilen);
+        } else if (c == 1) {
+            idx[8] ^= 1;
+            raw_put(f->dir, "meta", ikey, sizeof(ikey) - 1, idx, ilen - 16);
+        } else {
+            raw_put(f->dir, "meta", ikey, sizeof(ikey) - 1, junk, sizeof(junk));
+        }
+        assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
+        assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+        lookup_all(r, 10, ham, spam, 600);
+        assert_false(spim__reader_whole(r));
+        lookup_all(r, 600, ham, spam, 600);
+        spim_store_reader_free(r);
+        close_fx(f);
+    }
+    free(idx);
 }
 
 /* A value that is not a token's keeps the reader on per-token lookups, which report it. */
@@ -1162,6 +1241,8 @@ static void test_store_reader_whole_table_corrupt(void **state)
     }
     open_new(f, 0);
     learn(f->st, keys, 600, 1, 1);
+    learn(f->st, keys, 1, 0, 1); /* small: no index, so the reader builds its table */
+    ham[0] = 1;
     close_fx(f);
     raw_put(f->dir, "tokens", bad_key, sizeof(bad_key), bad, sizeof(bad));
     assert_int_equal(spim_store_open(f->dir, SPIM_STORE_RDONLY, 0, &f->st), 0);
@@ -1262,6 +1343,7 @@ int main(void)
         T(test_store_stats_and_prune),
         T(test_store_reader_whole_table),
         T(test_store_reader_whole_table_corrupt),
+        T(test_store_index_checked),
         T(test_store_batch_into_existing),
         T(test_store_learned_empty_then_commit),
     };

@@ -64,8 +64,9 @@ to() {
     shift
     "$@" > "$out"
 }
-# timed PREP -- CMD...: runs PREP (untimed: say, a fresh store) then CMD,
-# RUNS times; prints the median wall time of CMD in ns. The clock is bash's
+# timed PREP -- CMD...: runs PREP (untimed: a fresh store, the last run's
+# output removed, so that no run pays for truncating another's file) then
+# CMD, RUNS times; prints the median wall time of CMD in ns. The clock is bash's
 # own $EPOCHREALTIME (microseconds): reading it starts no process, so the
 # time is that of CMD's processes alone (`date` would add its own start-up).
 timed() {
@@ -118,7 +119,7 @@ for ((k = 0; k < folds; k++)); do
     # spimfilter
     st=$(timed 'rm -rf "$f/sdb"' -- to /dev/null \
         "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv")
-    sc=$(timed : -- to "$f/s.jsonl" \
+    sc=$(timed 'rm -f "$f/s.jsonl"' -- to "$f/s.jsonl" \
         "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl)
     s=$(awk '
         { l = ($0 ~ /"label":"spam"/) ? "spam" : "ham"; n[l]++
@@ -130,7 +131,7 @@ for ((k = 0; k < folds; k++)); do
 
     # bogofilter: registration is its two commands, timed together
     bt=$(timed 'rm -rf "$f/bdb"; mkdir -p "$f/bdb"' -- bogo_register "$f")
-    bc=$(timed : -- bogo_classify "$f")
+    bc=$(timed 'rm -f "$f/b.out"' -- bogo_classify "$f")
     b=$(paste -d' ' "$f/labels" "$f/b.out" | awk '
         { l = $1; n[l]++; if ($2 == "S") b[l]++; else if ($2 == "U") t[l]++ }
         END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }')

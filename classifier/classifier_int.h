@@ -37,10 +37,11 @@ struct spim__tok_ws {
     uint64_t *set;   /* SPIM__TOK_SET_SLOTS keys */
     size_t rep_len;  /* valid bytes in rep after spim__tok_prepare */
     size_t norm_len; /* valid bytes of UTF-8 at (char *)norm */
-    /* Pure ASCII text is folded by the tokenizer itself, which counts on the
-     * way what spim__tok_run would count again: letters, capitals, '!'. */
+    /* Pure ASCII text (and ASCII with pound signs) is folded by the tokenizer
+     * itself, which counts on the way what spim__tok_run would count again:
+     * codepoints, letters, capitals, '!'. */
     int ascii;
-    size_t ascii_letters, ascii_upper, ascii_excl;
+    size_t ascii_cps, ascii_letters, ascii_upper, ascii_excl;
 };
 
 /* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */

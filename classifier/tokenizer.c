@@ -275,7 +275,7 @@ static size_t fold_words(const int32_t *cps, size_t n, int32_t *norm, size_t cap
  * The normalisation of pure ASCII, without utf8proc: NFKC and the look-alike
  * pass change nothing, so what is left is what STRIPCC with NLF2LF does
  * (CR LF, CR, VT and FF become LF, HT a space, other controls go) and
- * case folding.
+ * case folding. The pound signs plain_text lets through are copied.
  * It writes the same bytes utf8proc would, several times faster, and most
  * IM text is ASCII.
  */
@@ -283,12 +283,17 @@ static void prepare_ascii(struct spim__tok_ws *ws)
 {
     const unsigned char *in = (const unsigned char *)ws->rep;
     char *out = (char *)ws->norm;
-    size_t i, o = 0, n = ws->rep_len, upper = 0, lower = 0, excl = 0;
+    size_t i, o = 0, n = ws->rep_len, upper = 0, lower = 0, excl = 0, pounds = 0;
 
     for (i = 0; i < n; i++) {
         unsigned char c = in[i];
 
-        if (c >= 'A' && c <= 'Z') {
+        if (c >= 0x80) {
+            /* U+00A3 (plain_text let no other non-ASCII through): as it is */
+            out[o++] = (char)c;
+            out[o++] = (char)in[++i];
+            pounds++;
+        } else if (c >= 'A' && c <= 'Z') {
             out[o++] = (char)(c + ('a' - 'A'));
             upper++;
         } else if (c >= 0x20 && c < 0x7F) {
@@ -309,23 +314,41 @@ static void prepare_ascii(struct spim__tok_ws *ws)
     out[o] = '\0';
     ws->norm_len = o;
     ws->ascii = 1;
+    ws->ascii_cps = o - pounds;
     ws->ascii_letters = upper + lower;
     ws->ascii_upper = upper;
     ws->ascii_excl = excl;
 }
 
-static int all_ascii(const char *s, size_t n)
+/*
+ * Whether s is ASCII but for U+00A3 (the pound sign, C2 A3): the only
+ * non-ASCII character of most SMS that have one. NFKC, the look-alike pass
+ * and case folding leave it as it is, it composes with nothing, it is no
+ * letter and not a format character: text like this normalises the way
+ * prepare_ascii does it, with the pound sign copied.
+ */
+static int plain_text(const char *s, size_t n)
 {
+    const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
-    uint64_t acc = 0, w;
+    uint64_t w;
 
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&w, s + i, 8);
-        acc |= w;
+    while (i < n) {
+        if (i + 8 <= n) {
+            memcpy(&w, p + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        if (p[i] < 0x80)
+            i++;
+        else if (p[i] == 0xC2 && i + 1 < n && p[i + 1] == 0xA3)
+            i += 2;
+        else
+            return 0;
     }
-    for (; i < n; i++)
-        acc |= (unsigned char)s[i];
-    return (acc & 0x8080808080808080ull) == 0;
+    return 1;
 }
 
 void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
@@ -338,8 +361,8 @@ void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
         len = 0;
     if (len > SPIM_TOK_MAX_INPUT)
         len = SPIM_TOK_MAX_INPUT;
-    /* ASCII needs no repair (and repair leaves only ASCII ASCII): copy it. */
-    if (all_ascii(text, len)) {
+    /* Plain text is valid UTF-8: no repair, it is copied as it is. */
+    if (plain_text(text, len)) {
         if (len > 0)
             memcpy(ws->rep, text, len);
         ws->rep_len = len;
@@ -384,6 +407,34 @@ void spim__tok_prepare(struct spim__tok_ws *ws, const char *text, size_t len)
 
 /* --- Keys and the token sink ------------------------------------------------------ */
 
+/*
+ * d[0..n) = s[0..n) for the short texts of tokens, with fixed-size moves
+ * (overlapping at the end) instead of a call to memcpy for each token.
+ */
+static inline void copy_short(void *dst, const char *s, size_t n)
+{
+    unsigned char *d = dst;
+
+    if (n >= 16) {
+        size_t i = 0;
+
+        for (; i + 16 <= n; i += 16)
+            memcpy(d + i, s + i, 16);
+        if (i < n)
+            memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else if (n > 0) {
+        d[0] = (unsigned char)s[0];
+        d[n / 2] = (unsigned char)s[n / 2];
+        d[n - 1] = (unsigned char)s[n - 1];
+    }
+}
+
 uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
 {
     unsigned char buf[1 + 2 * TOK_TEXT_MAX];
@@ -391,8 +442,7 @@ uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
 
     if (n <= sizeof(buf) - 1) {
         buf[0] = (unsigned char)kind;
-        if (n)
-            memcpy(buf + 1, s, n);
+        copy_short(buf + 1, s, n);
         k = XXH3_64bits_withSeed(buf, n + 1, 0);
     } else {
         /* Longer than any token the tokenizer makes: chain instead of copying. */
@@ -468,8 +518,8 @@ static void addp(struct sink *k, enum spim_tok_kind kind, const char *prefix, co
         return;
     if (n > sizeof(buf) - pl)
         n = utf8_floor(s, sizeof(buf) - pl);
-    memcpy(buf, prefix, pl);
-    memcpy(buf + pl, s, n);
+    copy_short(buf, prefix, pl);
+    copy_short(buf + pl, s, n);
     add(k, kind, buf, pl + n);
 }
 
@@ -948,13 +998,13 @@ static void add_word(struct sink *k, const char *w, size_t n)
     if (k->prev_len > 0 && k->prev_len + 1 + n <= TOK_TEXT_MAX) {
         char bg[TOK_TEXT_MAX];
 
-        memcpy(bg, k->prev, k->prev_len);
+        copy_short(bg, k->prev, k->prev_len);
         bg[k->prev_len] = ' ';
-        memcpy(bg + k->prev_len + 1, w, n);
+        copy_short(bg + k->prev_len + 1, w, n);
         add(k, SPIM_TOK_BIGRAM, bg, k->prev_len + 1 + n);
     }
     if (n <= sizeof(k->prev)) {
-        memcpy(k->prev, w, n);
+        copy_short(k->prev, w, n);
         k->prev_len = n;
     } else {
         k->prev_len = 0;
@@ -1143,7 +1193,7 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     k.ud = ud;
 
     if (ws->ascii) {
-        cps = len;
+        cps = ws->ascii_cps;
         excl = ws->ascii_excl;
     } else {
         for (i = 0; i < len; i++) {

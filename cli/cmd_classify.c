@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -253,6 +254,13 @@ int spim_cmd_classify(int argc, char **argv)
     if ((db == NULL && config == NULL) || (tsv == NULL && optind >= argc)) {
         usage(stderr);
         return 2;
+    }
+    /* Into a file or a pipe, a line per message: 64 KiB writes, not 4 KiB ones
+     * (glibc takes the size only with a buffer given). */
+    if (!isatty(STDOUT_FILENO)) {
+        static char obuf[64 << 10];
+
+        setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
     }
     if (spim_engine_open(&e, &cfg, 0, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter classify: %s\n", err);

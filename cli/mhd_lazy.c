@@ -60,8 +60,8 @@ static void mhd_load(void)
     }
     if (resolve(h, "MHD_start_daemon_va", &mhd.start_va, sizeof(mhd.start_va)) != 0 ||
         resolve(h, "MHD_stop_daemon", &mhd.stop, sizeof(mhd.stop)) != 0 ||
-        resolve(h, "MHD_create_response_from_buffer", &mhd.from_buffer,
-                sizeof(mhd.from_buffer)) != 0 ||
+        resolve(h, "MHD_create_response_from_buffer", &mhd.from_buffer, sizeof(mhd.from_buffer)) !=
+            0 ||
         resolve(h, "MHD_add_response_header", &mhd.add_header, sizeof(mhd.add_header)) != 0 ||
         resolve(h, "MHD_queue_response", &mhd.queue, sizeof(mhd.queue)) != 0 ||
         resolve(h, "MHD_destroy_response", &mhd.destroy, sizeof(mhd.destroy)) != 0) {
@@ -72,9 +72,8 @@ static void mhd_load(void)
     /* A loaded library stays: a daemon's thread runs its code until stop. */
 }
 
-struct MHD_Daemon *MHD_start_daemon(unsigned int flags, uint16_t port,
-                                    MHD_AcceptPolicyCallback apc, void *apc_cls,
-                                    MHD_AccessHandlerCallback dh, void *dh_cls, ...)
+struct MHD_Daemon *MHD_start_daemon(unsigned int flags, uint16_t port, MHD_AcceptPolicyCallback apc,
+                                    void *apc_cls, MHD_AccessHandlerCallback dh, void *dh_cls, ...)
 {
     struct MHD_Daemon *d;
     va_list ap;

@@ -41,6 +41,11 @@
 #   WINDOW_S    seconds of the first and the last window (60, or a quarter of
 #               what follows the warm-up when shorter)
 #   PRINT_S     seconds between the rows printed (DURATION/20, at least SAMPLE_S)
+#   QUARANTINE_MB  quarantine_max_mb for serve (unset: the default, 512). At
+#               half the sustained rate the default quota fills within a few
+#               minutes (the log says "quarantine full"), after which blocked
+#               messages are answered but no longer stored; a larger quota
+#               keeps the whole run in the storing regime.
 #   PORT        base port, 18500: filter +70, sink +80, generator +61, metrics +90
 set -euo pipefail
 
@@ -108,8 +113,14 @@ mflag=()
 if "$bin" serve --help 2>&1 | grep -q -- --metrics-listen; then
     mflag=(--metrics-listen "127.0.0.1:$((base + 90))")
 fi
+cflag=()
+if [[ -n ${QUARANTINE_MB:-} ]]; then
+    [[ $QUARANTINE_MB =~ ^[0-9]+$ ]] || die "QUARANTINE_MB must be a number of MB"
+    echo "quarantine_max_mb = $QUARANTINE_MB" >"$tmp/serve.conf"
+    cflag=(--config "$tmp/serve.conf")
+fi
 timeout 120 "$bin" train --db "$tmp/db" --tsv "$corpus" >"$tmp/train.log" 2>&1 || die "train failed"
-"$bin" serve --listen "127.0.0.1:$fport" --next-hop "127.0.0.1:$sport" --db "$tmp/db" \
+"$bin" serve "${cflag[@]}" --listen "127.0.0.1:$fport" --next-hop "127.0.0.1:$sport" --db "$tmp/db" \
     --rules "$root/rules/default.rules" "${mflag[@]}" </dev/null >"$tmp/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
@@ -193,7 +204,16 @@ lg_pid=""
 res=$(grep '^RESULT' "$tmp/soak.out" || echo "RESULT lost=-1")
 hwm=$(status_kb VmHWM)
 grep -E '^progress' "$tmp/soak.out" | sed 's/^/  loadgen: /'
-grep -E '^  (sent|LOST|latency|spimfilter)' "$tmp/soak.out" | sed 's/^ */  loadgen: /'
+grep -E '^  (sent|LOST|latency|spimfilter|other processes)' "$tmp/soak.out" | sed 's/^ */  loadgen: /'
+# what serve said that was not a verdict: quarantine full, store errors, ...
+grep -E ' (warning|error): ' "$tmp/serve.log" | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn |
+    head -5 | sed 's/^/  serve log: /' || true
+full_at=$(grep -m1 'quarantine full' "$tmp/serve.log" | cut -c1-19 || true)
+if [[ -n $full_at ]]; then
+    full_s=$(($(date -u -d "${full_at}Z" +%s) - t0 / 1000000))
+    echo "  the quarantine reached quarantine_max_mb at t=${full_s} s (a negative t: during the" \
+        "search): from then on blocked messages were answered 403 but not stored"
+fi
 
 # stats COLUMN: "first_median last_median growth% trend% max" of column 2 (rss) or 3 (anon),
 # over the samples after the warm-up.

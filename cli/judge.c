@@ -377,8 +377,8 @@ static int parties_of(struct spim_engine_worker *w, const struct spim_filter_msg
         h = host_of(p->from, p->fn, &hn);
         p->outbound = domain_listed(cfg->local_domains, h, hn);
     }
-    p->rel =
-        REL_NONE; /* contacts off: nobody is known (contacts_only takes everyone as a stranger) */
+    /* contacts off: nobody is known (contacts_only takes everyone as a stranger) */
+    p->rel = REL_NONE;
     if (!cfg->contacts || w->e->contacts == NULL)
         return 0;
     if (p->fn == 0 || p->rn == 0) {

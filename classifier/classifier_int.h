@@ -107,4 +107,11 @@ void spim__rmatch_free(struct spim__rmatch *m);
 void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const char *a,
                        size_t alen, const char *b, size_t blen, struct spim_rule_hits *hits);
 
+/*
+ * Whether some pattern of r may match text b and not its ASCII-lower-cased
+ * form a: then spim__rules_match always scans both texts; otherwise it skips
+ * b when b differs from a only in the case of ASCII letters.
+ */
+int spim__rules_case_sensitive(const struct spim_rules *r);
+
 #endif

@@ -55,7 +55,11 @@ struct spim_rules {
     struct rule *rules;
     unsigned n;
     hs_database_t *db;     /* NULL when n == 0 */
+    int db_own;            /* db is our malloc (cache_load), not Hyperscan's */
     hs_scratch_t *scratch; /* prototype for hs_clone_scratch */
+    /* Some pattern may match a text and not that text with ASCII letters of
+     * another case (see case_blind); 0: the raw-text scan can be skipped. */
+    int case_sensitive;
 };
 
 struct spim__rmatch {
@@ -102,6 +106,43 @@ static int grow(struct spim_rules *r, struct pending *pd)
     pd->ids = p;
     pd->cap = ncap;
     return 0;
+}
+
+/*
+ * Whether pattern e (Hyperscan flags fl) surely matches a text exactly where
+ * it matches that text with some ASCII letters changed in case. Conservative:
+ * a caseless pattern qualifies unless it has a group modifier "(?" other
+ * than (?: (?= (?! (?<, a property \\p / \\P or a POSIX class (which could
+ * switch caselessness off or name a case); a case-sensitive one only when
+ * it has no letter and no escaped digit at all but the case-blind escapes \\b \\B \\d \\D
+ * \\s \\S \\w \\W (a rule of digits like /\\b09\\d{8}\\b/).
+ */
+static int case_blind(const char *e, unsigned fl)
+{
+    const char *p;
+
+    for (p = e; *p != '\0'; p++) {
+        if (*p == '\\') {
+            if (p[1] == '\0')
+                return 0;
+            p++;
+            /* Escaped digits may be octal codes of letters (\\101 is 'A'). */
+            if ((fl & HS_FLAG_CASELESS) ? (*p == 'p' || *p == 'P')
+                                        : ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                                           (*p >= '0' && *p <= '9')) &&
+                                              strchr("bBdDsSwW", *p) == NULL)
+                return 0;
+        } else if (*p == '(' && p[1] == '?') {
+            if (p[2] != ':' && p[2] != '=' && p[2] != '!' && p[2] != '<')
+                return 0;
+        } else if (*p == '[' && p[1] == ':') {
+            return 0;
+        } else if (!(fl & HS_FLAG_CASELESS) &&
+                   ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z'))) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /*
@@ -228,6 +269,8 @@ static int parse_line(struct spim_rules *r, struct pending *pd, char *line, cons
     }
     pd->flags[r->n] = hsflags;
     pd->ids[r->n] = r->n;
+    if (!case_blind(pd->exprs[r->n], hsflags))
+        r->case_sensitive = 1;
     ru = &r->rules[r->n];
     memcpy(ru->name, p, nl + 1);
     ru->score = score;
@@ -300,12 +343,64 @@ static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t ca
  * only ever replaced by a rename (cache_save), never cut short in place, so
  * the mapping stays whole while it is read.
  */
-static hs_database_t *cache_load(const char *path)
+/*
+ * Faults in the pages of bytes at p in one call: Hyperscan zeroes the whole
+ * database before it copies it in, and one page fault per 4 KiB costs more
+ * than the kernel filling them all at once (as table_populate in store.c).
+ */
+static void populate(void *p, size_t bytes)
+{
+#ifdef MADV_POPULATE_WRITE
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, e = a + bytes;
+
+    if (pg > 0 && bytes >= ((size_t)64 << 10)) {
+        a = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1); /* whole pages of the block only */
+        e &= ~((uintptr_t)pg - 1);
+        if (e > a)
+            (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+    }
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+/* The database in the serialized bytes, into memory of our own (*own = 1). */
+static hs_database_t *deserialize(const char *bytes, size_t len, int *own)
+{
+    size_t dbsize = 0;
+    void *mem;
+
+    *own = 0;
+    if (hs_serialized_database_size(bytes, len, &dbsize) != HS_SUCCESS || dbsize == 0 ||
+        dbsize > CACHE_MAX || (mem = malloc(dbsize)) == NULL)
+        return NULL;
+    populate(mem, dbsize);
+    if (hs_deserialize_database_at(bytes, len, mem) != HS_SUCCESS) {
+        free(mem);
+        return NULL;
+    }
+    *own = 1;
+    return mem;
+}
+
+static void db_free(hs_database_t *db, int own)
+{
+    if (own)
+        free(db);
+    else
+        hs_free_database(db);
+}
+
+static hs_database_t *cache_load(const char *path, int *own)
 {
     hs_database_t *db = NULL;
     struct stat sb;
     void *map;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    *own = 0;
 
     if (fd < 0)
         return NULL;
@@ -318,8 +413,7 @@ static hs_database_t *cache_load(const char *path)
     close(fd);
     if (map == MAP_FAILED)
         return NULL;
-    if (hs_deserialize_database(map, (size_t)sb.st_size, &db) != HS_SUCCESS)
-        db = NULL;
+    db = deserialize(map, (size_t)sb.st_size, own);
     munmap(map, (size_t)sb.st_size);
     return db;
 }
@@ -410,7 +504,7 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
         int cached = cache_path(&pd, r->n, cpath, sizeof(cpath)) == 0;
         hs_error_t he = HS_SUCCESS;
 
-        r->db = cached ? cache_load(cpath) : NULL;
+        r->db = cached ? cache_load(cpath, &r->db_own) : NULL;
         if (r->db == NULL) {
             he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
                                   HS_MODE_BLOCK, NULL, &r->db, &cerr);
@@ -444,7 +538,7 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
     return 0;
 
 fail_scratch:
-    hs_free_database(r->db);
+    db_free(r->db, r->db_own);
 fail_read:
     pending_free(&pd, r->n);
     fclose(fp);
@@ -462,7 +556,7 @@ void spim_rules_free(struct spim_rules *r)
     if (r == NULL)
         return;
     hs_free_scratch(r->scratch);
-    hs_free_database(r->db);
+    db_free(r->db, r->db_own);
     free(r->rules);
     free(r);
 }
@@ -470,6 +564,11 @@ void spim_rules_free(struct spim_rules *r)
 unsigned spim_rules_count(const struct spim_rules *r)
 {
     return r ? r->n : 0;
+}
+
+int spim__rules_case_sensitive(const struct spim_rules *r)
+{
+    return r ? r->case_sensitive : 0;
 }
 
 int spim__rmatch_new(const struct spim_rules *r, struct spim__rmatch **out)
@@ -508,6 +607,22 @@ void spim__rmatch_free(struct spim__rmatch *m)
     free(m);
 }
 
+/* Whether a is b with its ASCII capitals lower-cased, all else the same. */
+static int lower_of(const char *a, const char *b, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)b[i];
+
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if ((unsigned char)a[i] != c)
+            return 0;
+    }
+    return 1;
+}
+
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
                     unsigned int flags, void *ctx)
 {
@@ -537,7 +652,10 @@ void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const
      * marks it got: the rules are a second opinion, Bayes still decides. */
     if (alen > 0)
         (void)hs_scan(r->db, a, (unsigned)alen, 0, m->scratch, on_match, m);
-    if (blen > 0)
+    /* When every pattern is case-blind and b differs from a only in ASCII
+     * case (most ASCII text, whose normalisation is lower-casing), b can
+     * match nothing a did not. */
+    if (blen > 0 && (r->case_sensitive || alen != blen || !lower_of(a, b, blen)))
         (void)hs_scan(r->db, b, (unsigned)blen, 0, m->scratch, on_match, m);
     for (i = 0; i < m->n; i++) {
         const struct rule *ru = &r->rules[i];

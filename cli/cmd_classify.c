@@ -124,24 +124,60 @@ static size_t put_fixed(char *p, size_t cap, double v, int decimals)
     return (size_t)(p - start);
 }
 
+/* Appends s (without its NUL) at p; returns the new end. */
+static char *cat(char *p, const char *s)
+{
+    size_t n = strlen(s);
+
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Appends v in decimal, as printf's "%lu" writes it; returns the new end. */
+static char *cat_ulong(char *p, unsigned long v)
+{
+    char d[24];
+    size_t n = 0;
+
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0)
+        *p++ = d[--n];
+    return p;
+}
+
 static void print(struct out *o, const char *name, const char *label, const char *text, size_t len,
                   const struct spim_verdict *v, const struct spim_evidence *ev)
 {
     if (o->jsonl) {
-        char pb[32], sb[32];
+        /* Written with fwrite, not printf: a few fields per line, and
+         * printf's parsing was most of the cost of writing it. */
+        char pb[32], sb[32], buf[160], *p;
 
         put_fixed(pb, sizeof(pb), v->spam_probability, 6);
         put_fixed(sb, sizeof(sb), v->score, 3);
-        printf("{\"index\":%lu,", o->index);
+        p = cat_ulong(cat(buf, "{\"index\":"), o->index);
+        *p++ = ',';
+        fwrite(buf, 1, (size_t)(p - buf), stdout);
         if (name != NULL) {
             fputs("\"file\":", stdout);
             spim_json_str(stdout, name, strlen(name));
             fputc(',', stdout);
         }
-        if (label != NULL)
-            printf("\"label\":\"%s\",", label);
-        printf("\"verdict\":\"%s\",\"spam_probability\":%s,\"score\":%s,\"rules\":[",
-               spim_action_name(v->action), pb, sb);
+        if (label != NULL) {
+            fputs("\"label\":\"", stdout);
+            fputs(label, stdout);
+            fputs("\",", stdout);
+        }
+        /* Action names are short words; pb and sb hold under 32 bytes each. */
+        p = cat(cat(cat(cat(cat(buf, "\"verdict\":\""), spim_action_name(v->action)),
+                        "\",\"spam_probability\":"),
+                    pb),
+                ",\"score\":");
+        p = cat(cat(p, sb), ",\"rules\":[");
+        fwrite(buf, 1, (size_t)(p - buf), stdout);
         for (unsigned i = 0; i < v->hits.n; i++) {
             if (i)
                 fputc(',', stdout);
@@ -153,7 +189,10 @@ static void print(struct out *o, const char *name, const char *label, const char
                    v->shadow_score, v->bayes_points);
             print_evidence_json(ev);
         }
-        printf("\"tokens\":%u,\"tokens_used\":%u}\n", v->tokens, v->tokens_used);
+        p = cat_ulong(cat(buf, "\"tokens\":"), v->tokens);
+        p = cat_ulong(cat(p, ",\"tokens_used\":"), v->tokens_used);
+        p = cat(p, "}\n");
+        fwrite(buf, 1, (size_t)(p - buf), stdout);
     } else {
         char rules[512];
 

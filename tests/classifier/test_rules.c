@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "classifier.h"
+#include "classifier_int.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -402,6 +403,60 @@ static void test_rules_scans_share_database(void **state)
     spim_scan_free(other);
 }
 
+/* Rules that are all caseless (or letterless) skip the raw-text scan of
+ * ASCII text; the hits are those both scans find. */
+static void test_rules_case_blind_skips_raw_scan(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+
+    load(f, "WIN   1 /\\bwin(ner)?\\b/i\n"
+            "NUM   1 /\\b09\\d{3}\\b/\n"
+            "CLAIM 1 /claim\\s+now/is\n");
+    assert_int_equal(spim__rules_case_sensitive(f->rules), 0);
+    classify(f, "WINNER! Call 09123 to CLAIM NOW", &v);
+    assert_int_equal(v.hits.n, 3);
+    assert_true(hit(&v, "WIN") && hit(&v, "NUM") && hit(&v, "CLAIM"));
+    classify(f, "a winner", &v);
+    assert_int_equal(v.hits.n, 1);
+    assert_true(hit(&v, "WIN"));
+    classify(f, "Claim\tnow", &v); /* the tab makes the texts differ: both scanned */
+    assert_int_equal(v.hits.n, 1);
+    assert_true(hit(&v, "CLAIM"));
+    classify(f, "nothing here 0912", &v);
+    assert_int_equal(v.hits.n, 0);
+}
+
+/* One case-sensitive rule, or a caseless one that may turn caselessness
+ * off, keeps both scans. */
+static void test_rules_case_sensitive_keeps_raw_scan(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+    static const char *const sensitive[] = {
+        "WIN 1 /\\bwin\\b/i\nSHOUT 1 /FREE/\n",
+        "WIN 1 /\\bwin\\b/i\nSHOUT 1 /(?-i:FREE)/i\n",
+        "WIN 1 /\\bwin\\b/i\nSHOUT 1 /\\x46REE/\n",
+        "WIN 1 /\\bwin\\b/i\nSHOUT 1 /\\106REE/\n",
+    };
+    unsigned i;
+
+    for (i = 0; i < sizeof(sensitive) / sizeof(sensitive[0]); i++) {
+        spim_scan_free(f->scan);
+        spim_rules_free(f->rules);
+        f->scan = NULL;
+        f->rules = NULL;
+        load(f, sensitive[i]);
+        assert_int_equal(spim__rules_case_sensitive(f->rules), 1);
+        classify(f, "WIN FREE stuff", &v);
+        assert_int_equal(v.hits.n, 2);
+        assert_true(hit(&v, "WIN") && hit(&v, "SHOUT"));
+        classify(f, "win free stuff", &v);
+        assert_int_equal(v.hits.n, 1);
+        assert_true(hit(&v, "WIN"));
+    }
+}
+
 static void test_rules_default_file(void **state)
 {
     struct spim_rules *r = NULL;
@@ -439,6 +494,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_missing_and_empty_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_scans_share_database, fx_setup, fx_teardown),
         cmocka_unit_test(test_rules_default_file),
+        cmocka_unit_test_setup_teardown(test_rules_case_blind_skips_raw_scan, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_case_sensitive_keeps_raw_scan, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_reported_not_added, fx_setup,
                                         fx_teardown),

@@ -79,30 +79,9 @@ double spim_evidence_sum(const struct spim_evidence *e)
     return sum;
 }
 
-/* An appender that counts what it could not write, as snprintf does. */
-struct out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct out *o, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(o->len < o->cap ? o->buf + o->len : NULL, o->len < o->cap ? o->cap - o->len : 0,
-                  fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
-}
-
 size_t spim_evidence_format(const struct spim_evidence *e, char *buf, size_t cap)
 {
-    struct out o = {buf, cap, 0};
+    struct spim_out o = {buf, cap, 0};
 
     if (buf != NULL && cap > 0)
         buf[0] = '\0';
@@ -113,13 +92,13 @@ size_t spim_evidence_format(const struct spim_evidence *e, char *buf, size_t cap
     for (unsigned i = 0; i < e->n && i < SPIM_EVIDENCE_MAX; i++) {
         const struct spim_evidence_item *it = &e->item[i];
 
-        put(&o, "  %+7.2f  %-12s %s", it->weight, it->kind, it->name);
+        spim_put(&o, "  %+7.2f  %-12s %s", it->weight, it->kind, it->name);
         if (it->shadow)
-            put(&o, "  (shadow, would add %+.2f)", it->shadow_weight);
-        put(&o, "\n");
+            spim_put(&o, "  (shadow, would add %+.2f)", it->shadow_weight);
+        spim_put(&o, "\n");
     }
     if (e->ntok > 0)
-        put(&o, "  strongest tokens (f(w), ham, spam):\n");
+        spim_put(&o, "  strongest tokens (f(w), ham, spam):\n");
     for (unsigned i = 0; i < e->ntok && i < SPIM_EVIDENCE_TOKENS; i++) {
         const struct spim_evidence_token *t = &e->tok[i];
         int cps = 0;
@@ -127,8 +106,8 @@ size_t spim_evidence_format(const struct spim_evidence *e, char *buf, size_t cap
         /* Padded by characters, not bytes, so "money:£4" lines up with the rest. */
         for (const char *c = t->text; *c != '\0' && c < t->text + sizeof(t->text); c++)
             cps += ((unsigned char)*c & 0xC0) != 0x80;
-        put(&o, "    %.4f  %-6s %s%*s ham %u spam %u\n", t->prob, spim_tok_kind_name(t->kind),
-            t->text, cps < 24 ? 24 - cps : 0, "", (unsigned)t->ham, (unsigned)t->spam);
+        spim_put(&o, "    %.4f  %-6s %s%*s ham %u spam %u\n", t->prob, spim_tok_kind_name(t->kind),
+                 t->text, cps < 24 ? 24 - cps : 0, "", (unsigned)t->ham, (unsigned)t->spam);
     }
     return o.len;
 }

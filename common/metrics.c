@@ -204,44 +204,24 @@ void spim_metrics_account(const char *account)
         rule_hit(&accounts, name, n);
 }
 
-/* An appender that counts what it could not write, as snprintf does. */
-struct out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct out *o, const char *fmt, ...)
+static void header(struct spim_out *o, const char *name, const char *type, const char *help)
 {
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(o->len < o->cap ? o->buf + o->len : NULL, o->len < o->cap ? o->cap - o->len : 0,
-                  fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
+    spim_put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void header(struct out *o, const char *name, const char *type, const char *help)
-{
-    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void render_labelled(struct out *o, struct rule_table *t, const char *name,
+static void render_labelled(struct spim_out *o, struct rule_table *t, const char *name,
                             const char *label, const char *help)
 {
     header(o, name, "counter", help);
     for (unsigned i = 0; i < SPIM_METRICS_MAX_RULES; i++)
         if (atomic_load_explicit(&t->slot[i].state, memory_order_acquire) == SLOT_READY)
-            put(o, "%s{%s=\"%s\"} %llu\n", name, label, t->slot[i].name,
-                (unsigned long long)get(&t->slot[i].hits));
-    put(o, "%s{%s=\"_other\"} %llu\n", name, label, (unsigned long long)get(&t->other));
+            spim_put(o, "%s{%s=\"%s\"} %llu\n", name, label, t->slot[i].name,
+                     (unsigned long long)get(&t->slot[i].hits));
+    spim_put(o, "%s{%s=\"_other\"} %llu\n", name, label, (unsigned long long)get(&t->other));
 }
 
-static void render_table(struct out *o, struct rule_table *t, const char *name, const char *help)
+static void render_table(struct spim_out *o, struct rule_table *t, const char *name,
+                         const char *help)
 {
     render_labelled(o, t, name, "rule", help);
 }
@@ -257,35 +237,35 @@ static void reset_table(struct rule_table *t)
 
 size_t spim_metrics_render(char *buf, size_t cap)
 {
-    struct out o = {buf, cap, 0};
+    struct spim_out o = {buf, cap, 0};
     uint64_t cum = 0, sum_ns;
 
     if (cap > 0)
         buf[0] = '\0';
     header(&o, "spimfilter_build_info", "gauge", "the version of the running filter");
-    put(&o, "spimfilter_build_info{version=\"%s\"} 1\n", SPIM_VERSION);
+    spim_put(&o, "spimfilter_build_info{version=\"%s\"} 1\n", SPIM_VERSION);
 #define XX(id, name, help)                                                                         \
     header(&o, name, "counter", help);                                                             \
-    put(&o, "%s %llu\n", name, (unsigned long long)get(&plain[SPIM_METRIC_##id]));
+    spim_put(&o, "%s %llu\n", name, (unsigned long long)get(&plain[SPIM_METRIC_##id]));
     SPIM_METRICS_MAP(XX)
 #undef XX
     header(&o, "spimfilter_requests_total", "counter",
            "SIP requests taken from trusted sources that parsed, by method");
     for (size_t i = 0; i < NMETHODS; i++)
-        put(&o, "spimfilter_requests_total{method=\"%s\"} %llu\n", methods[i],
-            (unsigned long long)get(&requests[i]));
+        spim_put(&o, "spimfilter_requests_total{method=\"%s\"} %llu\n", methods[i],
+                 (unsigned long long)get(&requests[i]));
     header(&o, "spimfilter_responses_total", "counter",
            "SIP responses received, by class (relayed on when the top Via is ours)");
     for (int i = 0; i < 6; i++)
-        put(&o, "spimfilter_responses_total{class=\"%dxx\"} %llu\n", i + 1,
-            (unsigned long long)get(&responses[i]));
+        spim_put(&o, "spimfilter_responses_total{class=\"%dxx\"} %llu\n", i + 1,
+                 (unsigned long long)get(&responses[i]));
     for (int k = 0; k < 2; k++) {
         header(&o, kinds[k], "counter",
                k == 0 ? "MESSAGE requests judged, by verdict"
                       : "INVITE requests offering files judged, by verdict");
         for (int v = 0; v < 3; v++)
-            put(&o, "%s{verdict=\"%s\"} %llu\n", kinds[k], verdicts[v],
-                (unsigned long long)get(&verdict_n[k][v]));
+            spim_put(&o, "%s{verdict=\"%s\"} %llu\n", kinds[k], verdicts[v],
+                     (unsigned long long)get(&verdict_n[k][v]));
     }
     render_table(&o, &rules, "spimfilter_rule_hits_total",
                  "matches of each rule and policy entry kind in judged requests");
@@ -294,21 +274,22 @@ size_t spim_metrics_render(char *buf, size_t cap)
     render_labelled(&o, &accounts, "spimfilter_outbound_flagged_total", "account",
                     "MESSAGEs of local accounts (local_domains) that tripped fan-out or bulk");
     header(&o, "spimfilter_quarantine_records", "gauge", "records held in the quarantine");
-    put(&o, "spimfilter_quarantine_records %llu\n", (unsigned long long)get(&quar_records));
+    spim_put(&o, "spimfilter_quarantine_records %llu\n", (unsigned long long)get(&quar_records));
     header(&o, "spimfilter_quarantine_bytes", "gauge",
            "bytes of the quarantine's store pages (what quarantine_max_mb counts)");
-    put(&o, "spimfilter_quarantine_bytes %llu\n", (unsigned long long)get(&quar_bytes));
+    spim_put(&o, "spimfilter_quarantine_bytes %llu\n", (unsigned long long)get(&quar_bytes));
     header(&o, "spimfilter_verdict_seconds", "histogram",
            "time to judge one request: policy, classification, quarantine write");
     for (unsigned b = 0; b <= SPIM_METRICS_BUCKETS; b++) {
         cum += get(&buckets[b]);
-        put(&o, "spimfilter_verdict_seconds_bucket{le=\"%s\"} %llu\n",
-            b < SPIM_METRICS_BUCKETS ? bucket_le[b] : "+Inf", (unsigned long long)cum);
+        spim_put(&o, "spimfilter_verdict_seconds_bucket{le=\"%s\"} %llu\n",
+                 b < SPIM_METRICS_BUCKETS ? bucket_le[b] : "+Inf", (unsigned long long)cum);
     }
     sum_ns = get(&latency_sum_ns);
-    put(&o, "spimfilter_verdict_seconds_sum %llu.%09llu\n",
-        (unsigned long long)(sum_ns / 1000000000u), (unsigned long long)(sum_ns % 1000000000u));
-    put(&o, "spimfilter_verdict_seconds_count %llu\n", (unsigned long long)cum);
+    spim_put(&o, "spimfilter_verdict_seconds_sum %llu.%09llu\n",
+             (unsigned long long)(sum_ns / 1000000000u),
+             (unsigned long long)(sum_ns % 1000000000u));
+    spim_put(&o, "spimfilter_verdict_seconds_count %llu\n", (unsigned long long)cum);
     return o.len;
 }
 

@@ -96,3 +96,16 @@ void spim_log(int level, const char *fmt, ...)
     /* one write per line, so lines of several threads do not interleave */
     fprintf(stderr, "%s\n", line);
 }
+
+void spim_put(struct spim_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(o->len < o->cap ? o->buf + o->len : NULL, o->len < o->cap ? o->cap - o->len : 0,
+                  fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
+}

@@ -68,6 +68,17 @@ struct spim_diag {
     char msg[256];
 };
 
+/*
+ * A text appender into a fixed buffer that counts what it could not write,
+ * as snprintf does: after the last spim_put, len >= cap means "cut, call
+ * again with len + 1 bytes". buf stays NUL-terminated while cap > 0.
+ */
+struct spim_out {
+    char *buf;
+    size_t cap, len;
+};
+void spim_put(struct spim_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* printf-style fill of a diag; a NULL diag is ignored. */
 void spim_diag_set(struct spim_diag *d, const char *file, unsigned line, unsigned column,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));

@@ -243,6 +243,17 @@ size_t spim_evidence_format(const struct spim_evidence *e, char *buf, size_t cap
  * *ev is reset first; the caller may add its own items after (and must then
  * add their weights to v->score itself).
  */
+/*
+ * The evidence of verdict v that the last spim_classify(_ex) on s made,
+ * from what s still holds: no second lookup or rule scan, only the
+ * tokenizer pass for the token texts. Give the meta, bp and t of that
+ * call; valid until s classifies again. For a caller that learns only
+ * after the verdict that it needs the evidence (serve, for what it blocks).
+ */
+int spim_scan_explain(struct spim_scan *s, const struct spim_tok_meta *meta,
+                      const struct spim_bayes_params *bp, const struct spim_thresholds *t,
+                      const struct spim_verdict *v, struct spim_evidence *ev);
+
 int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, void *ud,
                      const struct spim_bayes_params *bp, const struct spim_thresholds *t,
                      const char *text, size_t len, const struct spim_tok_meta *meta,

@@ -22,6 +22,9 @@ struct spim_scan {
     struct spim__rmatch *rm;        /* NULL without rules */
     struct spim__tok_ws ws;
     struct spim_token toks[SPIM_TOK_MAX];
+    /* what the last classification left, for spim_scan_explain */
+    size_t last_n;
+    struct spim_totals last_tot;
 };
 
 int spim_scan_new(const struct spim_rules *rules, struct spim_scan **out)
@@ -206,8 +209,20 @@ int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, voi
     v->tokens = tokens;
     v->tokens_used = used;
     v->has_link = has_link(s->toks, n);
+    s->last_n = n;
+    s->last_tot = tot;
     if (ev != NULL)
         explain(s, meta, n, &tot, bp, t, v, ev);
+    return 0;
+}
+
+int spim_scan_explain(struct spim_scan *s, const struct spim_tok_meta *meta,
+                      const struct spim_bayes_params *bp, const struct spim_thresholds *t,
+                      const struct spim_verdict *v, struct spim_evidence *ev)
+{
+    if (s == NULL || v == NULL || ev == NULL)
+        return SPIM_EINVAL;
+    explain(s, meta, s->last_n, &s->last_tot, bp, t, v, ev);
     return 0;
 }
 

@@ -151,6 +151,9 @@ void spim_engine_worker_free(struct spim_engine_worker *w);
 int spim_engine_worker_sync(struct spim_engine_worker *w);
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v);
+/* The evidence of the worker's last classification, verdict v (see spim_scan_explain). */
+int spim_engine_explain(struct spim_engine_worker *w, const struct spim_verdict *v,
+                        struct spim_evidence *ev);
 /* spim_engine_classify with the evidence of the verdict in *ev (see spim_classify_ex). */
 int spim_engine_classify_ex(struct spim_engine_worker *w, const char *text, size_t len,
                             const struct spim_tok_meta *meta, struct spim_verdict *v,

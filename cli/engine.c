@@ -282,6 +282,12 @@ int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t 
                          text, len, meta, v);
 }
 
+int spim_engine_explain(struct spim_engine_worker *w, const struct spim_verdict *v,
+                        struct spim_evidence *ev)
+{
+    return spim_scan_explain(w->scan, NULL, &w->conf->cfg.bp, &w->conf->cfg.th, v, ev);
+}
+
 int spim_engine_classify_ex(struct spim_engine_worker *w, const char *text, size_t len,
                             const struct spim_tok_meta *meta, struct spim_verdict *v,
                             struct spim_evidence *ev)

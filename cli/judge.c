@@ -803,17 +803,16 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
         return 0;
     }
     /*
-     * Blocked: the record keeps the whole evidence (quarantine show). The
-     * classification is run again with it (token texts cost a second pass
-     * of the tokenizer), which only blocked messages pay.
+     * Blocked: the record keeps the whole evidence (quarantine show), taken
+     * from what the scan still holds of this classification (the token
+     * texts cost one tokenizer pass), which only blocked messages pay.
      */
     {
         struct spim_evidence full;
-        struct spim_verdict v2;
         int n;
 
         memset(&full, 0, sizeof(full));
-        if (spim_engine_classify_ex(w, m->text.p, m->text.len, NULL, &v2, &full) != 0)
+        if (spim_engine_explain(w, &v, &full) != 0)
             full = ev;
         else
             for (unsigned i = 0; i < ev.n; i++)

@@ -214,6 +214,22 @@ static void test_evidence_weights_add_up_to_score(void **state)
     assert_true(plain.spam_probability == v.spam_probability);
     assert_int_equal(plain.action, v.action);
     assert_int_equal(plain.hits.n, v.hits.n);
+    /* The evidence asked for after the verdict (serve's blocks) is the same evidence. */
+    {
+        static struct spim_evidence late;
+
+        assert_int_equal(spim_scan_explain(f->scan, NULL, NULL, NULL, &plain, &late), 0);
+        assert_int_equal(late.n, e.n);
+        assert_int_equal(late.ntok, e.ntok);
+        for (unsigned i = 0; i < e.n; i++) {
+            assert_string_equal(late.item[i].name, e.item[i].name);
+            assert_true(late.item[i].weight == e.item[i].weight);
+        }
+        for (unsigned i = 0; i < e.ntok; i++) {
+            assert_string_equal(late.tok[i].text, e.tok[i].text);
+            assert_true(late.tok[i].prob == e.tok[i].prob);
+        }
+    }
 
     /* A ham message: negative Bayes, an enforced ham rule, a shadow ham rule. */
     classify_ex(f, NULL, NULL, ham_text, &v, &e);

@@ -151,6 +151,7 @@ struct spim_proxy_fwd {
     uint32_t conn; /* the TCP connection it came on (0: UDP), carried in our branch */
     const struct spim_proxy_header *extra;
     size_t nextra;
+    const char *branch; /* spim_proxy_branch_conn(m, conn) made already, or NULL */
 };
 
 /*

@@ -403,7 +403,7 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
                                const struct sockaddr_storage *src, const struct spim_proxy_fwd *how,
                                struct spim_buf *out)
 {
-    static const struct spim_proxy_fwd udp = {0, 0, NULL, 0};
+    static const struct spim_proxy_fwd udp = {0, 0, NULL, 0, NULL};
     const struct spim_proxy_header *extra;
     size_t nextra;
     char via[256], branch[64], ip[INET6_ADDRSTRLEN], rport[16], received[80], mf[32];
@@ -417,7 +417,10 @@ int spim_proxy_forward_request(const struct spim_sip_msg *m, const struct spim_p
     extra = how->extra;
     nextra = how->nextra;
     out->len = 0;
-    spim_proxy_branch_conn(m, how->conn, branch, sizeof(branch));
+    if (how->branch != NULL)
+        snprintf(branch, sizeof(branch), "%s", how->branch);
+    else
+        spim_proxy_branch_conn(m, how->conn, branch, sizeof(branch));
     {
         struct wr w = {via, via + sizeof(via), 0};
 

@@ -705,7 +705,8 @@ static struct spim_slice uri_of(struct spim_slice v)
  * failed.
  */
 static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg *m, int kind,
-                         const struct sockaddr_storage *src, struct spim_filter_result *r)
+                         const struct sockaddr_storage *src, uint32_t in_conn,
+                         const char *fwd_branch, struct spim_filter_result *r)
 {
     struct spim_filter *f = w->f;
     struct spim_filter_msg fm;
@@ -743,8 +744,12 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     fm.files = &w->files;
     fm.src = src;
     fm.source = source;
-    spim_proxy_branch(m, branch, sizeof(branch));
-    fm.txn_key = spim_hash64(branch, strlen(branch), 0);
+    /* the transaction's key: the branch without the connection, so a retransmission that
+     * comes on another TCP connection is still the same request */
+    if (in_conn != 0)
+        spim_proxy_branch(m, branch, sizeof(branch));
+    fm.txn_key = spim_hash64(in_conn != 0 ? branch : fwd_branch,
+                             strlen(in_conn != 0 ? branch : fwd_branch), 0);
     memset(r, 0, sizeof(*r));
     if (f->ops->judge(w->wud, &fm, r) != 0)
         return -1;
@@ -766,7 +771,8 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     struct spim_sip_msg m;
     struct spim_filter_result r;
     struct spim_proxy_header h[4];
-    struct spim_proxy_fwd how = {0, in_conn, NULL, 0};
+    struct spim_proxy_fwd how = {0, in_conn, NULL, 0, NULL};
+    char fwd_branch[64]; /* our branch for this request: made once, used three times */
     char err[128], score[32], prob[32];
     int rc, action, judged_text;
 
@@ -839,10 +845,12 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     action = 0;
     w->text_len = 0;
     r.sender_key = r.recipient_key = 0;
+    spim_proxy_branch_conn(&m, in_conn, fwd_branch, sizeof(fwd_branch));
+    how.branch = fwd_branch;
     if (spim__slice_ieq(m.method.p, m.method.len, "MESSAGE"))
-        action = judge_request(w, &m, SPIM_FMSG_MESSAGE, src, &r);
+        action = judge_request(w, &m, SPIM_FMSG_MESSAGE, src, in_conn, fwd_branch, &r);
     else if (spim__slice_ieq(m.method.p, m.method.len, "INVITE") && m.body.len > 0)
-        action = judge_request(w, &m, SPIM_FMSG_INVITE, src, &r);
+        action = judge_request(w, &m, SPIM_FMSG_INVITE, src, in_conn, fwd_branch, &r);
     judged_text = w->text_len > 0;
     if (action < 0) {
         if (!f->cfg.on_error_deliver) {
@@ -897,12 +905,9 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
     }
-    if (f->sent != NULL && (judged_text || r.sender_key != 0)) {
-        char branch[64];
-
-        spim_proxy_branch_conn(&m, in_conn, branch, sizeof(branch));
-        sent_remember(f, &m, branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len}, &r);
-    }
+    if (f->sent != NULL && (judged_text || r.sender_key != 0))
+        sent_remember(f, &m, fwd_branch, w->fm_from_uri, (struct spim_slice){w->text, w->text_len},
+                      &r);
     if (how.tcp) {
         out->how = SPIM_OUT_NEXT_TCP;
     } else {

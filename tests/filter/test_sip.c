@@ -335,6 +335,20 @@ static void test_proxy_forward_request_splices(void **state)
     assert_memory_equal(out.p + out.len - 20, "Win a free iPhone!!!", 20);
     assert_non_null(strstr(outb, "Content-Length:    20\r\n"));
     assert_int_equal(strncmp(branch, "z9hG4bK", 7), 0);
+    /* a branch made already (the server makes it once per request) is the one used */
+    {
+        char again[SPIM_SIP_MAX + 1024];
+        struct spim_buf out2 = {again, 0, sizeof(again)};
+        struct spim_proxy_fwd how = {0, 0, NULL, 0, branch};
+
+        assert_int_equal(spim_proxy_forward_request(&m, &self, &src, &how, &out2), 0);
+        assert_int_equal(out2.len, out.len);
+        assert_memory_equal(again, outb, out.len);
+        how.branch = "z9hG4bKspf0123456789abcdef";
+        assert_int_equal(spim_proxy_forward_request(&m, &self, &src, &how, &out2), 0);
+        again[out2.len] = '\0';
+        assert_non_null(strstr(again, ";branch=z9hG4bKspf0123456789abcdef\r\n"));
+    }
     spim_sip_msg_free(&m);
     free(buf);
 }
@@ -422,7 +436,7 @@ static void test_proxy_tag_headers(void **state)
     struct spim_sip_msg m;
     struct sockaddr_storage src = addr("127.0.0.1", 5060);
     struct spim_proxy_header h[2] = {{"X-SPIM-Verdict", "tag"}, {"X-SPIM-Score", "5.10"}};
-    struct spim_proxy_fwd how = {0, 0, h, 2};
+    struct spim_proxy_fwd how = {0, 0, h, 2, NULL};
 
     (void)state;
     assert_int_equal(spim_sip_parse(buf, len, &m, err, sizeof(err)), 0);

@@ -535,7 +535,7 @@ bad_value:
     return SPIM_EPARSE;
 }
 
-static int read_all(const char *path, char **buf, size_t *len)
+int spim__read_file(const char *path, size_t max, char **buf, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     char *b = NULL, *nb;
@@ -545,21 +545,24 @@ static int read_all(const char *path, char **buf, size_t *len)
         return SPIM_EIO;
     do {
         if (n == cap) {
+            /* one byte past max is read, to tell "exactly max" from "larger" */
             cap = cap ? cap * 2 : 65536;
-            if (cap > MAX_FILE || (nb = realloc(b, cap)) == NULL) {
+            if (cap > max + 1)
+                cap = max + 1;
+            if (cap <= n || (nb = realloc(b, cap)) == NULL) {
                 free(b);
                 fclose(f);
-                return cap > MAX_FILE ? SPIM_ETOOBIG : SPIM_ENOMEM;
+                return cap <= n ? SPIM_ETOOBIG : SPIM_ENOMEM;
             }
             b = nb;
         }
         r = fread(b + n, 1, cap - n, f);
         n += r;
-    } while (r > 0);
-    if (ferror(f)) {
+    } while (r > 0 && n <= max);
+    if (ferror(f) || n > max) {
         free(b);
         fclose(f);
-        return SPIM_EIO;
+        return n > max ? SPIM_ETOOBIG : SPIM_EIO;
     }
     fclose(f);
     *buf = b;
@@ -594,7 +597,7 @@ int spim_policy_load_list(struct spim_policy *p, enum spim_policy_list which, co
         return SPIM_EINVAL;
     l = &p->lists[which - 1];
     sh = &p->shadow[which - 1];
-    rc = read_all(path, &buf, &len);
+    rc = spim__read_file(path, MAX_FILE, &buf, &len);
     if (rc != 0) {
         spim_diag_set(d, path, 0, 0, "%s", rc == SPIM_EIO ? strerror(errno) : spim_strerror(rc));
         return rc;

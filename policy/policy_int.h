@@ -74,5 +74,11 @@ const struct spim__sent *spim__strset_find(const struct spim__strset *set,
 void spim__strset_free(struct spim__strset *set);
 /* Case-insensitive glob with '*' and '?': 1 when s matches pat. */
 int spim__glob(const char *pat, size_t pn, const char *s, size_t sn);
+/*
+ * Reads the whole file path into a malloc'd *buf (the caller frees) of *len
+ * bytes: SPIM_EIO when it cannot be read, SPIM_ETOOBIG past max bytes,
+ * SPIM_ENOMEM. The list and policy files' one reader.
+ */
+int spim__read_file(const char *path, size_t max, char **buf, size_t *len);
 
 #endif

@@ -461,38 +461,6 @@ bad:
     return 0;
 }
 
-static int read_file(const char *path, char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *b = NULL, *nb;
-    size_t n = 0, cap = 0, r;
-
-    if (f == NULL)
-        return SPIM_EIO;
-    do {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            if (cap > MAX_FILE + 1 || (nb = realloc(b, cap)) == NULL) {
-                free(b);
-                fclose(f);
-                return cap > MAX_FILE + 1 ? SPIM_ETOOBIG : SPIM_ENOMEM;
-            }
-            b = nb;
-        }
-        r = fread(b + n, 1, cap - n, f);
-        n += r;
-    } while (r > 0 && n <= MAX_FILE);
-    if (ferror(f) || n > MAX_FILE) {
-        free(b);
-        fclose(f);
-        return n > MAX_FILE ? SPIM_ETOOBIG : SPIM_EIO;
-    }
-    fclose(f);
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 int spim_rcpts_load(const char *path, struct spim_rcpts **out, struct spim_diag *d)
 {
     struct load l;
@@ -502,7 +470,7 @@ int spim_rcpts_load(const char *path, struct spim_rcpts **out, struct spim_diag 
 
     if (path == NULL || out == NULL)
         return SPIM_EINVAL;
-    rc = read_file(path, &buf, &len);
+    rc = spim__read_file(path, MAX_FILE, &buf, &len);
     if (rc != 0) {
         spim_diag_set(d, path, 0, 0, "%s",
                       rc == SPIM_EIO       ? strerror(errno)

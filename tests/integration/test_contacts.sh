@@ -22,8 +22,9 @@
 #      A shadow block-list entry does not block; the log says it would have.
 #   3. A shadow rule (in a copy of the rules) matches, changes nothing, and
 #      shows in the metrics and `spimfilter stats` as a shadow hit.
-#   4. Identity: the same bland text from a stranger with verstat failed is
-#      tagged, with verstat passed delivered.
+#   4. Identity: a bland text from a stranger with verstat failed is tagged
+#      (without verstat: delivered); a text a stranger's points make a tag
+#      ($NEAR) is delivered with verstat passed, tagged without it.
 #   5. Outbound: local_domains = 127.0.0.1, fanout_limit 4: olive writes to
 #      six new recipients; serve names her in a warning and the metric.
 #
@@ -39,6 +40,7 @@ export UAC_PORT=22161 UAC_SF=$here/uac_conv.xml
 LINK="can you look at this when you have a minute www.example.com/report"
 REPLY="sure, send it over"
 BLAND="are you free to talk"
+NEAR="got your number from the group, hope that is ok"
 SPAM="WINNER!! You have won a 1000 cash prize, call 09061701461 to claim now"
 NOHDR="No-TN-Validation"
 fails=0
@@ -117,7 +119,7 @@ check "... untagged now that the pair is established" \
     grep -q 'verdict={} ' <<<"$(last_delivery bob alice)"
 
 it_stop "$serve_pid"
-check "serve wrote the contacts at SIGTERM" grep -q 'stopped' "$IT_TMP/serve1.log"
+check "serve stopped cleanly at SIGTERM" grep -q 'stopped' "$IT_TMP/serve1.log"
 start_serve 2
 send bob "alice;$LINK;$NOHDR"
 check "after a restart: alice -> bob still untagged (contacts in the store)" \
@@ -186,8 +188,14 @@ check "spimfilter stats shows LUNCH_SHADOW with its shadow hit" grep -q 'LUNCH_S
 # --- 4. identity ----------------------------------------------------------------------
 send frank "mallory;$BLAND;TN-Validation-Failed"
 check "verstat failed: tagged" grep -q 'verdict={tag}' <<<"$(last_delivery frank mallory)"
-send gina "trent;$BLAND;TN-Validation-Passed"
+send frank "oscar;$BLAND;$NOHDR"
+check "... the same text without verstat: delivered untagged" \
+    grep -q 'verdict={} ' <<<"$(last_delivery frank oscar)"
+send gina "trent;$NEAR;TN-Validation-Passed"
 check "verstat passed: delivered untagged" grep -q 'verdict={} ' <<<"$(last_delivery gina trent)"
+send gina "uma;$NEAR;$NOHDR"
+check "... the same text without verstat: tagged (a stranger's point)" \
+    grep -q 'verdict={tag}' <<<"$(last_delivery gina uma)"
 
 # --- 5. outbound ----------------------------------------------------------------------
 for r in r1 r2 r3 r4 r5 r6; do

@@ -146,6 +146,10 @@ void spim_engine_close(struct spim_engine *e);
 int spim_engine_reload(struct spim_engine *e, const struct spim_config *cfg, char *err,
                        size_t errcap);
 int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out);
+/* A worker for one batch of messages: it reads the store through a snapshot
+ * reader (spim_store_reader_snapshot), so it does not see training committed
+ * after it was made. For classify and eval, not for serve. */
+int spim_engine_worker_batch(struct spim_engine *e, struct spim_engine_worker **out);
 void spim_engine_worker_free(struct spim_engine_worker *w);
 /* Moves the worker to the current conf if a reload happened; cheap otherwise. */
 int spim_engine_worker_sync(struct spim_engine_worker *w);

@@ -306,7 +306,7 @@ int spim_cmd_classify(int argc, char **argv)
         return 1;
     }
     opened = 1;
-    if (spim_engine_worker_new(&e, &w) != 0) {
+    if (spim_engine_worker_batch(&e, &w) != 0) {
         fprintf(stderr, "spimfilter classify: out of memory\n");
         goto out;
     }

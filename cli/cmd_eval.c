@@ -173,7 +173,7 @@ static int classify_fold(struct spim_engine *e, const struct rec *r, size_t n, u
     struct spim_engine_worker *w = NULL;
     struct spim_verdict v;
     uint64_t t0;
-    int rc = spim_engine_worker_new(e, &w);
+    int rc = spim_engine_worker_batch(e, &w);
 
     if (rc != 0)
         return rc;

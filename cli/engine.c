@@ -214,9 +214,10 @@ static struct spim_engine_conf *conf_get(struct spim_engine *e)
     return c;
 }
 
-int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out)
+static int worker_new(struct spim_engine *e, int batch, struct spim_engine_worker **out)
 {
     struct spim_engine_worker *w = calloc(1, sizeof(*w));
+    struct spim_store *st;
     int rc;
 
     if (w == NULL)
@@ -224,13 +225,24 @@ int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **ou
     w->e = e;
     w->conf = conf_get(e);
     w->model = spim_engine_model_get(e);
-    if ((rc = spim_store_reader_new(w->model ? w->model->store : e->store, &w->reader)) != 0 ||
-        (rc = spim_scan_new(w->conf->rules, &w->scan)) != 0) {
+    st = w->model ? w->model->store : e->store;
+    rc = batch ? spim_store_reader_snapshot(st, &w->reader) : spim_store_reader_new(st, &w->reader);
+    if (rc != 0 || (rc = spim_scan_new(w->conf->rules, &w->scan)) != 0) {
         spim_engine_worker_free(w);
         return rc;
     }
     *out = w;
     return 0;
+}
+
+int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **out)
+{
+    return worker_new(e, 0, out);
+}
+
+int spim_engine_worker_batch(struct spim_engine *e, struct spim_engine_worker **out)
+{
+    return worker_new(e, 1, out);
 }
 
 void spim_engine_worker_free(struct spim_engine_worker *w)

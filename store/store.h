@@ -76,6 +76,18 @@ void spim_store_batch_free(struct spim_store_batch *b);
 struct spim_store_reader;
 
 int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out);
+/*
+ * A reader for one batch (classify --tsv, eval): it reads the store as it was
+ * when it was made, for its whole life, and its one read transaction stays
+ * live, so the token index is read where it lies in the map instead of being
+ * copied. Commits made meanwhile (by serve, by train) are not seen by it.
+ * Free it in the thread that made it. While it lives, the store's map cannot
+ * be remapped in this process: a write from its thread that needs a larger map
+ * fails with SPIM_EFULL, and one from another thread waits for it to be freed.
+ * Another process's readers and writers go on; as with any long read
+ * transaction, pages freed meanwhile are reused only once it ends.
+ */
+int spim_store_reader_snapshot(struct spim_store *st, struct spim_store_reader **out);
 void spim_store_reader_free(struct spim_store_reader *r);
 /*
  * Fills toks[i].ham and .spam for every token (0 when unknown) and *totals.

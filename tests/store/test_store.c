@@ -1159,6 +1159,111 @@ static void test_store_reader_whole_table(void **state)
     spim_store_reader_free(r);
 }
 
+/*
+ * A snapshot reader (classify --tsv, eval) reads the store as it was when it
+ * was made: with the index written by a large training (read in place), and
+ * without one (read from LMDB, then whole); later commits stay unseen while
+ * an ordinary reader sees them.
+ */
+static void test_store_snapshot_reader(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 0);
+    struct spim_store_reader *snap = NULL, *snap2 = NULL, *live = NULL;
+    enum { KNOWN = 3000, ALL = 3600 };
+    static uint32_t ham[KNOWN], spam[KNOWN], ham2[KNOWN];
+    static uint64_t keys[KNOWN];
+    struct spim_token zero = {.key = 0, .ham = 7, .spam = 7};
+    struct spim_totals t;
+
+    for (size_t i = 0; i < KNOWN; i++) {
+        keys[i] = nth_key(i);
+        spam[i] = 1;
+        ham[i] = (i % 2 == 0);
+    }
+    learn(st, keys, KNOWN, 1, 1);
+    for (size_t i = 0; i < KNOWN / 2; i++)
+        keys[i] = nth_key(2 * i);
+    learn(st, keys, KNOWN / 2, 0, 1); /* touches half the tokens: writes the index */
+
+    assert_int_equal(spim_store_reader_snapshot(st, &snap), 0);
+    assert_true(spim__reader_whole(snap)); /* the index, before any lookup */
+    lookup_all(snap, ALL, ham, spam, KNOWN);
+    assert_int_equal(spim_store_lookup(snap, &zero, 1, &t), 0);
+    assert_int_equal(zero.ham + zero.spam, 0);
+    assert_int_equal(t.spam_msgs, 1);
+    assert_int_equal(t.ham_msgs, 1);
+
+    /* Ten tokens more as ham: a small commit, which deletes the index. */
+    for (size_t i = 0; i < 10; i++) {
+        keys[i] = nth_key(i);
+        ham2[i] = ham[i] + 1;
+    }
+    for (size_t i = 10; i < KNOWN; i++)
+        ham2[i] = ham[i];
+    learn(st, keys, 10, 0, 1);
+
+    assert_int_equal(spim_store_reader_new(st, &live), 0);
+    lookup_all(live, ALL, ham2, spam, KNOWN);
+    /* The snapshot still reads the index of its generation, and its totals. */
+    lookup_all(snap, ALL, ham, spam, KNOWN);
+    assert_int_equal(spim_store_lookup(snap, &zero, 1, &t), 0);
+    assert_int_equal(t.ham_msgs, 1);
+
+    /* A snapshot of a store without an index: LMDB first, then the whole table. */
+    assert_int_equal(spim_store_reader_snapshot(st, &snap2), 0);
+    assert_false(spim__reader_whole(snap2));
+    lookup_all(snap2, 30, ham2, spam, KNOWN);
+    lookup_all(snap2, ALL, ham2, spam, KNOWN);
+    assert_true(spim__reader_whole(snap2));
+    lookup_all(snap2, ALL, ham2, spam, KNOWN);
+    assert_int_equal(spim_store_lookup(snap2, &zero, 1, &t), 0);
+    assert_int_equal(t.ham_msgs, 2);
+    spim_store_reader_free(snap2);
+    spim_store_reader_free(snap);
+    spim_store_reader_free(live);
+
+    /* Freed, it holds nothing: a new snapshot sees the last commit. */
+    assert_int_equal(spim_store_reader_snapshot(st, &snap), 0);
+    lookup_all(snap, ALL, ham2, spam, KNOWN);
+    spim_store_reader_free(snap);
+}
+
+/*
+ * While a snapshot reader lives its thread cannot remap the store: a write
+ * from that thread that needs a larger map fails with SPIM_EFULL instead of
+ * waiting for itself; once the reader is freed the same write succeeds.
+ */
+static void test_store_snapshot_blocks_growth(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store *st = open_new(f, 64 << 10);
+    struct spim_store_reader *snap = NULL;
+    struct spim_store_batch *b = NULL;
+    struct spim_token *toks = calloc(MANY, sizeof(*toks));
+    const uint64_t k[] = {42};
+    size_t before = spim_store_map_size(st);
+
+    assert_non_null(toks);
+    learn(st, k, 1, 1, 1);
+    for (size_t i = 0; i < MANY; i++)
+        toks[i].key = many_key(i);
+    assert_int_equal(spim_store_reader_snapshot(st, &snap), 0);
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_add(b, toks, MANY, 1, 1), 0);
+    assert_int_equal(spim_store_batch_commit(b), SPIM_EFULL);
+    assert_int_equal(spim_store_map_size(st), before);
+    spim_store_reader_free(snap);
+
+    for (size_t i = 0; i < MANY; i++)
+        toks[i].key = many_key(i);
+    assert_int_equal(spim_store_batch_new(st, &b), 0);
+    assert_int_equal(spim_store_batch_add(b, toks, MANY, 1, 1), 0);
+    assert_int_equal(spim_store_batch_commit(b), 0);
+    assert_true(spim_store_map_size(st) > before);
+    free(toks);
+}
+
 /* Reads the named database's value of key with raw LMDB (store closed) into a malloc'd copy. */
 static void *raw_get(const char *dir, const char *db, const void *k, size_t klen, size_t *vlen)
 {
@@ -1350,6 +1455,8 @@ int main(void)
         T(test_store_stats_and_prune),
         T(test_store_reader_whole_table),
         T(test_store_reader_whole_table_corrupt),
+        T(test_store_snapshot_reader),
+        T(test_store_snapshot_blocks_growth),
         T(test_store_index_checked),
         T(test_store_batch_into_existing),
         T(test_store_learned_empty_then_commit),

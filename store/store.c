@@ -1355,27 +1355,6 @@ static void table_populate(void *p, size_t bytes)
 }
 
 /*
- * Maps in the pages of [p, p + bytes) of the (read-only, shared) map in one
- * call where MADV_POPULATE_READ is known (Linux 5.14), instead of a fault
- * for every few pages as they are first read.
- */
-static void map_populate(const void *p, size_t bytes)
-{
-#ifdef MADV_POPULATE_READ
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p, e = a + bytes;
-
-    if (pg > 0 && bytes >= ((size_t)64 << 10)) {
-        a &= ~((uintptr_t)pg - 1);
-        (void)madvise((void *)a, e - a, MADV_POPULATE_READ);
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
-/*
  * Takes the index written for generation r->gen, if there is one that is
  * whole, as r->full (one copy; decoded slot by slot on a big-endian host).
  * No index, or one that does not check out, leaves r->full NULL: the reader
@@ -1411,7 +1390,6 @@ static int index_load(struct spim_store_reader *r)
      * thousand messages). The slots follow the page header and the 40-byte
      * index header, so they are 8-byte aligned; checked anyway. */
     if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(struct rcache_slot) == 0) {
-        map_populate(p + INDEX_HDR, nslots * INDEX_SLOT);
         r->zero_known = spim__get_le32(p + 24) != 0;
         r->zero_ham = spim__get_le32(p + 28);
         r->zero_spam = spim__get_le32(p + 32);

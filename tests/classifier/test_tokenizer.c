@@ -310,6 +310,36 @@ static void test_tok_key_kinds_differ(void **state)
     assert_true(spim_tok_key(SPIM_TOK_WORD, "free", 4) != spim_tok_key(SPIM_TOK_WORD, "fre", 3));
 }
 
+/*
+ * The keys every trained store holds: XXH3 (seed 0) of the kind byte and the
+ * text. A change to how they are computed must give the same values, or
+ * every store trained before would silently be a store of unknown tokens.
+ * Lengths on each side of XXH3's 16- and 128-byte paths.
+ */
+static void test_tok_keys_stable(void **state)
+{
+    static const struct {
+        const char *text;
+        uint64_t key;
+    } want[] = {
+        {"", 0xe12ef9d2eb86ceebull},
+        {"a", 0x21c8324543049a44ull},
+        {"free", 0x75e6d110a2db0b28ull},
+        {"see you", 0xf819e8dd7d95ce08ull},
+        {"0123456789abcde", 0x63e1109ea9e4cee0ull},
+        {"0123456789abcdef", 0x0b8b71321597c08eull},
+        {"a fairly long bigram text", 0xd7b1d20a9a5bad0bull},
+        {"x1234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+         "67890123456789012345678901234567890123456789",
+         0x05fef5ec10d5f1d0ull},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        assert_true(spim_tok_key(SPIM_TOK_WORD, want[i].text, strlen(want[i].text)) == want[i].key);
+    assert_true(spim_tok_key(SPIM_TOK_BIGRAM, "see you", 7) == 0xf9549a609c2e80bbull);
+}
+
 static void test_tok_utf8_repair(void **state)
 {
     char out[64];
@@ -568,6 +598,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tok_free_variants_share_word),
+        cmocka_unit_test(test_tok_keys_stable),
         cmocka_unit_test(test_tok_lookalikes_fold_to_latin),
         cmocka_unit_test(test_tok_other_scripts_stay),
         cmocka_unit_test(test_tok_leet_adds_plain_word),

@@ -16,6 +16,10 @@
 
 /* Slots of the de-duplication set: a power of two, at least 2 * SPIM_TOK_MAX. */
 #define SPIM__TOK_SET_SLOTS 4096
+/* Slots of the small set a message starts with (2 KiB, where the 32 KiB of the
+ * large one would take the whole first-level cache): a power of two; a message
+ * moves to the large set at half of it. */
+#define SPIM__TOK_SET_SMALL 256
 
 /*
  * Codepoints the normaliser may produce from SPIM_TOK_MAX_INPUT bytes.
@@ -31,12 +35,13 @@
  * UTF-8), set the keys seen in the current message.
  */
 struct spim__tok_ws {
-    char *rep;       /* 3 * SPIM_TOK_MAX_INPUT bytes */
-    int32_t *cps;    /* SPIM__NORM_CPS + 1 codepoints */
-    int32_t *norm;   /* SPIM__NORM_CPS + 1 codepoints */
-    uint64_t *set;   /* SPIM__TOK_SET_SLOTS keys */
-    size_t rep_len;  /* valid bytes in rep after spim__tok_prepare */
-    size_t norm_len; /* valid bytes of UTF-8 at (char *)norm */
+    char *rep;           /* 3 * SPIM_TOK_MAX_INPUT bytes */
+    int32_t *cps;        /* SPIM__NORM_CPS + 1 codepoints */
+    int32_t *norm;       /* SPIM__NORM_CPS + 1 codepoints */
+    uint64_t *set;       /* SPIM__TOK_SET_SLOTS keys */
+    uint64_t *set_small; /* SPIM__TOK_SET_SMALL keys */
+    size_t rep_len;      /* valid bytes in rep after spim__tok_prepare */
+    size_t norm_len;     /* valid bytes of UTF-8 at (char *)norm */
     /* Pure ASCII text (and ASCII with pound signs) is folded by the tokenizer
      * itself, which counts on the way what spim__tok_run would count again:
      * codepoints, letters, capitals, '!'. */

@@ -124,9 +124,10 @@ int spim__tok_ws_init(struct spim__tok_ws *ws)
     if (ws->norm == NULL)
         goto fail_norm;
     /* Zero now; each run clears only the slots it used. */
-    ws->set = calloc(SPIM__TOK_SET_SLOTS, sizeof(uint64_t));
+    ws->set = calloc(SPIM__TOK_SET_SLOTS + SPIM__TOK_SET_SMALL, sizeof(uint64_t));
     if (ws->set == NULL)
         goto fail_set;
+    ws->set_small = ws->set + SPIM__TOK_SET_SLOTS;
     ws->norm[0] = 0;
     return 0;
 
@@ -279,6 +280,22 @@ static size_t fold_words(const int32_t *cps, size_t n, int32_t *norm, size_t cap
  * It writes the same bytes utf8proc would, several times faster, and most
  * IM text is ASCII.
  */
+#define SWAR_ONES 0x0101010101010101ull
+#define SWAR_HIGHS 0x8080808080808080ull
+
+/* 0x80 in each byte of w (all of them below 0x80) that is within [lo, hi]; no carry
+ * crosses a byte, as each sum stays below 0x100. */
+static inline uint64_t swar_in(uint64_t w, unsigned lo, unsigned hi)
+{
+    return (w + SWAR_ONES * (0x80 - lo)) & ~(w + SWAR_ONES * (0x7F - hi)) & SWAR_HIGHS;
+}
+
+/* How many bytes of a swar_in() mask are set. */
+static inline size_t swar_count(uint64_t m)
+{
+    return (size_t)(((m >> 7) * SWAR_ONES) >> 56);
+}
+
 static void prepare_ascii(struct spim__tok_ws *ws)
 {
     const unsigned char *in = (const unsigned char *)ws->rep;
@@ -286,8 +303,28 @@ static void prepare_ascii(struct spim__tok_ws *ws)
     size_t i, o = 0, n = ws->rep_len, upper = 0, lower = 0, excl = 0, pounds = 0;
 
     for (i = 0; i < n; i++) {
-        unsigned char c = in[i];
+        unsigned char c;
 
+        /* Eight printable ASCII bytes at a time (most of any IM text): lower-cased
+         * and counted in a few word operations, as the byte loop below would. */
+        while (i + 8 <= n) {
+            uint64_t w, up;
+
+            memcpy(&w, in + i, 8);
+            if ((w & SWAR_HIGHS) != 0 || swar_in(w, 0x20, 0x7E) != SWAR_HIGHS)
+                break;
+            up = swar_in(w, 'A', 'Z');
+            upper += swar_count(up);
+            lower += swar_count(swar_in(w, 'a', 'z'));
+            excl += swar_count(swar_in(w, '!', '!'));
+            w |= up >> 2; /* 0x80 >> 2: the 0x20 of lower case, in the same byte */
+            memcpy(out + o, &w, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        c = in[i];
         if (c >= 0x80) {
             /* U+00A3 (plain_text let no other non-ASCII through): as it is */
             out[o++] = (char)c;
@@ -466,7 +503,9 @@ typedef void (*emit_fn)(void *ud, enum spim_tok_kind kind, const char *s, size_t
 struct sink {
     struct spim_token *out;
     size_t cap, n;
-    uint64_t *set;
+    uint64_t *set;     /* the set in use: small, then large */
+    size_t set_mask;   /* its slots - 1 */
+    uint64_t *set_big; /* the large one, SPIM__TOK_SET_SLOTS */
     emit_fn emit;
     void *ud;
 
@@ -483,6 +522,25 @@ struct sink {
     uint16_t used[SPIM_TOK_MAX];
 };
 
+/*
+ * Moves the message's keys (out[0..n), all distinct) from the small set to
+ * the large one, and clears the small one for the next message.
+ */
+static void set_grow(struct sink *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        size_t slot = (size_t)k->out[i].key & (SPIM__TOK_SET_SLOTS - 1);
+
+        k->set[k->used[i]] = 0;
+        while (k->set_big[slot] != 0)
+            slot = (slot + 1) & (SPIM__TOK_SET_SLOTS - 1);
+        k->set_big[slot] = k->out[i].key;
+        k->used[i] = (uint16_t)slot;
+    }
+    k->set = k->set_big;
+    k->set_mask = SPIM__TOK_SET_SLOTS - 1;
+}
+
 static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n)
 {
     uint64_t key;
@@ -497,15 +555,17 @@ static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n
     if (k->n >= k->cap)
         return;
     key = spim_tok_key(kind, s, n);
-    slot = (size_t)(key & (SPIM__TOK_SET_SLOTS - 1));
-    for (probes = 0; probes < SPIM__TOK_SET_SLOTS; probes++) {
+    if (k->set_mask == SPIM__TOK_SET_SMALL - 1 && k->n >= SPIM__TOK_SET_SMALL / 2)
+        set_grow(k);
+    slot = (size_t)key & k->set_mask;
+    for (probes = 0; probes <= k->set_mask; probes++) {
         if (k->set[slot] == key)
             return;
         if (k->set[slot] == 0)
             break;
-        slot = (slot + 1) & (SPIM__TOK_SET_SLOTS - 1);
+        slot = (slot + 1) & k->set_mask;
     }
-    if (probes == SPIM__TOK_SET_SLOTS)
+    if (probes > k->set_mask)
         return;
     k->set[slot] = key;
     k->used[k->n] = (uint16_t)slot;
@@ -1030,8 +1090,28 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
     int full = 0, leetsym = 0;
 
     while (j < len) {
-        int32_t c = cp_at(s, len, j, &clen);
+        int32_t c;
+        unsigned char b = (unsigned char)s[j];
 
+        /* An ASCII letter or digit, the usual next character: counted and kept
+         * without the general classification below. */
+        if ((unsigned)((b | 0x20) - 'a') < 26 || (unsigned)(b - '0') < 10) {
+            if (b <= '9') {
+                digits++;
+                if (letters == 0)
+                    lead_digits++;
+            } else {
+                letters++;
+            }
+            if (!full && wl < sizeof(w))
+                w[wl++] = (char)b;
+            else
+                full = 1;
+            cps++;
+            j++;
+            continue;
+        }
+        c = cp_at(s, len, j, &clen);
         if (is_letter(c) || is_digit(c)) {
             if (is_digit(c)) {
                 digits++;
@@ -1196,7 +1276,9 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     memset(&k, 0, offsetof(struct sink, used));
     k.out = out;
     k.cap = (out == NULL) ? 0 : (cap > SPIM_TOK_MAX ? SPIM_TOK_MAX : cap);
-    k.set = ws->set;
+    k.set = ws->set_small;
+    k.set_mask = SPIM__TOK_SET_SMALL - 1;
+    k.set_big = ws->set;
     k.emit = emit;
     k.ud = ud;
 
@@ -1226,9 +1308,19 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
             int dot = 0;
 
             chunk_start = 0;
-            while (ce < len && !is_space(cp_at(s, len, ce, &cl2))) {
-                dot |= s[ce] == '.';
-                ce += cl2;
+            while (ce < len) {
+                unsigned char b = (unsigned char)s[ce];
+
+                if (b < 0x80) { /* ASCII: is_space and a step of one, inline */
+                    if (b == ' ' || b == '\n' || b == '\t' || b == '\r')
+                        break;
+                    dot |= b == '.';
+                    ce++;
+                } else if (is_space(cp_at(s, len, ce, &cl2))) {
+                    break;
+                } else {
+                    ce += cl2;
+                }
             }
             /* Without a dot there is no host of two labels: not a URL. */
             if (dot && try_url(&k, s + i, ce - i)) {
@@ -1288,7 +1380,7 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     }
     /* 32 KiB of set per message would cost more than the tokens: clear what was used. */
     for (i = 0; i < k.n; i++)
-        ws->set[k.used[i]] = 0;
+        k.set[k.used[i]] = 0;
     return k.n;
 }
 

@@ -302,6 +302,58 @@ static void test_tok_dedup_and_cap(void **state)
     assert_int_equal(spim_tok_text(NULL, 0, NULL, out, 5, NULL, NULL), 4);
 }
 
+/*
+ * A message starts in a small de-duplication set and moves to the large one
+ * past 128 tokens: duplicates are dropped on both sides of the move, and
+ * every distinct token is kept once. 150 distinct words (each with its
+ * bigram), then the same words again in the same order: only the bigram
+ * joining the two halves is new, whatever set holds the rest. A second
+ * message right after must not see the first one's keys.
+ */
+static void test_tok_dedup_across_set_growth(void **state)
+{
+    char text[4096];
+    size_t len = 0, i;
+    struct run *once, *twice, *after;
+    struct spim_scan *sc = NULL;
+
+    (void)state;
+    for (i = 0; i < 150; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "word%c%c ", (int)('a' + i % 26),
+                                (int)('a' + i / 26));
+    once = tok(text, len, NULL);
+    memcpy(text + len, text, len);
+    twice = tok(text, 2 * len, NULL);
+    assert_true(once->n > 128);
+    assert_int_equal(twice->n, once->n + 1); /* "wordtf wordaa"; the length bucket is the same */
+    for (i = 0; i < twice->n; i++)
+        for (size_t j = i + 1; j < twice->n; j++)
+            assert_true(twice->toks[i].key != twice->toks[j].key);
+    for (i = 0; i < once->n; i++) {
+        size_t j;
+
+        for (j = 0; j < twice->n && twice->toks[j].key != once->toks[i].key; j++)
+            ;
+        assert_true(j < twice->n);
+    }
+    assert_true(has_key(twice, SPIM_TOK_BIGRAM, "wordtf wordaa"));
+    /* The same working memory for the next message (as serve and classify use it). */
+    after = calloc(1, sizeof(*after));
+    assert_non_null(after);
+    assert_int_equal(spim_scan_new(NULL, &sc), 0);
+    assert_true(spim_scan_tokens(sc, text, 2 * len, NULL, after->toks, SPIM_TOK_MAX) > 128);
+    after->n = spim_scan_tokens(sc, "wordaa wordba", 13, NULL, after->toks, SPIM_TOK_MAX);
+    assert_true(has_key(after, SPIM_TOK_WORD, "wordaa"));
+    assert_true(has_key(after, SPIM_TOK_WORD, "wordba"));
+    assert_true(spim_scan_tokens(sc, text, 100, NULL, after->toks, SPIM_TOK_MAX) > 0);
+    after->n = spim_scan_tokens(sc, "wordaa wordba", 13, NULL, after->toks, SPIM_TOK_MAX);
+    assert_true(has_key(after, SPIM_TOK_WORD, "wordaa")); /* after a message in the small set */
+    spim_scan_free(sc);
+    free(once);
+    free(twice);
+    free(after);
+}
+
 static void test_tok_key_kinds_differ(void **state)
 {
     (void)state;
@@ -599,6 +651,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tok_free_variants_share_word),
         cmocka_unit_test(test_tok_keys_stable),
+        cmocka_unit_test(test_tok_dedup_across_set_growth),
         cmocka_unit_test(test_tok_lookalikes_fold_to_latin),
         cmocka_unit_test(test_tok_other_scripts_stay),
         cmocka_unit_test(test_tok_leet_adds_plain_word),

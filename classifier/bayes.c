@@ -177,8 +177,9 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
 {
     struct spim_bayes_params def;
     struct clue stack_clues[SPIM_TOK_MAX], *clues = stack_clues;
+    struct lnprod hp = {1.0, 0}, sp = {1.0, 0};
     size_t i, m = 0, take;
-    double hsum = 0.0, ssum = 0.0, h, s, prob = 0.5;
+    double prob = 0.5;
 
     if (used)
         *used = 0;
@@ -188,45 +189,57 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
     }
     if (toks == NULL || tot == NULL || n == 0 || (tot->ham_msgs == 0 && tot->spam_msgs == 0))
         return 0.5;
-    if (n > SPIM_TOK_MAX) {
-        clues = malloc(n * sizeof(*clues));
-        if (clues == NULL) {
-            clues = stack_clues;
-            n = SPIM_TOK_MAX;
+    if (p->max_tokens == 0 || n <= p->max_tokens) {
+        /* Every clue takes part (the usual case: a message has tens of tokens):
+         * the products are made as the clues are found, in the order the
+         * array below would hold them, so the result is the same without it. */
+        for (i = 0; i < n; i++) {
+            double f;
+
+            if (token_f(&toks[i], tot, p, &f) != 0)
+                continue;
+            lnprod_mul(&hp, f);
+            lnprod_mul(&sp, 1.0 - f);
+            m++;
         }
-    }
+        take = m;
+    } else {
+        if (n > SPIM_TOK_MAX) {
+            clues = malloc(n * sizeof(*clues));
+            if (clues == NULL) {
+                clues = stack_clues;
+                n = SPIM_TOK_MAX;
+            }
+        }
+        for (i = 0; i < n; i++) {
+            double f;
 
-    for (i = 0; i < n; i++) {
-        double f;
-
-        if (token_f(&toks[i], tot, p, &f) != 0)
-            continue;
-        clues[m].f = f;
-        clues[m].dev = fabs(f - 0.5);
-        m++;
-    }
-    take = m;
-    if (p->max_tokens > 0 && take > p->max_tokens) {
-        qsort(clues, m, sizeof(*clues), by_dev_desc);
-        take = p->max_tokens;
-    }
-    if (take > 0) {
-        struct lnprod hp = {1.0, 0}, sp = {1.0, 0};
-
+            if (token_f(&toks[i], tot, p, &f) != 0)
+                continue;
+            clues[m].f = f;
+            clues[m].dev = fabs(f - 0.5);
+            m++;
+        }
+        take = m;
+        if (take > p->max_tokens) {
+            qsort(clues, m, sizeof(*clues), by_dev_desc);
+            take = p->max_tokens;
+        }
         for (i = 0; i < take; i++) {
             lnprod_mul(&hp, clues[i].f);
             lnprod_mul(&sp, 1.0 - clues[i].f);
         }
-        hsum = lnprod_log(&hp);
-        ssum = lnprod_log(&sp);
-        h = chi2q(-2.0 * hsum, 2 * (unsigned)take);
-        s = chi2q(-2.0 * ssum, 2 * (unsigned)take);
+        if (clues != stack_clues)
+            free(clues);
+    }
+    if (take > 0) {
+        double h = chi2q(-2.0 * lnprod_log(&hp), 2 * (unsigned)take);
+        double s = chi2q(-2.0 * lnprod_log(&sp), 2 * (unsigned)take);
+
         prob = (1.0 + h - s) / 2.0;
     }
     if (used)
         *used = (unsigned)take;
-    if (clues != stack_clues)
-        free(clues);
     return prob;
 }
 

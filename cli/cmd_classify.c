@@ -152,44 +152,50 @@ static void print(struct out *o, const char *name, const char *label, const char
                   const struct spim_verdict *v, const struct spim_evidence *ev)
 {
     if (o->jsonl) {
-        /* Written with fwrite, not printf: a few fields per line, and
-         * printf's parsing was most of the cost of writing it. */
-        char pb[32], sb[32], buf[160], *p;
+        /* The line is made in one buffer and written with one fwrite: a few
+         * fields per line, and printf's parsing, then a stdio call per field,
+         * were most of the cost of writing it. Rule names are [A-Za-z0-9_]
+         * (the rules parser allows no other), at most 63 bytes each. */
+        char pb[32], sb[32], buf[256 + SPIM_RULES_MAX_HITS * 68], *p;
 
         put_fixed(pb, sizeof(pb), v->spam_probability, 6);
         put_fixed(sb, sizeof(sb), v->score, 3);
         p = cat_ulong(cat(buf, "{\"index\":"), o->index);
         *p++ = ',';
-        fwrite(buf, 1, (size_t)(p - buf), stdout);
         if (name != NULL) {
+            fwrite(buf, 1, (size_t)(p - buf), stdout);
             fputs("\"file\":", stdout);
             spim_json_str(stdout, name, strlen(name));
             fputc(',', stdout);
+            p = buf;
         }
-        if (label != NULL) {
-            fputs("\"label\":\"", stdout);
-            fputs(label, stdout);
-            fputs("\",", stdout);
-        }
+        if (label != NULL) /* "spam" or "ham" */
+            p = cat(cat(cat(p, "\"label\":\""), label), "\",");
         /* Action names are short words; pb and sb hold under 32 bytes each. */
-        p = cat(cat(cat(cat(cat(buf, "\"verdict\":\""), spim_action_name(v->action)),
+        p = cat(cat(cat(cat(cat(p, "\"verdict\":\""), spim_action_name(v->action)),
                         "\",\"spam_probability\":"),
                     pb),
                 ",\"score\":");
         p = cat(cat(p, sb), ",\"rules\":[");
-        fwrite(buf, 1, (size_t)(p - buf), stdout);
-        for (unsigned i = 0; i < v->hits.n; i++) {
+        for (unsigned i = 0; i < v->hits.n && i < SPIM_RULES_MAX_HITS; i++) {
+            size_t nl = strnlen(v->hits.names[i], 64);
+
             if (i)
-                fputc(',', stdout);
-            spim_json_str(stdout, v->hits.names[i], strlen(v->hits.names[i]));
+                *p++ = ',';
+            *p++ = '"';
+            memcpy(p, v->hits.names[i], nl);
+            p += nl;
+            *p++ = '"';
         }
-        fputs("],", stdout);
+        p = cat(p, "],");
         if (o->explain && ev != NULL) {
+            fwrite(buf, 1, (size_t)(p - buf), stdout);
             printf("\"score_exact\":%.17g,\"shadow_score\":%.17g,\"bayes_points\":%.17g,", v->score,
                    v->shadow_score, v->bayes_points);
             print_evidence_json(ev);
+            p = buf;
         }
-        p = cat_ulong(cat(buf, "\"tokens\":"), v->tokens);
+        p = cat_ulong(cat(p, "\"tokens\":"), v->tokens);
         p = cat_ulong(cat(p, ",\"tokens_used\":"), v->tokens_used);
         p = cat(p, "}\n");
         fwrite(buf, 1, (size_t)(p - buf), stdout);

@@ -17,8 +17,9 @@
 # Every command runs pinned to one core (taskset -c 0); rates are messages
 # per second of wall time of the whole commands (start-up included), pooled
 # over the folds. Each timed step runs RUNS times (default 3) for both
-# filters alike, each training into a fresh store, and the median time
-# counts: the machine may be shared, and one slow run should not decide.
+# filters alike, each training into a fresh store, the two filters taking
+# turns, and the median time counts: the machine may be shared, and one slow
+# run (or a slow few seconds) should not decide.
 # bogofilter is installed with apt-get when missing (Debian package
 # bogofilter).
 #
@@ -58,30 +59,52 @@ command -v taskset > /dev/null && pin=(taskset -c 0)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# to FILE CMD...: CMD with its stdout in FILE (a shell function: no process).
-to() {
-    local out=$1
-    shift
-    "$@" > "$out"
-}
-# timed PREP -- CMD...: runs PREP (untimed: a fresh store, the last run's
-# output removed, so that no run pays for truncating another's file) then
-# CMD, RUNS times; prints the median wall time of CMD in ns. The clock is bash's
-# own $EPOCHREALTIME (microseconds): reading it starts no process, so the
-# time is that of CMD's processes alone (`date` would add its own start-up).
-timed() {
-    local prep=$1 t0 t1 i
-    local -a ts=()
-    shift 2
+# pair PREP_A RUN_A PREP_B RUN_B: runs the two steps RUNS times each,
+# alternating (A then B, then B then A, ...), each RUN after its PREP
+# (untimed: a fresh store, the last run's output removed, so that no run
+# pays for truncating another's file); prints the median wall time of RUN_A
+# and of RUN_B in ns. Alternating them makes the ratio of the two robust to
+# the machine's speed changing during the run (a shared host can run a
+# third slower for seconds at a time). The clock is bash's own
+# $EPOCHREALTIME (microseconds): reading it starts no process, so the time
+# is that of the step's processes alone (`date` would add its own start-up).
+pair() {
+    local prep_a=$1 run_a=$2 prep_b=$3 run_b=$4 t0 t1 i
+    local -a ta=() tb=()
     for ((i = 0; i < runs; i++)); do
-        eval "$prep"
-        t0=${EPOCHREALTIME/[.,]/}
-        "$@"
-        t1=${EPOCHREALTIME/[.,]/}
-        ts+=($(((t1 - t0) * 1000)))
+        if ((i % 2 == 0)); then
+            $prep_a; t0=${EPOCHREALTIME/[.,]/}; $run_a; t1=${EPOCHREALTIME/[.,]/}
+            ta+=($(((t1 - t0) * 1000)))
+            $prep_b; t0=${EPOCHREALTIME/[.,]/}; $run_b; t1=${EPOCHREALTIME/[.,]/}
+            tb+=($(((t1 - t0) * 1000)))
+        else
+            $prep_b; t0=${EPOCHREALTIME/[.,]/}; $run_b; t1=${EPOCHREALTIME/[.,]/}
+            tb+=($(((t1 - t0) * 1000)))
+            $prep_a; t0=${EPOCHREALTIME/[.,]/}; $run_a; t1=${EPOCHREALTIME/[.,]/}
+            ta+=($(((t1 - t0) * 1000)))
+        fi
     done
-    printf '%s\n' "${ts[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    echo "$(median "${ta[@]}") $(median "${tb[@]}")"
 }
+median() {
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# The four timed steps and what each needs first; $f is the fold's directory.
+s_train_prep() { rm -rf "$f/sdb"; }
+s_train() { "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv" > /dev/null; }
+s_class_prep() { rm -f "$f/s.jsonl"; }
+s_class() {
+    "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl \
+        > "$f/s.jsonl"
+}
+b_train_prep() {
+    rm -rf "$f/bdb"
+    mkdir -p "$f/bdb"
+}
+b_train() { bogo_register "$f"; }
+b_class_prep() { rm -f "$f/b.out"; }
+b_class() { bogo_classify "$f"; }
 
 bogo_register() {
     "${pin[@]}" bogofilter -d "$1/bdb" -s -B "$1/spam"
@@ -116,11 +139,12 @@ for ((k = 0; k < folds; k++)); do
     ntrain=$(($(wc -l < "$f/train.tsv") - 1))
     ntest=$(wc -l < "$f/list")
 
+    # Both filters' training, then both classifications, alternating (see pair);
+    # the last training of each is the store its classifications read.
+    read -r st bt < <(pair s_train_prep s_train b_train_prep b_train)
+    read -r sc bc < <(pair s_class_prep s_class b_class_prep b_class)
+
     # spimfilter
-    st=$(timed 'rm -rf "$f/sdb"' -- to /dev/null \
-        "${pin[@]}" "$bin" train --db "$f/sdb" --tsv "$f/train.tsv")
-    sc=$(timed 'rm -f "$f/s.jsonl"' -- to "$f/s.jsonl" \
-        "${pin[@]}" "$bin" classify --db "$f/sdb" --rules "$rules" --tsv "$f/test.tsv" --format jsonl)
     s=$(awk '
         { l = ($0 ~ /"label":"spam"/) ? "spam" : "ham"; n[l]++
           if ($0 ~ /"verdict":"block"/) b[l]++; else if ($0 ~ /"verdict":"tag"/) t[l]++ }
@@ -130,8 +154,6 @@ for ((k = 0; k < folds; k++)); do
         split(a, x); split(s, y); for (i = 1; i <= 10; i++) printf "%.0f ", x[i] + y[i] }')
 
     # bogofilter: registration is its two commands, timed together
-    bt=$(timed 'rm -rf "$f/bdb"; mkdir -p "$f/bdb"' -- bogo_register "$f")
-    bc=$(timed 'rm -f "$f/b.out"' -- bogo_classify "$f")
     b=$(paste -d' ' "$f/labels" "$f/b.out" | awk '
         { l = $1; n[l]++; if ($2 == "S") b[l]++; else if ($2 == "U") t[l]++ }
         END { printf "%d %d %d %d %d %d", b["spam"], t["spam"], b["ham"], t["ham"], n["spam"], n["ham"] }')

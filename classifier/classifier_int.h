@@ -47,6 +47,12 @@ struct spim__tok_ws {
      * codepoints, letters, capitals, '!'. */
     int ascii;
     size_t ascii_cps, ascii_letters, ascii_upper, ascii_excl;
+    /* ascii, and the folded text is the input with its ASCII capitals
+     * lower-cased and nothing else changed (no tab, CR or control in it) */
+    int ascii_caseonly;
+    /* The last spim__tok_run with an output array wrote the has-URL meta token
+     * or the phone number token: what first contact weighs as a link. */
+    int has_link;
 };
 
 /* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */
@@ -108,9 +114,12 @@ void spim__rmatch_free(struct spim__rmatch *m);
  * Matches the rules against both texts (either may have length 0) and fills
  * *hits with every rule that matched at least one of them, once, in file
  * order. Both texts must be valid UTF-8 (HS_FLAG_UTF8 requires it).
+ * b_cased: the caller knows b to be a with some ASCII letters in upper case
+ * (else it is compared here, when that matters).
  */
 void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const char *a,
-                       size_t alen, const char *b, size_t blen, struct spim_rule_hits *hits);
+                       size_t alen, const char *b, size_t blen, int b_cased,
+                       struct spim_rule_hits *hits);
 
 /*
  * Whether some pattern of r may match text b and not its ASCII-lower-cased

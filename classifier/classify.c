@@ -156,27 +156,6 @@ static void explain(struct spim_scan *s, const struct spim_tok_meta *meta, size_
             snprintf(ev->tok[i].text, sizeof(ev->tok[i].text), "%s", "?");
 }
 
-/*
- * Whether the tokens hold the tokenizer's has-URL meta token or its phone
- * number token: what first contact weighs (a stranger's link). Keys are
- * computed once; a scan of the message's distinct keys is a few dozen
- * compares, cheaper than a lookup.
- */
-static int has_link(const struct spim_token *toks, size_t n)
-{
-    static _Atomic uint64_t url_key, tel_key;
-    uint64_t u = url_key, t = tel_key;
-
-    if (u == 0 || t == 0) {
-        url_key = u = spim_tok_key(SPIM_TOK_META, "url:1", 5);
-        tel_key = t = spim_tok_key(SPIM_TOK_PHONE, "tel", 3);
-    }
-    for (size_t i = 0; i < n; i++)
-        if (toks[i].key == u || toks[i].key == t)
-            return 1;
-    return 0;
-}
-
 int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, void *ud,
                      const struct spim_bayes_params *bp, const struct spim_thresholds *t,
                      const char *text, size_t len, const struct spim_tok_meta *meta,
@@ -204,11 +183,11 @@ int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, voi
     /* The normalised text defeats the obfuscations; the repaired raw text
      * keeps what normalisation folds away (capitals, fullwidth forms). */
     spim__rules_match(s->rules, s->rm, spim__tok_norm(&s->ws), s->ws.norm_len, s->ws.rep,
-                      s->ws.rep_len, &hits);
+                      s->ws.rep_len, s->ws.ascii && s->ws.ascii_caseonly, &hits);
     spim_verdict_make(prob, &hits, t, v);
     v->tokens = tokens;
     v->tokens_used = used;
-    v->has_link = has_link(s->toks, n);
+    v->has_link = s->ws.has_link;
     s->last_n = n;
     s->last_tot = tot;
     if (ev != NULL)

@@ -637,7 +637,8 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 }
 
 void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const char *a,
-                       size_t alen, const char *b, size_t blen, struct spim_rule_hits *hits)
+                       size_t alen, const char *b, size_t blen, int b_cased,
+                       struct spim_rule_hits *hits)
 {
     unsigned i;
 
@@ -655,7 +656,7 @@ void spim__rules_match(const struct spim_rules *r, struct spim__rmatch *m, const
     /* When every pattern is case-blind and b differs from a only in ASCII
      * case (most ASCII text, whose normalisation is lower-casing), b can
      * match nothing a did not. */
-    if (blen > 0 && (r->case_sensitive || alen != blen || !lower_of(a, b, blen)))
+    if (blen > 0 && (r->case_sensitive || (!b_cased && (alen != blen || !lower_of(a, b, blen)))))
         (void)hs_scan(r->db, b, (unsigned)blen, 0, m->scratch, on_match, m);
     for (i = 0; i < m->n; i++) {
         const struct rule *ru = &r->rules[i];

@@ -16,6 +16,7 @@
  */
 #include "classifier_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -111,8 +112,37 @@ size_t spim_utf8_repair(const char *in, size_t len, char *out)
 
 /* --- Working memory and normalisation ------------------------------------------ */
 
+/*
+ * Classes of the bytes of normalised text, for the loops that run over every
+ * character: an ASCII letter or digit continues a word (CC_WORD, digits also
+ * CC_DIGIT); a blank, and any byte of a non-ASCII character, stops the run
+ * of bytes a chunk is scanned in (CC_STOP: the character is then looked at
+ * whole); '.' is noted (CC_DOT). Made once, before the first working memory.
+ */
+enum { CC_WORD = 1, CC_DIGIT = 2, CC_STOP = 4, CC_DOT = 8 };
+static uint8_t cclass[256];
+static pthread_once_t cclass_once = PTHREAD_ONCE_INIT;
+
+static void cclass_init(void)
+{
+    for (int c = 0; c < 256; c++) {
+        uint8_t v = 0;
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+            v = CC_WORD;
+        else if (c >= '0' && c <= '9')
+            v = CC_WORD | CC_DIGIT;
+        else if (c == ' ' || c == '\n' || c == '\t' || c == '\r' || c >= 0x80)
+            v = CC_STOP;
+        else if (c == '.')
+            v = CC_DOT;
+        cclass[c] = v;
+    }
+}
+
 int spim__tok_ws_init(struct spim__tok_ws *ws)
 {
+    pthread_once(&cclass_once, cclass_init);
     memset(ws, 0, sizeof(*ws));
     ws->rep = malloc(3 * (size_t)SPIM_TOK_MAX_INPUT + 1);
     if (ws->rep == NULL)
@@ -301,6 +331,7 @@ static void prepare_ascii(struct spim__tok_ws *ws)
     const unsigned char *in = (const unsigned char *)ws->rep;
     char *out = (char *)ws->norm;
     size_t i, o = 0, n = ws->rep_len, upper = 0, lower = 0, excl = 0, pounds = 0;
+    int changed = 0; /* anything but case: a tab, a CR, a control */
 
     for (i = 0; i < n; i++) {
         unsigned char c;
@@ -341,13 +372,20 @@ static void prepare_ascii(struct spim__tok_ws *ws)
             out[o++] = '\n';
             if (i + 1 < n && in[i + 1] == '\n')
                 i++;
-        } else if (c == '\n' || c == '\v' || c == '\f') {
+            changed = 1;
+        } else if (c == '\n') {
             out[o++] = '\n';
+        } else if (c == '\v' || c == '\f') {
+            out[o++] = '\n';
+            changed = 1;
         } else if (c == '\t') {
             out[o++] = ' ';
+            changed = 1;
+        } else {
+            changed = 1; /* other controls and DEL: dropped */
         }
-        /* other controls and DEL: dropped */
     }
+    ws->ascii_caseonly = !changed;
     out[o] = '\0';
     ws->norm_len = o;
     ws->ascii = 1;
@@ -518,6 +556,7 @@ struct sink {
     unsigned spaced_count;
 
     int has_url, shortener;
+    int link; /* the has-URL meta token or the phone number token was written out */
     /* Slots of set taken, cleared at the end; last, and not zeroed: only used[0..n) is read. */
     uint16_t used[SPIM_TOK_MAX];
 };
@@ -918,7 +957,12 @@ static size_t try_phone(struct sink *k, const char *s, size_t len, size_t i)
     addp(k, SPIM_TOK_PHONE, "tel:", digits, nd);
     addp(k, SPIM_TOK_PHONE, "telpre:", digits, 4);
     add_bucket(k, SPIM_TOK_PHONE, "tellen:", nd);
-    adds(k, SPIM_TOK_PHONE, "tel");
+    {
+        size_t before = k->n;
+
+        adds(k, SPIM_TOK_PHONE, "tel");
+        k->link |= k->n > before;
+    }
     k->prev_len = 0;
     return end;
 }
@@ -1093,22 +1137,31 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
         int32_t c;
         unsigned char b = (unsigned char)s[j];
 
-        /* An ASCII letter or digit, the usual next character: counted and kept
-         * without the general classification below. */
-        if ((unsigned)((b | 0x20) - 'a') < 26 || (unsigned)(b - '0') < 10) {
-            if (b <= '9') {
-                digits++;
-                if (letters == 0)
-                    lead_digits++;
-            } else {
-                letters++;
+        /* A run of ASCII letters and digits, most of any word: counted and
+         * kept as the general loop below would, character by character (the
+         * digits before the first letter are lead digits; w keeps what fits,
+         * and is full from the first character that does not). */
+        if (cclass[b] & CC_WORD) {
+            size_t st = j, dg = 0, run, room = sizeof(w) - wl;
+            unsigned cl;
+
+            while (j < len && ((cl = cclass[(unsigned char)s[j]]) & CC_WORD)) {
+                dg += cl >> 1; /* CC_DIGIT */
+                j++;
             }
-            if (!full && wl < sizeof(w))
-                w[wl++] = (char)b;
-            else
-                full = 1;
-            cps++;
-            j++;
+            run = j - st;
+            if (letters == 0 && dg > 0) {
+                for (size_t q = st; q < j && (cclass[(unsigned char)s[q]] & CC_DIGIT); q++)
+                    lead_digits++;
+            }
+            digits += dg;
+            letters += run - dg;
+            if (!full) {
+                copy_short(w + wl, s + st, run <= room ? run : room);
+                wl += run <= room ? run : room;
+                full = run > room;
+            }
+            cps += run;
             continue;
         }
         c = cp_at(s, len, j, &clen);
@@ -1309,19 +1362,18 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
 
             chunk_start = 0;
             while (ce < len) {
-                unsigned char b = (unsigned char)s[ce];
+                unsigned cl = cclass[(unsigned char)s[ce]];
 
-                if (b < 0x80) { /* ASCII: is_space and a step of one, inline */
-                    if (b == ' ' || b == '\n' || b == '\t' || b == '\r')
-                        break;
-                    dot |= b == '.';
+                if (!(cl & CC_STOP)) { /* ASCII but a blank: a step of one */
+                    dot |= cl;
                     ce++;
-                } else if (is_space(cp_at(s, len, ce, &cl2))) {
+                } else if ((unsigned char)s[ce] < 0x80 || is_space(cp_at(s, len, ce, &cl2))) {
                     break;
                 } else {
                     ce += cl2;
                 }
             }
+            dot &= CC_DOT;
             /* Without a dot there is no host of two labels: not a URL. */
             if (dot && try_url(&k, s + i, ce - i)) {
                 spaced_flush(&k);
@@ -1354,7 +1406,12 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     spaced_flush(&k);
 
     adds(&k, SPIM_TOK_META, bucket_len(cps));
-    adds(&k, SPIM_TOK_META, k.has_url ? "url:1" : "url:0");
+    {
+        size_t before = k.n;
+
+        adds(&k, SPIM_TOK_META, k.has_url ? "url:1" : "url:0");
+        k.link |= k.has_url && k.n > before;
+    }
     if (k.shortener)
         adds(&k, SPIM_TOK_META, "shortener");
     adds(&k, SPIM_TOK_META,
@@ -1381,6 +1438,8 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     /* 32 KiB of set per message would cost more than the tokens: clear what was used. */
     for (i = 0; i < k.n; i++)
         k.set[k.used[i]] = 0;
+    if (out != NULL)
+        ws->has_link = k.link;
     return k.n;
 }
 

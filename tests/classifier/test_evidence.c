@@ -372,6 +372,22 @@ static void test_verdict_has_link(void **state)
         if (v.has_link != cases[i].link)
             fail_msg("'%s': has_link %d, expected %d", cases[i].text, v.has_link, cases[i].link);
     }
+    /* It is what the tokens hold: a message past the token cap has no room left
+     * for the URL's meta token, and says no link, as its tokens do. */
+    {
+        static char big[20000];
+        size_t len = 0;
+
+        for (unsigned w = 0; len + 40 < sizeof(big) - 40 && w < 1200; w++)
+            len += (size_t)snprintf(big + len, sizeof(big) - len, "w%ux ", w);
+        len += (size_t)snprintf(big + len, sizeof(big) - len, "www.example.com/x");
+        assert_int_equal(spim_classify(scan, NULL, NULL, NULL, NULL, big, len, NULL, &v), 0);
+        assert_int_equal(v.tokens, SPIM_TOK_MAX);
+        assert_int_equal(v.has_link, 0);
+        assert_int_equal(spim_classify(scan, NULL, NULL, NULL, NULL, big + len - 17, 17, NULL, &v),
+                         0);
+        assert_int_equal(v.has_link, 1);
+    }
     spim_scan_free(scan);
 }
 

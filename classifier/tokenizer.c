@@ -510,6 +510,26 @@ static inline void copy_short(void *dst, const char *s, size_t n)
     }
 }
 
+/*
+ * The key of the token whose kind byte and text are buf[0..len): what
+ * XXH3_64bits_withSeed(buf, len, 0) computes (test_tok_keys_stable holds it
+ * to that), without its dispatch for these lengths: the keys of a message
+ * are tens of hashes of a few bytes each. 0 marks an empty slot of the
+ * de-duplication set, so it becomes 1.
+ */
+static inline uint64_t key_of(const unsigned char *buf, size_t len)
+{
+    uint64_t k;
+
+    if (len <= 16)
+        k = XXH3_len_0to16_64b(buf, len, XXH3_kSecret, 0);
+    else if (len <= 128)
+        k = XXH3_len_17to128_64b(buf, len, XXH3_kSecret, sizeof(XXH3_kSecret), 0);
+    else
+        k = XXH3_64bits_withSeed(buf, len, 0);
+    return k ? k : 1;
+}
+
 uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
 {
     unsigned char buf[1 + 2 * TOK_TEXT_MAX];
@@ -518,15 +538,7 @@ uint64_t spim_tok_key(enum spim_tok_kind kind, const char *s, size_t n)
     if (n <= sizeof(buf) - 1) {
         buf[0] = (unsigned char)kind;
         copy_short(buf + 1, s, n);
-        /* What XXH3_64bits_withSeed(buf, n + 1, 0) computes for these lengths
-         * (test_tok_keys_stable holds it to that), without its dispatch: the
-         * keys of a message are tens of hashes of a few bytes each. */
-        if (n + 1 <= 16)
-            k = XXH3_len_0to16_64b(buf, n + 1, XXH3_kSecret, 0);
-        else if (n + 1 <= 128)
-            k = XXH3_len_17to128_64b(buf, n + 1, XXH3_kSecret, sizeof(XXH3_kSecret), 0);
-        else
-            k = XXH3_64bits_withSeed(buf, n + 1, 0);
+        return key_of(buf, n + 1);
     } else {
         /* Longer than any token the tokenizer makes: chain instead of copying. */
         buf[0] = (unsigned char)kind;
@@ -547,8 +559,9 @@ struct sink {
     emit_fn emit;
     void *ud;
 
-    /* previous word, for bigrams; 0 length: none */
-    char prev[TOK_TEXT_MAX];
+    /* The bigram being made: the kind byte, the previous word (prev_len bytes;
+     * 0: none), then a blank and the word after it. */
+    unsigned char bg[1 + TOK_TEXT_MAX];
     size_t prev_len;
     /* a run of single letters ("f r e e"), joined */
     char spaced[TOK_TEXT_MAX];
@@ -580,20 +593,11 @@ static void set_grow(struct sink *k)
     k->set_mask = SPIM__TOK_SET_SLOTS - 1;
 }
 
-static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n)
+/* Writes key out once per message (the de-duplication set remembers it). */
+static inline void add_key(struct sink *k, uint64_t key)
 {
-    uint64_t key;
     size_t slot, probes;
 
-    if (n == 0)
-        return;
-    if (n > TOK_TEXT_MAX)
-        n = utf8_floor(s, TOK_TEXT_MAX);
-    if (k->emit)
-        k->emit(k->ud, kind, s, n);
-    if (k->n >= k->cap)
-        return;
-    key = spim_tok_key(kind, s, n);
     if (k->set_mask == SPIM__TOK_SET_SMALL - 1 && k->n >= SPIM__TOK_SET_SMALL / 2)
         set_grow(k);
     slot = (size_t)key & k->set_mask;
@@ -612,6 +616,34 @@ static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n
     k->out[k->n].ham = 0;
     k->out[k->n].spam = 0;
     k->n++;
+}
+
+static void add(struct sink *k, enum spim_tok_kind kind, const char *s, size_t n)
+{
+    if (n == 0)
+        return;
+    if (n > TOK_TEXT_MAX)
+        n = utf8_floor(s, TOK_TEXT_MAX);
+    if (k->emit)
+        k->emit(k->ud, kind, s, n);
+    if (k->n >= k->cap)
+        return;
+    add_key(k, spim_tok_key(kind, s, n));
+}
+
+/*
+ * add() of the text p[1..n] (0 < n <= TOK_TEXT_MAX) whose byte p[0] is the
+ * caller's to overwrite: the kind goes there and the key is made in place,
+ * with no copy of the text.
+ */
+static inline void add_in_place(struct sink *k, enum spim_tok_kind kind, unsigned char *p, size_t n)
+{
+    if (k->emit)
+        k->emit(k->ud, kind, (const char *)p + 1, n);
+    if (k->n >= k->cap)
+        return;
+    p[0] = (unsigned char)kind;
+    add_key(k, key_of(p, n + 1));
 }
 
 /* Adds prefix followed by s[0..n) as one token. */
@@ -1104,23 +1136,20 @@ static void spaced_letter(struct sink *k, const char *s, size_t st, size_t en)
     k->spaced_end = en;
 }
 
-static void add_word(struct sink *k, const char *w, size_t n)
+/*
+ * The word w[0..n) (0 < n <= WORD_MAX; w[-1] is the caller's to overwrite)
+ * and its bigram with the word before it.
+ */
+static void add_word(struct sink *k, char *w, size_t n)
 {
-    add(k, SPIM_TOK_WORD, w, n);
+    add_in_place(k, SPIM_TOK_WORD, (unsigned char *)w - 1, n);
     if (k->prev_len > 0 && k->prev_len + 1 + n <= TOK_TEXT_MAX) {
-        char bg[TOK_TEXT_MAX];
-
-        copy_short(bg, k->prev, k->prev_len);
-        bg[k->prev_len] = ' ';
-        copy_short(bg + k->prev_len + 1, w, n);
-        add(k, SPIM_TOK_BIGRAM, bg, k->prev_len + 1 + n);
+        k->bg[1 + k->prev_len] = ' ';
+        copy_short(k->bg + 2 + k->prev_len, w, n);
+        add_in_place(k, SPIM_TOK_BIGRAM, k->bg, k->prev_len + 1 + n);
     }
-    if (n <= sizeof(k->prev)) {
-        copy_short(k->prev, w, n);
-        k->prev_len = n;
-    } else {
-        k->prev_len = 0;
-    }
+    copy_short(k->bg + 1, w, n); /* n <= WORD_MAX < TOK_TEXT_MAX */
+    k->prev_len = n;
 }
 
 /*
@@ -1129,7 +1158,7 @@ static void add_word(struct sink *k, const char *w, size_t n)
  */
 static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
 {
-    char w[WORD_MAX];
+    char wbuf[1 + WORD_MAX], *w = wbuf + 1; /* wbuf[0]: the kind byte of the word's key */
     size_t wl = 0, j = i, cps = 0, letters = 0, digits = 0, lead_digits = 0, clen;
     int full = 0, leetsym = 0;
 
@@ -1142,7 +1171,7 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
          * digits before the first letter are lead digits; w keeps what fits,
          * and is full from the first character that does not). */
         if (cclass[b] & CC_WORD) {
-            size_t st = j, dg = 0, run, room = sizeof(w) - wl;
+            size_t st = j, dg = 0, run, room = WORD_MAX - wl;
             unsigned cl;
 
             while (j < len && ((cl = cclass[(unsigned char)s[j]]) & CC_WORD)) {
@@ -1188,7 +1217,7 @@ static size_t do_word(struct sink *k, const char *s, size_t len, size_t i)
         } else {
             break;
         }
-        if (!full && wl + clen <= sizeof(w)) {
+        if (!full && wl + clen <= WORD_MAX) {
             if (clen == 1)
                 w[wl] = s[j]; /* not a call to memcpy per letter */
             else

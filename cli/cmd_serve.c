@@ -326,6 +326,11 @@ int spim_cmd_serve(int argc, char **argv)
         fprintf(stderr, "spimfilter serve: listen, next_hop and advertise must be HOST:PORT\n");
         return 1;
     }
+    /* The SIP parser's library is loaded, not linked: a missing one is said now. */
+    if (spim_sip_init(err, sizeof(err)) != 0) {
+        fprintf(stderr, "spimfilter serve: %s\n", err);
+        return 1;
+    }
     /* --check-config reads: it never creates a store a typo in db named */
     if (spim_engine_open(&e, &cfg, !check, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter serve: %s\n", err);

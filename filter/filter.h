@@ -66,6 +66,12 @@ struct spim_sip_msg {
  * spim_sip_can_answer()).
  */
 int spim_sip_parse(const char *buf, size_t len, struct spim_sip_msg *m, char *err, size_t errcap);
+/*
+ * Makes the SIP parser ready (libosipparser2 is loaded at the first use, not
+ * linked); spim_sip_parse calls it. 0, or SPIM_EIO with the reason in err
+ * when the library cannot be loaded: serve checks this before it starts.
+ */
+int spim_sip_init(char *err, size_t errcap);
 void spim_sip_msg_free(struct spim_sip_msg *m);
 /* Whether m has what a local answer needs: a Via, From, To, Call-ID, CSeq. */
 int spim_sip_can_answer(const struct spim_sip_msg *m);

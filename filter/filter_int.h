@@ -17,5 +17,7 @@ int spim__buf_printf(struct spim_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* "ip:port" of an address. */
 void spim__addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
+/* Loads libosipparser2 (osip_lazy.c) once; SPIM_EIO with the reason in err if it cannot. */
+int spim__osip_load(char *err, size_t errcap);
 
 #endif

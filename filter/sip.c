@@ -46,6 +46,15 @@ static void osip_init_once(void)
     parser_init();
 }
 
+int spim_sip_init(char *err, size_t errcap)
+{
+    int rc = spim__osip_load(err, errcap);
+
+    if (rc == 0)
+        pthread_once(&osip_once, osip_init_once);
+    return rc;
+}
+
 static int is_ws(char c)
 {
     return c == ' ' || c == '\t';
@@ -463,7 +472,8 @@ int spim_sip_parse(const char *buf, size_t len, struct spim_sip_msg *m, char *er
      */
     if (!m->is_request)
         return 0;
-    pthread_once(&osip_once, osip_init_once);
+    if ((rc = spim_sip_init(err, errcap)) != 0)
+        return rc;
     if (osip_message_init(&osip) != OSIP_SUCCESS) {
         snprintf(err, errcap, "out of memory");
         return SPIM_ENOMEM;

@@ -37,6 +37,21 @@
 
 /* A cache file larger than this is not ours. */
 #define CACHE_MAX ((size_t)256 << 20)
+/*
+ * The cache file: a page of header (CACHE_MAGIC, le64 the image's length,
+ * le64 its spim_hash64 with CACHE_SEED, zeros), then the image: the bytes of
+ * the database as hs_deserialize_database_at() laid it out at a page-aligned
+ * address. Mapped at a page boundary, it is a database as it was: Hyperscan's
+ * bytecode holds offsets only, and the one address-dependent field (the
+ * bytecode's offset, for its 64-byte alignment) comes out the same. The
+ * seed is in the file's name too: a file of the older format (a serialized
+ * database) has another name and is never read as an image.
+ */
+#define CACHE_HDR 4096
+#define CACHE_MAGIC "SPIMHSI1"
+#define CACHE_SEED 0x72756c6573696d31ull
+
+enum { DB_HS = 0, DB_MAPPED = 2 };
 
 /* Longest line of a rules file; a longer one is an error, not a truncation. */
 #define RULE_LINE_MAX 4096
@@ -54,8 +69,10 @@ struct rule {
 struct spim_rules {
     struct rule *rules;
     unsigned n;
-    hs_database_t *db;     /* NULL when n == 0 */
-    int db_own;            /* db is our malloc (cache_load), not Hyperscan's */
+    hs_database_t *db; /* NULL when n == 0 */
+    int db_own;        /* DB_HS: Hyperscan's; DB_MAPPED: in the cache file's mapping */
+    void *map;         /* DB_MAPPED: the mapping, map_len bytes */
+    size_t map_len;
     hs_scratch_t *scratch; /* prototype for hs_clone_scratch */
     /* Some pattern may match a text and not that text with ASCII letters of
      * another case (see case_blind); 0: the raw-text scan can be skipped. */
@@ -310,7 +327,7 @@ static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t ca
     } else {
         return -1;
     }
-    h = spim_hash64(ver, strlen(ver), 0x72756c6573ull);
+    h = spim_hash64(ver, strlen(ver), CACHE_SEED);
     for (unsigned i = 0; i < n; i++) {
         unsigned char fl[4] = {(unsigned char)pd->flags[i], (unsigned char)(pd->flags[i] >> 8),
                                (unsigned char)(pd->flags[i] >> 16),
@@ -334,77 +351,71 @@ static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t ca
     return 0;
 }
 
-/* The database cached at path, or NULL. */
-/*
- * The database cached at path, or NULL. The file is mapped rather than read
- * into a buffer: Hyperscan copies it into its own allocation anyway, and a
- * read would first copy the ~300 KiB through a buffer of as many fresh
- * pages, a tenth of what a short classify run spends starting. The file is
- * only ever replaced by a rename (cache_save), never cut short in place, so
- * the mapping stays whole while it is read.
- */
-/*
- * Faults in the pages of bytes at p in one call: Hyperscan zeroes the whole
- * database before it copies it in, and one page fault per 4 KiB costs more
- * than the kernel filling them all at once (as table_populate in store.c).
- */
-static void populate(void *p, size_t bytes)
+static void put_le64(unsigned char *p, uint64_t v)
 {
-#ifdef MADV_POPULATE_WRITE
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p, e = a + bytes;
-
-    if (pg > 0 && bytes >= ((size_t)64 << 10)) {
-        a = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1); /* whole pages of the block only */
-        e &= ~((uintptr_t)pg - 1);
-        if (e > a)
-            (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* The database in the serialized bytes, into memory of our own (*own = 1). */
-static hs_database_t *deserialize(const char *bytes, size_t len, int *own)
+static uint64_t get_le64(const unsigned char *p)
 {
-    size_t dbsize = 0;
-    void *mem;
+    uint64_t v = 0;
 
-    *own = 0;
-    if (hs_serialized_database_size(bytes, len, &dbsize) != HS_SUCCESS || dbsize == 0 ||
-        dbsize > CACHE_MAX || (mem = malloc(dbsize)) == NULL)
-        return NULL;
-    populate(mem, dbsize);
-    if (hs_deserialize_database_at(bytes, len, mem) != HS_SUCCESS) {
-        free(mem);
-        return NULL;
-    }
-    *own = 1;
-    return mem;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
 }
 
-static void db_free(hs_database_t *db, int own)
+/* Writes all of p to fd; 0, or -1. */
+static int write_all(int fd, const void *p, size_t n)
 {
-    if (own)
-        free(db);
+    const char *c = p;
+
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void db_free(struct spim_rules *r)
+{
+    if (r->db == NULL)
+        return;
+    if (r->db_own == DB_MAPPED)
+        munmap(r->map, r->map_len);
     else
-        hs_free_database(db);
+        hs_free_database(r->db);
+    r->db = NULL;
+    r->map = NULL;
 }
 
-static hs_database_t *cache_load(const char *path, int *own)
+/*
+ * The database cached at path, mapped (DB_MAPPED), or NULL when there is no
+ * cache file or it is not one we wrote whole. Nothing is copied: the start
+ * of a short `classify` paid for a fresh 320 KiB database each time
+ * (zero-filled pages, then Hyperscan's zeroing and copy into them). The
+ * file is only ever replaced by a rename (cache_save), never cut short in
+ * place, so the mapping stays whole while it is used. Hyperscan's own checks
+ * (magic, version, platform, CRC) run when the scratch is allocated.
+ */
+static hs_database_t *cache_load(const char *path, struct spim_rules *r)
 {
-    hs_database_t *db = NULL;
+    const unsigned char *m;
     struct stat sb;
     void *map;
+    size_t len;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    *own = 0;
 
     if (fd < 0)
         return NULL;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= CACHE_HDR ||
         (size_t)sb.st_size > CACHE_MAX) {
         close(fd);
         return NULL;
@@ -413,35 +424,50 @@ static hs_database_t *cache_load(const char *path, int *own)
     close(fd);
     if (map == MAP_FAILED)
         return NULL;
-    db = deserialize(map, (size_t)sb.st_size, own);
-    munmap(map, (size_t)sb.st_size);
-    return db;
+    m = map;
+    len = (size_t)sb.st_size - CACHE_HDR;
+    if (memcmp(m, CACHE_MAGIC, 8) != 0 || get_le64(m + 8) != len ||
+        get_le64(m + 16) != spim_hash64(m + CACHE_HDR, len, CACHE_SEED)) {
+        munmap(map, (size_t)sb.st_size);
+        return NULL;
+    }
+    r->map = map;
+    r->map_len = (size_t)sb.st_size;
+    r->db_own = DB_MAPPED;
+    return (hs_database_t *)(void *)((char *)map + CACHE_HDR);
 }
 
-/* Writes db to path through a temporary file and a rename; failures are ignored. */
+/* Writes db to path as an image (see CACHE_HDR), through a temporary file and
+ * a rename; failures are ignored (the next start compiles again). */
 static void cache_save(const char *path, const hs_database_t *db)
 {
     char tmp[PATH_MAX + 32], *bytes = NULL;
-    size_t len = 0, put = 0;
-    int fd;
+    unsigned char hdr[CACHE_HDR];
+    size_t len = 0, dbsize = 0;
+    void *img = NULL;
+    int fd, ok;
 
     if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS)
         return;
+    if (hs_serialized_database_size(bytes, len, &dbsize) != HS_SUCCESS || dbsize == 0 ||
+        dbsize > CACHE_MAX - CACHE_HDR || posix_memalign(&img, CACHE_HDR, dbsize) != 0)
+        goto out;
+    if (hs_deserialize_database_at(bytes, len, img) != HS_SUCCESS)
+        goto out;
+    memset(hdr, 0, sizeof(hdr));
+    memcpy(hdr, CACHE_MAGIC, 8);
+    put_le64(hdr + 8, dbsize);
+    put_le64(hdr + 16, spim_hash64(img, dbsize, CACHE_SEED));
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
         goto out;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         goto out;
-    while (put < len) {
-        ssize_t w = write(fd, bytes + put, len - put);
-
-        if (w <= 0)
-            break;
-        put += (size_t)w;
-    }
-    if (close(fd) != 0 || put != len || rename(tmp, path) != 0)
+    ok = write_all(fd, hdr, sizeof(hdr)) == 0 && write_all(fd, img, dbsize) == 0;
+    if (close(fd) != 0 || !ok || rename(tmp, path) != 0)
         unlink(tmp);
 out:
+    free(img);
     free(bytes); /* hs_serialize_database allocates with malloc (the default allocator) */
 }
 
@@ -504,7 +530,13 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
         int cached = cache_path(&pd, r->n, cpath, sizeof(cpath)) == 0;
         hs_error_t he = HS_SUCCESS;
 
-        r->db = cached ? cache_load(cpath, &r->db_own) : NULL;
+        r->db = cached ? cache_load(cpath, r) : NULL;
+        /* A cached database another CPU's build made (Hyperscan checks the
+         * platform, and the CRC, here) is dropped and the rules compiled. */
+        if (r->db != NULL && hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {
+            db_free(r);
+            r->db_own = DB_HS;
+        }
         if (r->db == NULL) {
             he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
                                   HS_MODE_BLOCK, NULL, &r->db, &cerr);
@@ -525,7 +557,7 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
             rc = (he == HS_NOMEM) ? SPIM_ENOMEM : SPIM_ERULES;
             goto fail_read;
         }
-        if (hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {
+        if (r->scratch == NULL && hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {
             spim_diag_set(diag, path, 0, 0, "cannot allocate Hyperscan scratch");
             rc = SPIM_ENOMEM;
             goto fail_scratch;
@@ -538,7 +570,7 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
     return 0;
 
 fail_scratch:
-    db_free(r->db, r->db_own);
+    db_free(r);
 fail_read:
     pending_free(&pd, r->n);
     fclose(fp);
@@ -556,7 +588,7 @@ void spim_rules_free(struct spim_rules *r)
     if (r == NULL)
         return;
     hs_free_scratch(r->scratch);
-    db_free(r->db, r->db_own);
+    db_free(r);
     free(r->rules);
     free(r);
 }

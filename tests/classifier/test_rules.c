@@ -164,6 +164,113 @@ static void test_rules_compiled_cache(void **state)
     unsetenv("SPIM_RULES_CACHE");
 }
 
+/* The cache file's bytes into a malloc'd buffer (*len its size). */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    unsigned char *b;
+    long n;
+
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    n = ftell(fp);
+    assert_true(n > 0);
+    rewind(fp);
+    b = malloc((size_t)n);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return b;
+}
+
+static void write_bytes(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, n, fp), n);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* Loads rules_text with the cache in place, checks the rules still work and the
+ * file was written again whole (its bytes are those of a fresh compile). */
+static void load_recovers(struct fx *f, const char *cpath, const unsigned char *good, size_t glen)
+{
+    struct spim_verdict v;
+    unsigned char *now;
+    size_t n;
+
+    load(f, rules_text);
+    classify(f, "FREE entry! txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT"));
+    assert_true(hit(&v, "SHOUT"));
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    f->scan = NULL;
+    f->rules = NULL;
+    now = read_all(cpath, &n);
+    assert_int_equal(n, glen);
+    assert_memory_equal(now, good, glen);
+    free(now);
+}
+
+/*
+ * The cache file is a page of header (magic, length, hash) and then the
+ * database as it lies in memory, which is mapped, not copied. Whatever is
+ * wrong with a file, the rules are compiled and the file written again: a
+ * byte of the database changed, the file cut short, a header whose length
+ * disagrees, and a changed database whose hash was made to match, which
+ * only Hyperscan's own check (its CRC, when the scratch is allocated) finds.
+ * Offsets 8 and 16 and the seed are those of CACHE_HDR in rules.c.
+ */
+static void test_rules_cache_image_checked(void **state)
+{
+    struct fx *f = *state;
+    unsigned char *good, *bad;
+    char cpath[256];
+    size_t glen;
+    uint64_t h;
+
+    setenv("SPIM_RULES_CACHE", f->dir, 1);
+    load(f, rules_text);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    f->scan = NULL;
+    f->rules = NULL;
+    assert_true(cache_file(f->dir, cpath, sizeof(cpath)) > 4096);
+    good = read_all(cpath, &glen);
+    assert_memory_equal(good, "SPIMHSI1", 8);
+    bad = malloc(glen);
+    assert_non_null(bad);
+
+    memcpy(bad, good, glen);
+    bad[4096 + glen / 2 - 2048] ^= 0x5a; /* a byte of the database */
+    write_bytes(cpath, bad, glen);
+    load_recovers(f, cpath, good, glen);
+
+    write_bytes(cpath, good, glen - 100); /* cut short */
+    load_recovers(f, cpath, good, glen);
+
+    memcpy(bad, good, glen);
+    bad[8] ^= 1; /* the length */
+    write_bytes(cpath, bad, glen);
+    load_recovers(f, cpath, good, glen);
+
+    memcpy(bad, good, glen);
+    bad[4096 + glen / 2 - 2048] ^= 0x5a;
+    h = spim_hash64(bad + 4096, glen - 4096, 0x72756c6573696d31ull);
+    for (int i = 0; i < 8; i++)
+        bad[16 + i] = (unsigned char)(h >> (8 * i));
+    write_bytes(cpath, bad, glen);
+    load_recovers(f, cpath, good, glen);
+
+    free(bad);
+    free(good);
+    unlink(cpath);
+    unsetenv("SPIM_RULES_CACHE");
+}
+
 static void test_rules_load_and_match(void **state)
 {
     struct fx *f = *state;
@@ -499,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_case_sensitive_keeps_raw_scan, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_cache_image_checked, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_reported_not_added, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_toggle_with_cache, fx_setup, fx_teardown),

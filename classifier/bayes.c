@@ -189,10 +189,36 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
     }
     if (toks == NULL || tot == NULL || n == 0 || (tot->ham_msgs == 0 && tot->spam_msgs == 0))
         return 0.5;
-    if (p->max_tokens == 0 || n <= p->max_tokens) {
-        /* Every clue takes part (the usual case: a message has tens of tokens):
-         * the products are made as the clues are found, in the order the
-         * array below would hold them, so the result is the same without it. */
+    if ((p->max_tokens == 0 || n <= p->max_tokens) && tot->ham_msgs != 0 && tot->spam_msgs != 0) {
+        /* Every clue takes part and both classes are trained (the usual
+         * case): token_f's arithmetic for every token, without its two
+         * branches that depend on the data (a token unknown, a token too
+         * neutral: each mispredicted as often as not, and they were most of
+         * the cost); a token that is no clue multiplies both products by 1,
+         * which changes neither. Same values, same order as below. */
+        const double hm = (double)tot->ham_msgs, sm = (double)tot->spam_msgs;
+        const double sx = p->s * p->x;
+
+        for (i = 0; i < n; i++) {
+            double ham = (double)toks[i].ham, spam = (double)toks[i].spam, cnt = ham + spam;
+            double sh = spam * hm, d = ham * sm + sh, v;
+            int clue;
+
+            d = cnt != 0.0 ? d : 1.0; /* no 0/0 for an unknown token */
+            v = (sx * d + cnt * sh) / ((p->s + cnt) * d);
+            v = v < F_MIN ? F_MIN : v;
+            v = v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
+            /* fabs(v - 0.5) >= min_dev, as token_f decides it */
+            clue = (cnt != 0.0) & (fabs(v - 0.5) >= p->min_dev);
+            lnprod_mul(&hp, clue ? v : 1.0);
+            lnprod_mul(&sp, clue ? 1.0 - v : 1.0);
+            m += (size_t)clue;
+        }
+        take = m;
+    } else if (p->max_tokens == 0 || n <= p->max_tokens) {
+        /* Every clue takes part: the products are made as the clues are
+         * found, in the order the array below would hold them, so the result
+         * is the same without it. */
         for (i = 0; i < n; i++) {
             double f;
 

@@ -88,6 +88,17 @@ static size_t put_fixed(char *p, size_t cap, double v, int decimals)
     }
     if (signbit(v))
         *p++ = '-';
+    /* Below 2^32 the product a * 10^decimals is within 2^-21 of the exact
+     * one: rounding it gives the exact rounding unless its fraction is that
+     * close to a half (then the exact path below decides). */
+    if (a > 0.0 && a * (double)p10[decimals] < 0x1p32) {
+        double x = a * (double)p10[decimals], fr = x - (double)(uint64_t)x;
+
+        if (fr < 0.5 - 1e-6 || fr > 0.5 + 1e-6) {
+            q = (uint64_t)x + (fr > 0.5);
+            goto digits;
+        }
+    }
     if (a > 0.0) {
         int e, shift;
         /* a = mi * 2^-shift exactly: frexp's mantissa times 2^53 is an integer. */
@@ -104,6 +115,7 @@ static size_t put_fixed(char *p, size_t cap, double v, int decimals)
             q = (uint64_t)qq;
         }
     }
+digits:
     ip = q / p10[decimals];
     fp = q % p10[decimals];
     do {

@@ -20,6 +20,8 @@
  * large one would take the whole first-level cache): a power of two; a message
  * moves to the large set at half of it. */
 #define SPIM__TOK_SET_SMALL 256
+/* Slots of the fixed tokens' key memo: a power of two. */
+#define SPIM__TOK_MEMO 64
 
 /*
  * Codepoints the normaliser may produce from SPIM_TOK_MAX_INPUT bytes.
@@ -53,6 +55,13 @@ struct spim__tok_ws {
     /* The last spim__tok_run with an output array wrote the has-URL meta token
      * or the phone number token: what first contact weighs as a link. */
     int has_link;
+    /* Keys of the fixed tokens ("url:0", "len:2", "N4", ...), by the address
+     * of their static text: made once per working memory, not per message. */
+    struct spim__tok_memo {
+        const char *s;
+        uint64_t key;
+        uint32_t len, kind;
+    } memo[SPIM__TOK_MEMO];
 };
 
 /* Allocates the buffers of ws; 0 or SPIM_ENOMEM (then ws holds nothing). */

@@ -570,6 +570,7 @@ struct sink {
 
     int has_url, shortener;
     int link; /* the has-URL meta token or the phone number token was written out */
+    struct spim__tok_memo *memo; /* the working memory's, for adds() */
     /* Slots of set taken, cleared at the end; last, and not zeroed: only used[0..n) is read. */
     uint16_t used[SPIM_TOK_MAX];
 };
@@ -662,9 +663,32 @@ static void addp(struct sink *k, enum spim_tok_kind kind, const char *prefix, co
     add(k, kind, buf, pl + n);
 }
 
+/*
+ * add() of s, a text with static storage (a literal or an entry of a static
+ * table): its length and key are found once and kept by its address.
+ */
 static void adds(struct sink *k, enum spim_tok_kind kind, const char *s)
 {
-    add(k, kind, s, strlen(s));
+    struct spim__tok_memo *m =
+        &k->memo[(((uintptr_t)s >> 2) ^ (uintptr_t)kind) & (SPIM__TOK_MEMO - 1)];
+
+    if (m->s != s || m->kind != (uint32_t)kind) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > TOK_TEXT_MAX) {
+            add(k, kind, s, n);
+            return;
+        }
+        m->s = s;
+        m->kind = (uint32_t)kind;
+        m->len = (uint32_t)n;
+        m->key = spim_tok_key(kind, s, n);
+    }
+    if (k->emit)
+        k->emit(k->ud, kind, s, m->len);
+    if (k->n >= k->cap)
+        return;
+    add_key(k, m->key);
 }
 
 /* --- Character classes (of the normalised text) ------------------------------------ */
@@ -1361,6 +1385,7 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     k.set = ws->set_small;
     k.set_mask = SPIM__TOK_SET_SMALL - 1;
     k.set_big = ws->set;
+    k.memo = ws->memo;
     k.emit = emit;
     k.ud = ud;
 

@@ -39,17 +39,6 @@ static struct {
 
 static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
 
-/* Resolves one symbol into *slot (a function pointer, stored through memcpy as POSIX allows). */
-static int resolve(void *h, const char *name, void *slot, size_t size)
-{
-    void *p = dlsym(h, name);
-
-    if (p == NULL)
-        return -1;
-    memcpy(slot, &p, size);
-    return 0;
-}
-
 static void mhd_load(void)
 {
     void *h = dlopen(SPIM_MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
@@ -58,13 +47,14 @@ static void mhd_load(void)
         spim_log(SPIM_LOG_ERR, "metrics: cannot load %s: %s", SPIM_MHD_SONAME, dlerror());
         return;
     }
-    if (resolve(h, "MHD_start_daemon_va", &mhd.start_va, sizeof(mhd.start_va)) != 0 ||
-        resolve(h, "MHD_stop_daemon", &mhd.stop, sizeof(mhd.stop)) != 0 ||
-        resolve(h, "MHD_create_response_from_buffer", &mhd.from_buffer, sizeof(mhd.from_buffer)) !=
+    if (spim_dl_function(h, "MHD_start_daemon_va", &mhd.start_va, sizeof(mhd.start_va)) != 0 ||
+        spim_dl_function(h, "MHD_stop_daemon", &mhd.stop, sizeof(mhd.stop)) != 0 ||
+        spim_dl_function(h, "MHD_create_response_from_buffer", &mhd.from_buffer,
+                         sizeof(mhd.from_buffer)) != 0 ||
+        spim_dl_function(h, "MHD_add_response_header", &mhd.add_header, sizeof(mhd.add_header)) !=
             0 ||
-        resolve(h, "MHD_add_response_header", &mhd.add_header, sizeof(mhd.add_header)) != 0 ||
-        resolve(h, "MHD_queue_response", &mhd.queue, sizeof(mhd.queue)) != 0 ||
-        resolve(h, "MHD_destroy_response", &mhd.destroy, sizeof(mhd.destroy)) != 0) {
+        spim_dl_function(h, "MHD_queue_response", &mhd.queue, sizeof(mhd.queue)) != 0 ||
+        spim_dl_function(h, "MHD_destroy_response", &mhd.destroy, sizeof(mhd.destroy)) != 0) {
         spim_log(SPIM_LOG_ERR, "metrics: %s: %s", SPIM_MHD_SONAME, dlerror());
         memset(&mhd, 0, sizeof(mhd));
         dlclose(h);

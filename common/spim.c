@@ -1,6 +1,7 @@
 /* spim.c: the shared error strings, diagnostics, hash and clocks. */
 #include "spim.h"
 
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,4 +109,14 @@ void spim_put(struct spim_out *o, const char *fmt, ...)
     va_end(ap);
     if (n > 0)
         o->len += (size_t)n;
+}
+
+int spim_dl_function(void *h, const char *name, void *slot, size_t size)
+{
+    void *p = dlsym(h, name);
+
+    if (p == NULL || size != sizeof(p))
+        return -1;
+    memcpy(slot, &p, size);
+    return 0;
 }

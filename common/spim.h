@@ -86,6 +86,13 @@ void spim_diag_set(struct spim_diag *d, const char *file, unsigned line, unsigne
 /* 64-bit hash of bytes (xxHash XXH3), seeded; stable across runs and hosts. */
 uint64_t spim_hash64(const void *p, size_t len, uint64_t seed);
 
+/*
+ * For the libraries loaded at first use (filter/osip_lazy.c, cli/mhd_lazy.c):
+ * the function name of the dlopen handle h into *slot, a function pointer of
+ * size bytes (stored through memcpy, as POSIX allows). 0, or -1 if missing.
+ */
+int spim_dl_function(void *h, const char *name, void *slot, size_t size);
+
 /* Wall clock in microseconds and monotonic clock in nanoseconds. */
 int64_t spim_now_us(void);
 uint64_t spim_mono_ns(void);

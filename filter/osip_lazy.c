@@ -40,17 +40,6 @@ static struct {
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static char load_error[256];
 
-/* One symbol into *slot (a function pointer, stored through memcpy as POSIX allows). */
-static int resolve(void *h, const char *name, void *slot, size_t size)
-{
-    void *p = dlsym(h, name);
-
-    if (p == NULL)
-        return -1;
-    memcpy(slot, &p, size);
-    return 0;
-}
-
 static void load(void)
 {
     void *h = dlopen(SPIM_OSIP_SONAME, RTLD_NOW | RTLD_LOCAL);
@@ -62,14 +51,17 @@ static void load(void)
                  why ? why : "unknown error");
         return;
     }
-    if (resolve(h, "osip_message_init", &lib.message_init, sizeof(lib.message_init)) != 0 ||
-        resolve(h, "osip_message_free", &lib.message_free, sizeof(lib.message_free)) != 0 ||
-        resolve(h, "osip_message_parse", &lib.message_parse, sizeof(lib.message_parse)) != 0 ||
-        resolve(h, "osip_trace_initialize_func", &lib.trace_initialize_func,
-                sizeof(lib.trace_initialize_func)) != 0 ||
-        resolve(h, "osip_trace_disable_level", &lib.trace_disable_level,
-                sizeof(lib.trace_disable_level)) != 0 ||
-        resolve(h, "parser_init", &lib.parser_init, sizeof(lib.parser_init)) != 0) {
+    if (spim_dl_function(h, "osip_message_init", &lib.message_init, sizeof(lib.message_init)) !=
+            0 ||
+        spim_dl_function(h, "osip_message_free", &lib.message_free, sizeof(lib.message_free)) !=
+            0 ||
+        spim_dl_function(h, "osip_message_parse", &lib.message_parse, sizeof(lib.message_parse)) !=
+            0 ||
+        spim_dl_function(h, "osip_trace_initialize_func", &lib.trace_initialize_func,
+                         sizeof(lib.trace_initialize_func)) != 0 ||
+        spim_dl_function(h, "osip_trace_disable_level", &lib.trace_disable_level,
+                         sizeof(lib.trace_disable_level)) != 0 ||
+        spim_dl_function(h, "parser_init", &lib.parser_init, sizeof(lib.parser_init)) != 0) {
         why = dlerror();
         snprintf(load_error, sizeof(load_error), "%s: %s", SPIM_OSIP_SONAME,
                  why ? why : "a symbol is missing");

@@ -1181,7 +1181,10 @@ struct spim_store_reader {
     size_t misses;                /* LMDB lookups since gen */
 };
 
-int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out)
+static int reader_refresh(struct spim_store_reader *r, int *moved);
+
+/* A reader of st whose read transaction has begun, with the lock held shared. */
+static int reader_begin(struct spim_store *st, int snapshot, struct spim_store_reader **out)
 {
     struct spim_store_reader *r;
     int rc;
@@ -1199,45 +1202,37 @@ int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out)
     }
     r->gen = UINT64_MAX;
     r->st = st;
+    r->snapshot = snapshot;
     rc = spim__read_begin(st, &r->txn);
     if (rc != 0) {
         free(r->cache);
         free(r);
         return rc;
     }
+    *out = r;
+    return 0;
+}
+
+int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out)
+{
+    struct spim_store_reader *r;
+    int rc = reader_begin(st, 0, &r);
+
+    if (rc != 0)
+        return rc;
     mdb_txn_reset(r->txn);
     unlock_shared(st);
     *out = r;
     return 0;
 }
 
-static int reader_refresh(struct spim_store_reader *r, int *moved);
-
 int spim_store_reader_snapshot(struct spim_store *st, struct spim_store_reader **out)
 {
     struct spim_store_reader *r;
-    int rc, moved;
+    int rc = reader_begin(st, 1, &r), moved;
 
-    if (st == NULL || out == NULL)
-        return SPIM_EINVAL;
-    r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return SPIM_ENOMEM;
-    r->cache = calloc(RCACHE_MIN_SLOTS, sizeof(*r->cache));
-    r->cache_mask = RCACHE_MIN_SLOTS - 1;
-    if (r->cache == NULL) {
-        free(r);
-        return SPIM_ENOMEM;
-    }
-    r->gen = UINT64_MAX;
-    r->st = st;
-    r->snapshot = 1;
-    rc = spim__read_begin(st, &r->txn);
-    if (rc != 0) {
-        free(r->cache);
-        free(r);
+    if (rc != 0)
         return rc;
-    }
     rc = reader_refresh(r, &moved);
     if (rc != 0) {
         spim_store_reader_free(r);

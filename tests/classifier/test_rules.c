@@ -126,6 +126,21 @@ static long cache_file(const char *dir, char *out, size_t cap)
     return size;
 }
 
+/* Loads rules_text, checks that two of its rules match, and frees it all again. */
+static void load_check_free(struct fx *f)
+{
+    struct spim_verdict v;
+
+    load(f, rules_text);
+    classify(f, "FREE entry! txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT"));
+    assert_true(hit(&v, "SHOUT"));
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    f->scan = NULL;
+    f->rules = NULL;
+}
+
 static void test_rules_compiled_cache(void **state)
 {
     struct fx *f = *state;
@@ -147,12 +162,7 @@ static void test_rules_compiled_cache(void **state)
     assert_true(size > 0);
     spim_scan_free(f->scan);
     spim_rules_free(f->rules);
-    load(f, rules_text);
-    classify(f, "FREE entry! txt WIN to 87121", &v);
-    assert_true(hit(&v, "SHORT"));
-    assert_true(hit(&v, "SHOUT"));
-    spim_scan_free(f->scan);
-    spim_rules_free(f->rules);
+    load_check_free(f);
 
     /* A damaged cache file is ignored, the rules compiled and the file rewritten. */
     write_file(cpath, "not a hyperscan database");
@@ -197,18 +207,10 @@ static void write_bytes(const char *path, const unsigned char *b, size_t n)
  * file was written again whole (its bytes are those of a fresh compile). */
 static void load_recovers(struct fx *f, const char *cpath, const unsigned char *good, size_t glen)
 {
-    struct spim_verdict v;
     unsigned char *now;
     size_t n;
 
-    load(f, rules_text);
-    classify(f, "FREE entry! txt WIN to 87121", &v);
-    assert_true(hit(&v, "SHORT"));
-    assert_true(hit(&v, "SHOUT"));
-    spim_scan_free(f->scan);
-    spim_rules_free(f->rules);
-    f->scan = NULL;
-    f->rules = NULL;
+    load_check_free(f);
     now = read_all(cpath, &n);
     assert_int_equal(n, glen);
     assert_memory_equal(now, good, glen);

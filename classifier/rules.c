@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A cache file larger than this is not ours. */
@@ -52,6 +54,16 @@
 #define CACHE_SEED 0x72756c6573696d31ull
 
 enum { DB_HS = 0, DB_MAPPED = 2 };
+
+/*
+ * A cache file not used for CACHE_KEEP_DAYS is removed when another is
+ * written (one file per rules text ever loaded would pile up as an
+ * operator edits the rules); a file in use is touched once a day when it is
+ * loaded, so its modification time says when it was last used. At most
+ * CACHE_PRUNE_SCAN directory entries are looked at per save.
+ */
+#define CACHE_KEEP_DAYS 30
+#define CACHE_PRUNE_SCAN 4096
 
 /* Longest line of a rules file; a longer one is an error, not a truncation. */
 #define RULE_LINE_MAX 4096
@@ -431,14 +443,46 @@ static hs_database_t *cache_load(const char *path, struct spim_rules *r)
         munmap(map, (size_t)sb.st_size);
         return NULL;
     }
+    if (time(NULL) - sb.st_mtime > 86400)
+        (void)utimensat(AT_FDCWD, path, NULL, 0); /* in use: kept by cache_prune */
     r->map = map;
     r->map_len = (size_t)sb.st_size;
     r->db_own = DB_MAPPED;
     return (hs_database_t *)(void *)((char *)map + CACHE_HDR);
 }
 
+/* Removes the cache files of path's directory (rules-*) unused for CACHE_KEEP_DAYS. */
+static void cache_prune(const char *path)
+{
+    char dir[PATH_MAX], f[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    time_t old = time(NULL) - (time_t)CACHE_KEEP_DAYS * 86400;
+    struct dirent *de;
+    unsigned seen = 0;
+    DIR *d;
+
+    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if ((d = opendir(dir)) == NULL)
+        return;
+    while ((de = readdir(d)) != NULL && seen++ < CACHE_PRUNE_SCAN) {
+        struct stat sb;
+
+        if (strncmp(de->d_name, "rules-", 6) != 0 ||
+            (size_t)snprintf(f, sizeof(f), "%s/%s", dir, de->d_name) >= sizeof(f) ||
+            strcmp(f, path) == 0)
+            continue;
+        if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_mtime < old)
+            (void)unlink(f);
+    }
+    closedir(d);
+}
+
 /* Writes db to path as an image (see CACHE_HDR), through a temporary file and
- * a rename; failures are ignored (the next start compiles again). */
+ * a rename, then prunes the directory; failures are ignored (the next start
+ * compiles again). */
 static void cache_save(const char *path, const hs_database_t *db)
 {
     char tmp[PATH_MAX + 32], *bytes = NULL;
@@ -466,6 +510,8 @@ static void cache_save(const char *path, const hs_database_t *db)
     ok = write_all(fd, hdr, sizeof(hdr)) == 0 && write_all(fd, img, dbsize) == 0;
     if (close(fd) != 0 || !ok || rename(tmp, path) != 0)
         unlink(tmp);
+    else
+        cache_prune(path);
 out:
     free(img);
     free(bytes); /* hs_serialize_database allocates with malloc (the default allocator) */

@@ -13,10 +13,12 @@
 #include "classifier_int.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fx {
@@ -269,6 +271,74 @@ static void test_rules_cache_image_checked(void **state)
 
     free(bad);
     free(good);
+    unlink(cpath);
+    unsetenv("SPIM_RULES_CACHE");
+}
+
+/* Sets path's modification time to days ago. */
+static void age(const char *path, int days)
+{
+    struct timespec ts[2];
+
+    ts[0].tv_sec = ts[1].tv_sec = time(NULL) - (time_t)days * 86400;
+    ts[0].tv_nsec = ts[1].tv_nsec = 0;
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+
+    return stat(path, &sb) == 0;
+}
+
+/*
+ * Writing a cache file removes the directory's rules-* files unused for 30
+ * days, and only those: a file loaded is touched (once a day), so the
+ * database of rules in use stays however old it is; a recent file, and a
+ * file not named rules-*, stay too.
+ */
+static void test_rules_cache_pruned(void **state)
+{
+    struct fx *f = *state;
+    char cpath[256], old1[300], old2[300], recent[300], other[300];
+    struct stat sb;
+
+    setenv("SPIM_RULES_CACHE", f->dir, 1);
+    load_check_free(f);
+    assert_true(cache_file(f->dir, cpath, sizeof(cpath)) > 0);
+    snprintf(old1, sizeof(old1), "%s/rules-0000000000000001.hsdb", f->dir);
+    snprintf(old2, sizeof(old2), "%s/rules-0000000000000002.hsdb.77.tmp", f->dir);
+    snprintf(recent, sizeof(recent), "%s/rules-0000000000000003.hsdb", f->dir);
+    snprintf(other, sizeof(other), "%s/notes.txt", f->dir);
+    write_file(old1, "x");
+    write_file(old2, "x");
+    write_file(recent, "x");
+    write_file(other, "x");
+    age(old1, 40);
+    age(old2, 31);
+    age(recent, 5);
+    age(other, 400);
+    age(cpath, 45);
+
+    /* rules_text's file is 45 days old but loaded now: touched. */
+    load_check_free(f);
+    assert_int_equal(stat(cpath, &sb), 0);
+    assert_true(time(NULL) - sb.st_mtime < 3600);
+
+    /* Another rules text is compiled and saved: the prune runs. */
+    load(f, "OTHER 1.0 /\\bsomething else\\b/i\n");
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    f->scan = NULL;
+    f->rules = NULL;
+    assert_false(exists(old1));
+    assert_false(exists(old2));
+    assert_true(exists(recent));
+    assert_true(exists(other));
+    assert_true(exists(cpath));
+    unlink(recent);
+    unlink(other);
     unlink(cpath);
     unsetenv("SPIM_RULES_CACHE");
 }
@@ -609,6 +679,7 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_cache_image_checked, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_cache_pruned, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_reported_not_added, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_toggle_with_cache, fx_setup, fx_teardown),

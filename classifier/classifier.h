@@ -125,6 +125,16 @@ struct spim_rule_hits {
 
 /* Loads and compiles path; on error diag names the file and line. */
 int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag *diag);
+/*
+ * spim_rules_load with flags. SPIM_RULES_MAP: a cached database is used where
+ * it lies in the cache file's mapping instead of copied (a short run starts
+ * 0.25 ms sooner). For batch commands only: if the cache file is cut short
+ * in place while the rules are in use (spimfilter only ever replaces it by a
+ * rename), the process is killed by SIGBUS. serve copies.
+ */
+enum { SPIM_RULES_MAP = 1 << 0 };
+int spim_rules_load_ex(const char *path, unsigned flags, struct spim_rules **out,
+                       struct spim_diag *diag);
 /* Frees; NULL is a no-op. No scan may be using it. */
 void spim_rules_free(struct spim_rules *r);
 unsigned spim_rules_count(const struct spim_rules *r);

@@ -53,7 +53,7 @@
 #define CACHE_MAGIC "SPIMHSI1"
 #define CACHE_SEED 0x72756c6573696d31ull
 
-enum { DB_HS = 0, DB_MAPPED = 2 };
+enum { DB_HS = 0, DB_COPY = 1, DB_MAPPED = 2 };
 
 /*
  * A cache file not used for CACHE_KEEP_DAYS is removed when another is
@@ -82,7 +82,7 @@ struct spim_rules {
     struct rule *rules;
     unsigned n;
     hs_database_t *db; /* NULL when n == 0 */
-    int db_own;        /* DB_HS: Hyperscan's; DB_MAPPED: in the cache file's mapping */
+    int db_own;        /* DB_HS: Hyperscan's; DB_COPY: our copy; DB_MAPPED: in the mapping */
     void *map;         /* DB_MAPPED: the mapping, map_len bytes */
     size_t map_len;
     hs_scratch_t *scratch; /* prototype for hs_clone_scratch */
@@ -402,6 +402,8 @@ static void db_free(struct spim_rules *r)
         return;
     if (r->db_own == DB_MAPPED)
         munmap(r->map, r->map_len);
+    else if (r->db_own == DB_COPY)
+        free(r->db);
     else
         hs_free_database(r->db);
     r->db = NULL;
@@ -409,15 +411,18 @@ static void db_free(struct spim_rules *r)
 }
 
 /*
- * The database cached at path, mapped (DB_MAPPED), or NULL when there is no
- * cache file or it is not one we wrote whole. Nothing is copied: the start
- * of a short `classify` paid for a fresh 320 KiB database each time
- * (zero-filled pages, then Hyperscan's zeroing and copy into them). The
- * file is only ever replaced by a rename (cache_save), never cut short in
- * place, so the mapping stays whole while it is used. Hyperscan's own checks
- * (magic, version, platform, CRC) run when the scratch is allocated.
+ * The database cached at path, or NULL when there is no cache file or it is
+ * not one we wrote whole. With SPIM_RULES_MAP it is used in the file's
+ * mapping (DB_MAPPED), with no copy: the start of a short `classify` paid
+ * for a fresh 320 KiB database each time (zero-filled pages, then
+ * Hyperscan's zeroing and copy into them). spimfilter only ever replaces
+ * the file by a rename (cache_save), which leaves a mapping whole; a file
+ * cut short in place by someone else would kill the process with SIGBUS,
+ * so only batch commands ask for it, and serve gets a copy (DB_COPY).
+ * Hyperscan's own checks (magic, version, platform, CRC) run when the
+ * scratch is allocated.
  */
-static hs_database_t *cache_load(const char *path, struct spim_rules *r)
+static hs_database_t *cache_load(const char *path, unsigned flags, struct spim_rules *r)
 {
     const unsigned char *m;
     struct stat sb;
@@ -445,6 +450,21 @@ static hs_database_t *cache_load(const char *path, struct spim_rules *r)
     }
     if (time(NULL) - sb.st_mtime > 86400)
         (void)utimensat(AT_FDCWD, path, NULL, 0); /* in use: kept by cache_prune */
+    if (!(flags & SPIM_RULES_MAP)) {
+        /* A copy of our own, which no change to the file can take away: at the
+         * same offset from a 64-byte boundary as in the mapping (page-aligned),
+         * so the bytecode's offset holds. */
+        void *copy = NULL;
+
+        if (posix_memalign(&copy, 64, len) != 0) {
+            munmap(map, (size_t)sb.st_size);
+            return NULL;
+        }
+        memcpy(copy, m + CACHE_HDR, len);
+        munmap(map, (size_t)sb.st_size);
+        r->db_own = DB_COPY;
+        return copy;
+    }
     r->map = map;
     r->map_len = (size_t)sb.st_size;
     r->db_own = DB_MAPPED;
@@ -519,6 +539,12 @@ out:
 
 int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag *diag)
 {
+    return spim_rules_load_ex(path, 0, out, diag);
+}
+
+int spim_rules_load_ex(const char *path, unsigned flags, struct spim_rules **out,
+                       struct spim_diag *diag)
+{
     struct spim_rules *r;
     struct pending pd = {0};
     hs_compile_error_t *cerr = NULL;
@@ -576,7 +602,7 @@ int spim_rules_load(const char *path, struct spim_rules **out, struct spim_diag 
         int cached = cache_path(&pd, r->n, cpath, sizeof(cpath)) == 0;
         hs_error_t he = HS_SUCCESS;
 
-        r->db = cached ? cache_load(cpath, r) : NULL;
+        r->db = cached ? cache_load(cpath, flags, r) : NULL;
         /* A cached database another CPU's build made (Hyperscan checks the
          * platform, and the CRC, here) is dropped and the rules compiled. */
         if (r->db != NULL && hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {

@@ -124,6 +124,7 @@ struct spim_engine {
     struct spim_engine_model *model;
     _Atomic uint64_t model_generation;
     char model_root[PATH_MAX]; /* the store directory, where snapshots are dropped */
+    unsigned rules_flags;      /* for spim_rules_load_ex, at open and at every reload */
 };
 
 struct spim_engine_worker {
@@ -138,9 +139,14 @@ struct spim_engine_worker {
     char *pend_buf[32]; /* each entry's slices point into its own copy */
 };
 
-/* Opens the store (read-only unless writable) and loads the rules of cfg. */
-int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
-                     size_t errcap);
+/*
+ * Opens the store (read-only unless SPIM_ENGINE_WRITABLE) and loads the rules
+ * of cfg. SPIM_ENGINE_BATCH: a batch command (classify, eval), which may use
+ * the cached rules database in place (SPIM_RULES_MAP); serve copies it.
+ */
+enum { SPIM_ENGINE_WRITABLE = 1 << 0, SPIM_ENGINE_BATCH = 1 << 1 };
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, unsigned flags,
+                     char *err, size_t errcap);
 void spim_engine_close(struct spim_engine *e);
 /* Loads cfg's rules (and lists) and makes them current; on error keeps the old. */
 int spim_engine_reload(struct spim_engine *e, const struct spim_config *cfg, char *err,
@@ -150,6 +156,9 @@ int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **ou
  * reader (spim_store_reader_snapshot), so it does not see training committed
  * after it was made. For classify and eval, not for serve. */
 int spim_engine_worker_batch(struct spim_engine *e, struct spim_engine_worker **out);
+/* A batch worker lets go of the store's pages before something that may block
+ * (its next message takes them again); a no-op for other workers. */
+void spim_engine_worker_release(struct spim_engine_worker *w);
 void spim_engine_worker_free(struct spim_engine_worker *w);
 /* Moves the worker to the current conf if a reload happened; cheap otherwise. */
 int spim_engine_worker_sync(struct spim_engine_worker *w);

@@ -7,6 +7,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdio_ext.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,13 @@ struct out {
     int jsonl;
     int explain;
     unsigned long index;
+    int tty;                      /* stdout is a terminal: written a line at a time */
+    struct spim_engine_worker *w; /* let go of the store before a write may block */
 };
+
+/* Output is flushed by us, with the store let go, before it reaches this much
+ * of the 64 KiB buffer (a line, with --explain, is under 16 KiB). */
+#define OUT_FLUSH_AT (32 << 10)
 
 /* The evidence as two JSON arrays, after a comma the caller wrote. */
 static void print_evidence_json(const struct spim_evidence *ev)
@@ -163,6 +170,9 @@ static char *cat_ulong(char *p, unsigned long v)
 static void print(struct out *o, const char *name, const char *label, const char *text, size_t len,
                   const struct spim_verdict *v, const struct spim_evidence *ev)
 {
+    /* A terminal's line is written now, and may wait on the terminal. */
+    if (o->tty)
+        spim_engine_worker_release(o->w);
     if (o->jsonl) {
         /* The line is made in one buffer and written with one fwrite: a few
          * fields per line, and printf's parsing, then a stdio call per field,
@@ -244,6 +254,13 @@ static void print(struct out *o, const char *name, const char *label, const char
 static int classify(struct spim_engine_worker *w, const struct out *o, const char *text, size_t len,
                     struct spim_verdict *v, struct spim_evidence *ev)
 {
+    /* A pipe's reader may be slow: the buffer is written out while the batch
+     * worker holds no read transaction (a long-held one keeps the pages that
+     * train and serve free from reuse, and the store grows). */
+    if (!o->tty && __fpending(stdout) >= OUT_FLUSH_AT) {
+        spim_engine_worker_release(w);
+        fflush(stdout);
+    }
     return spim_engine_classify_ex(w, text, len, NULL, v, o->explain ? ev : NULL);
 }
 
@@ -258,11 +275,11 @@ int spim_cmd_classify(int argc, char **argv)
     struct spim_config cfg;
     struct spim_engine e;
     struct spim_engine_worker *w = NULL;
-    struct out o = {0, 0, 0};
+    struct out o = {0, 0, 0, 0, NULL};
     static struct spim_evidence ev; /* 6 KB: off the stack */
     const char *tsv = NULL, *db = NULL, *rules = NULL, *config = NULL;
     char err[512];
-    int c, rc = 1, opened = 0;
+    int c, rc = 1, opened = 0, stdin_in = 0;
     struct spim_verdict v;
 
     spim_config_defaults(&cfg);
@@ -314,20 +331,27 @@ int spim_cmd_classify(int argc, char **argv)
     }
     /* Into a file or a pipe, a line per message: 64 KiB writes, not 4 KiB ones
      * (glibc takes the size only with a buffer given). */
-    if (!isatty(STDOUT_FILENO)) {
+    o.tty = isatty(STDOUT_FILENO);
+    if (!o.tty) {
         static char obuf[64 << 10];
 
         setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
     }
-    if (spim_engine_open(&e, &cfg, 0, err, sizeof(err)) != 0) {
+    if (spim_engine_open(&e, &cfg, SPIM_ENGINE_BATCH, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter classify: %s\n", err);
         return 1;
     }
     opened = 1;
-    if (spim_engine_worker_batch(&e, &w) != 0) {
+    /* Messages from files: a batch worker (the token index read in place).
+     * From stdin, which may wait on its writer for any time: a worker that
+     * holds no read transaction between messages. */
+    for (int i = optind; i < argc; i++)
+        stdin_in |= strcmp(argv[i], "-") == 0;
+    if ((stdin_in ? spim_engine_worker_new(&e, &w) : spim_engine_worker_batch(&e, &w)) != 0) {
         fprintf(stderr, "spimfilter classify: out of memory\n");
         goto out;
     }
+    o.w = w;
     if (tsv != NULL) {
         struct spim_tsv t;
         const char *text;

@@ -214,7 +214,7 @@ static int run_fold(const struct spim_config *base, const struct rec *r, size_t 
         rmdir(tmpl);
         return SPIM_EINVAL;
     }
-    rc = spim_engine_open(&e, &cfg, 1, err, sizeof(err));
+    rc = spim_engine_open(&e, &cfg, SPIM_ENGINE_WRITABLE | SPIM_ENGINE_BATCH, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "spimfilter eval: %s\n", err);
         goto out_dir;

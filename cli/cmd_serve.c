@@ -332,7 +332,7 @@ int spim_cmd_serve(int argc, char **argv)
         return 1;
     }
     /* --check-config reads: it never creates a store a typo in db named */
-    if (spim_engine_open(&e, &cfg, !check, err, sizeof(err)) != 0) {
+    if (spim_engine_open(&e, &cfg, check ? 0 : SPIM_ENGINE_WRITABLE, err, sizeof(err)) != 0) {
         fprintf(stderr, "spimfilter serve: %s\n", err);
         return 1;
     }

@@ -48,8 +48,8 @@ static int policy_load(const struct spim_config *cfg, struct spim_policy **out, 
     return 0;
 }
 
-static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out, char *err,
-                    size_t errcap)
+static int conf_new(const struct spim_config *cfg, unsigned rules_flags,
+                    struct spim_engine_conf **out, char *err, size_t errcap)
 {
     struct spim_engine_conf *c = calloc(1, sizeof(*c));
     struct spim_diag d;
@@ -63,7 +63,7 @@ static int conf_new(const struct spim_config *cfg, struct spim_engine_conf **out
     c->cfg = *cfg;
     if (cfg->rules[0] != '\0') {
         memset(&d, 0, sizeof(d));
-        rc = spim_rules_load(cfg->rules, &c->rules, &d);
+        rc = spim_rules_load_ex(cfg->rules, rules_flags, &c->rules, &d);
         if (rc != 0) {
             if (d.line)
                 snprintf(err, errcap, "%s:%u: %s", d.file[0] ? d.file : cfg->rules, d.line, d.msg);
@@ -123,21 +123,24 @@ static void conf_release(struct spim_engine *e, struct spim_engine_conf *c)
         conf_free(c);
 }
 
-int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int writable, char *err,
-                     size_t errcap)
+int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, unsigned flags,
+                     char *err, size_t errcap)
 {
     int rc;
 
     memset(e, 0, sizeof(*e));
     pthread_mutex_init(&e->lock, NULL);
-    rc = spim_store_open(cfg->db, writable ? SPIM_STORE_CREATE : SPIM_STORE_RDONLY, 0, &e->store);
+    e->rules_flags = (flags & SPIM_ENGINE_BATCH) ? SPIM_RULES_MAP : 0;
+    rc = spim_store_open(cfg->db,
+                         (flags & SPIM_ENGINE_WRITABLE) ? SPIM_STORE_CREATE : SPIM_STORE_RDONLY, 0,
+                         &e->store);
     if (rc != 0) {
         snprintf(err, errcap, "%s: %s%s", cfg->db, spim_strerror(rc),
                  rc == SPIM_ENOTFOUND ? " (train it first: spimfilter train --db DIR ...)" : "");
         pthread_mutex_destroy(&e->lock);
         return rc;
     }
-    rc = conf_new(cfg, &e->conf, err, errcap);
+    rc = conf_new(cfg, e->rules_flags, &e->conf, err, errcap);
     if (rc != 0) {
         spim_store_close(e->store);
         e->store = NULL;
@@ -160,7 +163,7 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, int w
         return SPIM_ENOMEM;
     }
     /* The contacts table is sized here too (contacts_memory) and only where serve writes. */
-    if (writable && cfg->contacts &&
+    if ((flags & SPIM_ENGINE_WRITABLE) && cfg->contacts &&
         spim_contacts_table_new(cfg->contacts_memory, &e->contacts) != 0) {
         snprintf(err, errcap, "out of memory for %u contacts_memory", cfg->contacts_memory);
         spim_engine_close(e);
@@ -188,7 +191,7 @@ int spim_engine_reload(struct spim_engine *e, const struct spim_config *cfg, cha
                        size_t errcap)
 {
     struct spim_engine_conf *c, *old;
-    int rc = conf_new(cfg, &c, err, errcap);
+    int rc = conf_new(cfg, e->rules_flags, &c, err, errcap);
 
     if (rc != 0)
         return rc;
@@ -243,6 +246,12 @@ int spim_engine_worker_new(struct spim_engine *e, struct spim_engine_worker **ou
 int spim_engine_worker_batch(struct spim_engine *e, struct spim_engine_worker **out)
 {
     return worker_new(e, 1, out);
+}
+
+void spim_engine_worker_release(struct spim_engine_worker *w)
+{
+    if (w != NULL)
+        spim_store_reader_release(w->reader);
 }
 
 void spim_engine_worker_free(struct spim_engine_worker *w)

@@ -1171,7 +1171,9 @@ struct spim_store_reader {
     /* The whole token table of generation gen (NULL: not loaded). */
     const struct rcache_slot *full;
     int full_borrowed; /* full is the index in the map itself (a snapshot reader) */
-    int snapshot;      /* one read transaction for the reader's life; never renewed */
+    int snapshot;      /* keeps its read transaction between lookups (see below) */
+    int held;          /* snapshot: the transaction is live and the lock held */
+    unsigned recheck;  /* snapshot: lookups since the last check for a newer commit */
     size_t full_mask;
     unsigned full_bits;           /* full_mask + 1 == 1 << full_bits */
     int full_failed;              /* no memory for it this generation */
@@ -1182,6 +1184,14 @@ struct spim_store_reader {
 };
 
 static int reader_refresh(struct spim_store_reader *r, int *moved);
+
+/*
+ * How many lookups a snapshot reader makes before it checks for a newer
+ * commit (LMDB's last transaction id, from the meta page): a commit is seen
+ * within as many messages, and the pages a train or serve frees meanwhile
+ * are kept from reuse for no longer.
+ */
+#define SNAPSHOT_RECHECK 64
 
 /* A reader of st whose read transaction has begun, with the lock held shared. */
 static int reader_begin(struct spim_store *st, int snapshot, struct spim_store_reader **out)
@@ -1233,6 +1243,7 @@ int spim_store_reader_snapshot(struct spim_store *st, struct spim_store_reader *
 
     if (rc != 0)
         return rc;
+    r->held = 1;
     rc = reader_refresh(r, &moved);
     if (rc != 0) {
         spim_store_reader_free(r);
@@ -1246,8 +1257,8 @@ void spim_store_reader_free(struct spim_store_reader *r)
 {
     if (r == NULL)
         return;
-    if (r->snapshot) {
-        spim__read_end(r->st, r->txn); /* live, with the lock held since it began */
+    if (r->snapshot && r->held) {
+        spim__read_end(r->st, r->txn); /* live, with the lock held */
     } else {
         /* A reset transaction holds no page of the map: no lock needed. */
         mdb_txn_abort(r->txn);
@@ -1575,6 +1586,44 @@ static int db_get(struct spim_store_reader *r, struct spim_token *t)
     return 0;
 }
 
+/*
+ * A snapshot reader ends its transaction: its pages, and the index it read in
+ * place, are the map's again (a borrowed index is forgotten, and the next
+ * refresh reads it anew).
+ */
+static void snapshot_release(struct spim_store_reader *r)
+{
+    if (!r->held)
+        return;
+    mdb_txn_reset(r->txn);
+    unlock_shared(r->st);
+    r->held = 0;
+    if (r->full_borrowed) {
+        r->full = NULL;
+        r->full_borrowed = 0;
+        r->gen = UINT64_MAX; /* refresh as for a new generation: the index is looked up again */
+    }
+}
+
+/* A snapshot reader moves to the last commit (its transaction renewed, held). */
+static int snapshot_renew(struct spim_store_reader *r)
+{
+    int rc, moved;
+
+    snapshot_release(r);
+    rc = reader_renew(r);
+    if (rc != 0)
+        return rc; /* not held; the next lookup tries again */
+    r->held = 1;
+    return reader_refresh(r, &moved);
+}
+
+void spim_store_reader_release(struct spim_store_reader *r)
+{
+    if (r != NULL && r->snapshot)
+        snapshot_release(r);
+}
+
 int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
                       struct spim_totals *totals)
 {
@@ -1584,7 +1633,16 @@ int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size
     if (r == NULL || (n > 0 && toks == NULL) || totals == NULL)
         return SPIM_EINVAL;
     if (r->snapshot) {
-        /* Its transaction is live and its lock held: no renew, nothing to check. */
+        /* Its transaction is live and its lock held, and it stays so for
+         * SNAPSHOT_RECHECK lookups at most when something is committed. */
+        if (!r->held || ++r->recheck >= SNAPSHOT_RECHECK) {
+            r->recheck = 0;
+            if (!r->held || last_txnid(r->st) != r->txnid) {
+                rc = snapshot_renew(r);
+                if (rc != 0)
+                    return spim__err(rc);
+            }
+        }
         rc = 0;
         if (r->full != NULL && !r->zero_known) {
             /* The whole table, and no token with key 0 stored: each token is

@@ -77,17 +77,21 @@ struct spim_store_reader;
 
 int spim_store_reader_new(struct spim_store *st, struct spim_store_reader **out);
 /*
- * A reader for one batch (classify --tsv, eval): it reads the store as it was
- * when it was made, for its whole life, and its one read transaction stays
- * live, so the token index is read where it lies in the map instead of being
- * copied. Commits made meanwhile (by serve, by train) are not seen by it.
- * Free it in the thread that made it. While it lives, the store's map cannot
- * be remapped in this process: a write from its thread that needs a larger map
- * fails with SPIM_EFULL, and one from another thread waits for it to be freed.
- * Another process's readers and writers go on; as with any long read
- * transaction, pages freed meanwhile are reused only once it ends.
+ * A reader for a batch (classify --tsv, eval): its read transaction stays live
+ * between lookups, so the token index is read where it lies in the map instead
+ * of being copied. Every 64 lookups it checks for a newer commit and, if there
+ * is one, moves to it: a commit (by serve, by train) is seen within 64
+ * messages, and the pages freed meanwhile are kept from reuse no longer than
+ * that. Before anything that may block (a write to a pipe, a read from a
+ * terminal), spim_store_reader_release() ends the transaction; the next lookup
+ * takes a new one. Free it in the thread that made it. While its transaction
+ * is live, the store's map cannot be remapped in this process: a write from
+ * its thread that needs a larger map fails with SPIM_EFULL, and one from
+ * another thread waits for the release.
  */
 int spim_store_reader_snapshot(struct spim_store *st, struct spim_store_reader **out);
+/* A snapshot reader ends its read transaction until its next lookup (others: no-op). */
+void spim_store_reader_release(struct spim_store_reader *r);
 void spim_store_reader_free(struct spim_store_reader *r);
 /*
  * Fills toks[i].ham and .spam for every token (0 when unknown) and *totals.

@@ -343,6 +343,35 @@ static void test_rules_cache_pruned(void **state)
     unsetenv("SPIM_RULES_CACHE");
 }
 
+/*
+ * Loaded without SPIM_RULES_MAP (as serve loads them), the rules hold their own
+ * copy of the cached database: cutting the cache file short in place while
+ * they are in use (a `cp` or `truncate` over it) changes nothing. With the
+ * database in the mapping, this would kill the test with SIGBUS.
+ */
+static void test_rules_cache_copy_survives_truncation(void **state)
+{
+    struct fx *f = *state;
+    struct spim_verdict v;
+    char cpath[256];
+    FILE *fp;
+
+    setenv("SPIM_RULES_CACHE", f->dir, 1);
+    load_check_free(f); /* writes the cache */
+    assert_true(cache_file(f->dir, cpath, sizeof(cpath)) > 4096);
+    load(f, rules_text);    /* reads it */
+    fp = fopen(cpath, "w"); /* cut to nothing, in place */
+    assert_non_null(fp);
+    fclose(fp);
+    classify(f, "FREE entry! txt WIN to 87121", &v);
+    assert_true(hit(&v, "SHORT"));
+    assert_true(hit(&v, "SHOUT"));
+    classify(f, "see you at lunch", &v);
+    assert_int_equal(v.hits.n, 0);
+    unlink(cpath);
+    unsetenv("SPIM_RULES_CACHE");
+}
+
 static void test_rules_load_and_match(void **state)
 {
     struct fx *f = *state;
@@ -680,6 +709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules_compiled_cache, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_cache_image_checked, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_cache_pruned, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rules_cache_copy_survives_truncation, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_reported_not_added, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_rules_shadow_toggle_with_cache, fx_setup, fx_teardown),

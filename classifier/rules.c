@@ -41,7 +41,9 @@
 #define CACHE_MAX ((size_t)256 << 20)
 /*
  * The cache file: a page of header (CACHE_MAGIC, le64 the image's length,
- * le64 its spim_hash64 with CACHE_SEED, zeros), then the image: the bytes of
+ * le64 its spim_hash64 with CACHE_SEED, le64 the key of the patterns it was
+ * compiled from (the one in its name: a file copied under another rules
+ * text's name is not used), zeros), then the image: the bytes of
  * the database as hs_deserialize_database_at() laid it out at a page-aligned
  * address. Mapped at a page boundary, it is a database as it was: Hyperscan's
  * bytecode holds offsets only, and the one address-dependent field (the
@@ -321,7 +323,7 @@ static void pending_free(struct pending *pd, unsigned n)
 }
 
 /* The cache file of these patterns in buf; 0, or -1 when there is no cache. */
-static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t cap)
+static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t cap, uint64_t *key)
 {
     const char *env = getenv("SPIM_RULES_CACHE"), *base = NULL, *sub = "";
     const char *ver = hs_version();
@@ -358,6 +360,7 @@ static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t ca
             (void)mkdir(parent, 0700);
     }
     (void)mkdir(dir, 0700);
+    *key = h;
     if ((size_t)snprintf(buf, cap, "%s/rules-%016llx.hsdb", dir, (unsigned long long)h) >= cap)
         return -1;
     return 0;
@@ -422,7 +425,8 @@ static void db_free(struct spim_rules *r)
  * Hyperscan's own checks (magic, version, platform, CRC) run when the
  * scratch is allocated.
  */
-static hs_database_t *cache_load(const char *path, unsigned flags, struct spim_rules *r)
+static hs_database_t *cache_load(const char *path, uint64_t key, unsigned flags,
+                                 struct spim_rules *r)
 {
     const unsigned char *m;
     struct stat sb;
@@ -443,7 +447,7 @@ static hs_database_t *cache_load(const char *path, unsigned flags, struct spim_r
         return NULL;
     m = map;
     len = (size_t)sb.st_size - CACHE_HDR;
-    if (memcmp(m, CACHE_MAGIC, 8) != 0 || get_le64(m + 8) != len ||
+    if (memcmp(m, CACHE_MAGIC, 8) != 0 || get_le64(m + 8) != len || get_le64(m + 24) != key ||
         get_le64(m + 16) != spim_hash64(m + CACHE_HDR, len, CACHE_SEED)) {
         munmap(map, (size_t)sb.st_size);
         return NULL;
@@ -503,7 +507,7 @@ static void cache_prune(const char *path)
 /* Writes db to path as an image (see CACHE_HDR), through a temporary file and
  * a rename, then prunes the directory; failures are ignored (the next start
  * compiles again). */
-static void cache_save(const char *path, const hs_database_t *db)
+static void cache_save(const char *path, uint64_t key, const hs_database_t *db)
 {
     char tmp[PATH_MAX + 32], *bytes = NULL;
     unsigned char hdr[CACHE_HDR];
@@ -522,6 +526,7 @@ static void cache_save(const char *path, const hs_database_t *db)
     memcpy(hdr, CACHE_MAGIC, 8);
     put_le64(hdr + 8, dbsize);
     put_le64(hdr + 16, spim_hash64(img, dbsize, CACHE_SEED));
+    put_le64(hdr + 24, key);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
         goto out;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -599,10 +604,11 @@ int spim_rules_load_ex(const char *path, unsigned flags, struct spim_rules **out
 
     if (r->n > 0) {
         char cpath[PATH_MAX];
-        int cached = cache_path(&pd, r->n, cpath, sizeof(cpath)) == 0;
+        uint64_t ckey = 0;
+        int cached = cache_path(&pd, r->n, cpath, sizeof(cpath), &ckey) == 0;
         hs_error_t he = HS_SUCCESS;
 
-        r->db = cached ? cache_load(cpath, flags, r) : NULL;
+        r->db = cached ? cache_load(cpath, ckey, flags, r) : NULL;
         /* A cached database another CPU's build made (Hyperscan checks the
          * platform, and the CRC, here) is dropped and the rules compiled. */
         if (r->db != NULL && hs_alloc_scratch(r->db, &r->scratch) != HS_SUCCESS) {
@@ -613,7 +619,7 @@ int spim_rules_load_ex(const char *path, unsigned flags, struct spim_rules **out
             he = hs_compile_multi((const char *const *)pd.exprs, pd.flags, pd.ids, r->n,
                                   HS_MODE_BLOCK, NULL, &r->db, &cerr);
             if (he == HS_SUCCESS && cached)
-                cache_save(cpath, r->db);
+                cache_save(cpath, ckey, r->db);
         }
         if (he != HS_SUCCESS) {
             int ex = cerr ? cerr->expression : -1;

@@ -57,9 +57,21 @@ static int fx_teardown(void **state)
 {
     struct fx *f = *state;
 
+    DIR *d;
+    struct dirent *de;
+    char p[600];
+
     spim_scan_free(f->scan);
     spim_rules_free(f->rules);
-    unlink(f->path);
+    /* The rules file and any cache files a test left: the directory goes. */
+    if ((d = opendir(f->dir)) != NULL) {
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+                (size_t)snprintf(p, sizeof(p), "%s/%s", f->dir, de->d_name) < sizeof(p))
+                unlink(p);
+        }
+        closedir(d);
+    }
     rmdir(f->dir);
     free(f);
     return 0;
@@ -224,8 +236,9 @@ static void load_recovers(struct fx *f, const char *cpath, const unsigned char *
  * database as it lies in memory, which is mapped, not copied. Whatever is
  * wrong with a file, the rules are compiled and the file written again: a
  * byte of the database changed, the file cut short, a header whose length
- * disagrees, and a changed database whose hash was made to match, which
- * only Hyperscan's own check (its CRC, when the scratch is allocated) finds.
+ * disagrees, a changed database whose hash was made to match, which only
+ * Hyperscan's own check (its CRC, when the scratch is allocated) finds, and
+ * another rules text's database copied under this one's name.
  * Offsets 8 and 16 and the seed are those of CACHE_HDR in rules.c.
  */
 static void test_rules_cache_image_checked(void **state)
@@ -268,6 +281,29 @@ static void test_rules_cache_image_checked(void **state)
         bad[16 + i] = (unsigned char)(h >> (8 * i));
     write_bytes(cpath, bad, glen);
     load_recovers(f, cpath, good, glen);
+
+    /* Another rules text's database, whole and valid, copied under this name:
+     * its header names the other patterns, so it is not used. */
+    {
+        char keep[300], opath[256];
+        unsigned char *other;
+        size_t olen;
+
+        snprintf(keep, sizeof(keep), "%s/kept-while-other-loads", f->dir);
+        assert_int_equal(rename(cpath, keep), 0);
+        load(f, "OTHER 1.0 /\\bsomething else\\b/i\n");
+        spim_scan_free(f->scan);
+        spim_rules_free(f->rules);
+        f->scan = NULL;
+        f->rules = NULL;
+        assert_true(cache_file(f->dir, opath, sizeof(opath)) > 4096);
+        other = read_all(opath, &olen);
+        unlink(opath);
+        assert_int_equal(rename(keep, cpath), 0);
+        write_bytes(cpath, other, olen);
+        free(other);
+        load_recovers(f, cpath, good, glen);
+    }
 
     free(bad);
     free(good);

@@ -155,6 +155,16 @@ static void load_check_free(struct fx *f)
     f->rules = NULL;
 }
 
+/* Loads text (so its cache file is written) and frees it all again. */
+static void load_free(struct fx *f, const char *text)
+{
+    load(f, text);
+    spim_scan_free(f->scan);
+    spim_rules_free(f->rules);
+    f->scan = NULL;
+    f->rules = NULL;
+}
+
 static void test_rules_compiled_cache(void **state)
 {
     struct fx *f = *state;
@@ -250,11 +260,7 @@ static void test_rules_cache_image_checked(void **state)
     uint64_t h;
 
     setenv("SPIM_RULES_CACHE", f->dir, 1);
-    load(f, rules_text);
-    spim_scan_free(f->scan);
-    spim_rules_free(f->rules);
-    f->scan = NULL;
-    f->rules = NULL;
+    load_free(f, rules_text);
     assert_true(cache_file(f->dir, cpath, sizeof(cpath)) > 4096);
     good = read_all(cpath, &glen);
     assert_memory_equal(good, "SPIMHSI1", 8);

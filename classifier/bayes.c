@@ -195,7 +195,9 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
          * branches that depend on the data (a token unknown, a token too
          * neutral: each mispredicted as often as not, and they were most of
          * the cost); a token that is no clue multiplies both products by 1,
-         * which changes neither. Same values, same order as below. */
+         * which changes neither. Same values, same order as below, where
+         * the clues are kept in token order unless more than max_tokens of
+         * them must be sorted to keep the strongest. */
         const double hm = (double)tot->ham_msgs, sm = (double)tot->spam_msgs;
         const double sx = p->s * p->x;
 
@@ -213,20 +215,6 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
             lnprod_mul(&hp, clue ? v : 1.0);
             lnprod_mul(&sp, clue ? 1.0 - v : 1.0);
             m += (size_t)clue;
-        }
-        take = m;
-    } else if (p->max_tokens == 0 || n <= p->max_tokens) {
-        /* Every clue takes part: the products are made as the clues are
-         * found, in the order the array below would hold them, so the result
-         * is the same without it. */
-        for (i = 0; i < n; i++) {
-            double f;
-
-            if (token_f(&toks[i], tot, p, &f) != 0)
-                continue;
-            lnprod_mul(&hp, f);
-            lnprod_mul(&sp, 1.0 - f);
-            m++;
         }
         take = m;
     } else {
@@ -247,7 +235,7 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
             m++;
         }
         take = m;
-        if (take > p->max_tokens) {
+        if (p->max_tokens > 0 && take > p->max_tokens) {
             qsort(clues, m, sizeof(*clues), by_dev_desc);
             take = p->max_tokens;
         }

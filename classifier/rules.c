@@ -366,21 +366,6 @@ static int cache_path(const struct pending *pd, unsigned n, char *buf, size_t ca
     return 0;
 }
 
-static void put_le64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Writes all of p to fd; 0, or -1. */
 static int write_all(int fd, const void *p, size_t n)
 {
@@ -447,8 +432,9 @@ static hs_database_t *cache_load(const char *path, uint64_t key, unsigned flags,
         return NULL;
     m = map;
     len = (size_t)sb.st_size - CACHE_HDR;
-    if (memcmp(m, CACHE_MAGIC, 8) != 0 || get_le64(m + 8) != len || get_le64(m + 24) != key ||
-        get_le64(m + 16) != spim_hash64(m + CACHE_HDR, len, CACHE_SEED)) {
+    if (memcmp(m, CACHE_MAGIC, 8) != 0 || spim_get_le64(m + 8) != len ||
+        spim_get_le64(m + 24) != key ||
+        spim_get_le64(m + 16) != spim_hash64(m + CACHE_HDR, len, CACHE_SEED)) {
         munmap(map, (size_t)sb.st_size);
         return NULL;
     }
@@ -524,9 +510,9 @@ static void cache_save(const char *path, uint64_t key, const hs_database_t *db)
         goto out;
     memset(hdr, 0, sizeof(hdr));
     memcpy(hdr, CACHE_MAGIC, 8);
-    put_le64(hdr + 8, dbsize);
-    put_le64(hdr + 16, spim_hash64(img, dbsize, CACHE_SEED));
-    put_le64(hdr + 24, key);
+    spim_put_le64(hdr + 8, dbsize);
+    spim_put_le64(hdr + 16, spim_hash64(img, dbsize, CACHE_SEED));
+    spim_put_le64(hdr + 24, key);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
         goto out;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -83,6 +83,38 @@ void spim_put(struct spim_out *o, const char *fmt, ...) __attribute__((format(pr
 void spim_diag_set(struct spim_diag *d, const char *file, unsigned line, unsigned column,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* Fixed-width little-endian encoders (store records, cache files): the
+ * format is explicit, never the host's layout. */
+static inline void spim_put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint32_t spim_get_le32(const unsigned char *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void spim_put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint64_t spim_get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 /* 64-bit hash of bytes (xxHash XXH3), seeded; stable across runs and hosts. */
 uint64_t spim_hash64(const void *p, size_t len, uint64_t seed);
 

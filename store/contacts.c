@@ -40,16 +40,16 @@ static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void key_enc(unsigned char *k, uint64_t lo, uint64_t hi)
 {
-    spim__put_le64(k, lo);
-    spim__put_le64(k + 8, hi);
+    spim_put_le64(k, lo);
+    spim_put_le64(k + 8, hi);
 }
 
 static void val_enc(unsigned char *v, const struct spim_contact *c)
 {
-    spim__put_le32(v, c->lo_hi_n);
-    spim__put_le32(v + 4, c->hi_lo_n);
-    spim__put_le32(v + 8, c->lo_hi_day);
-    spim__put_le32(v + 12, c->hi_lo_day);
+    spim_put_le32(v, c->lo_hi_n);
+    spim_put_le32(v + 4, c->hi_lo_n);
+    spim_put_le32(v + 8, c->lo_hi_day);
+    spim_put_le32(v + 12, c->hi_lo_day);
 }
 
 /* Fills the counts and days of *c from a stored value. */
@@ -59,10 +59,10 @@ static int val_dec(const MDB_val *v, struct spim_contact *c)
 
     if (v->mv_size != VAL_LEN)
         return SPIM_ESTORE;
-    c->lo_hi_n = spim__get_le32(p);
-    c->hi_lo_n = spim__get_le32(p + 4);
-    c->lo_hi_day = spim__get_le32(p + 8);
-    c->hi_lo_day = spim__get_le32(p + 12);
+    c->lo_hi_n = spim_get_le32(p);
+    c->hi_lo_n = spim_get_le32(p + 4);
+    c->lo_hi_day = spim_get_le32(p + 8);
+    c->hi_lo_day = spim_get_le32(p + 12);
     return 0;
 }
 
@@ -436,8 +436,8 @@ static int visit_chunk(MDB_txn *txn, MDB_dbi dbi, const struct pos *in, struct p
             rc = SPIM_ESTORE;
             break;
         }
-        c.lo = spim__get_le64(k.mv_data);
-        c.hi = spim__get_le64((const unsigned char *)k.mv_data + 8);
+        c.lo = spim_get_le64(k.mv_data);
+        c.hi = spim_get_le64((const unsigned char *)k.mv_data + 8);
         if ((rc = val_dec(&v, &c)) != 0)
             break;
         memcpy(out->key, k.mv_data, KEY_LEN); /* before a delete frees it */

@@ -94,18 +94,18 @@ static void rec_encode(unsigned char *p, const struct spim_quar_entry *e)
 {
     size_t off = REC_HDR;
 
-    spim__put_le32(p, REC_VERSION);
-    spim__put_le32(p + REC_OFF_STATUS, e->status);
-    spim__put_le64(p + 8, (uint64_t)e->time_us);
-    spim__put_le64(p + 16, e->dedup_key);
-    spim__put_le64(p + 24, dbl_bits(e->score));
-    spim__put_le64(p + 32, dbl_bits(e->spam_probability));
-    spim__put_le32(p + 40, REC_NFIELDS);
-    spim__put_le32(p + REC_OFF_LEARNED, e->learned);
+    spim_put_le32(p, REC_VERSION);
+    spim_put_le32(p + REC_OFF_STATUS, e->status);
+    spim_put_le64(p + 8, (uint64_t)e->time_us);
+    spim_put_le64(p + 16, e->dedup_key);
+    spim_put_le64(p + 24, dbl_bits(e->score));
+    spim_put_le64(p + 32, dbl_bits(e->spam_probability));
+    spim_put_le32(p + 40, REC_NFIELDS);
+    spim_put_le32(p + REC_OFF_LEARNED, e->learned);
     for (int i = 0; i < REC_NFIELDS; i++) {
         const struct spim_slice *s = field(e, i);
 
-        spim__put_le32(p + off, (uint32_t)s->len);
+        spim_put_le32(p + off, (uint32_t)s->len);
         off += 4;
         if (s->len > 0)
             memcpy(p + off, s->p, s->len);
@@ -121,9 +121,9 @@ static int rec_decode(const unsigned char *p, size_t len, uint64_t id, struct sp
     size_t off;
     uint32_t version;
 
-    if (len < REC_HDR_V1 || spim__get_le32(p + 40) != REC_NFIELDS)
+    if (len < REC_HDR_V1 || spim_get_le32(p + 40) != REC_NFIELDS)
         return SPIM_ESTORE;
-    version = spim__get_le32(p);
+    version = spim_get_le32(p);
     if (version == 1)
         off = REC_HDR_V1;
     else if (version == REC_VERSION && len >= REC_HDR)
@@ -132,18 +132,18 @@ static int rec_decode(const unsigned char *p, size_t len, uint64_t id, struct sp
         return SPIM_ESTORE;
     memset(e, 0, sizeof(*e));
     e->id = id;
-    e->learned = version == 1 ? SPIM_QUAR_LEARNED_NONE : spim__get_le32(p + REC_OFF_LEARNED);
-    e->status = spim__get_le32(p + REC_OFF_STATUS);
-    e->time_us = (int64_t)spim__get_le64(p + 8);
-    e->dedup_key = spim__get_le64(p + 16);
-    e->score = bits_dbl(spim__get_le64(p + 24));
-    e->spam_probability = bits_dbl(spim__get_le64(p + 32));
+    e->learned = version == 1 ? SPIM_QUAR_LEARNED_NONE : spim_get_le32(p + REC_OFF_LEARNED);
+    e->status = spim_get_le32(p + REC_OFF_STATUS);
+    e->time_us = (int64_t)spim_get_le64(p + 8);
+    e->dedup_key = spim_get_le64(p + 16);
+    e->score = bits_dbl(spim_get_le64(p + 24));
+    e->spam_probability = bits_dbl(spim_get_le64(p + 32));
     for (int i = 0; i < REC_NFIELDS; i++) {
         uint32_t flen;
 
         if (len - off < 4)
             return SPIM_ESTORE;
-        flen = spim__get_le32(p + off);
+        flen = spim_get_le32(p + off);
         off += 4;
         if (flen > len - off)
             return SPIM_ESTORE;
@@ -228,10 +228,10 @@ static int put_fn(struct spim_store *st, MDB_txn *txn, void *ud)
 
     c->existed = 0;
     c->over = 0;
-    spim__put_le64(dk, c->e->dedup_key);
+    spim_put_le64(dk, c->e->dedup_key);
     rc = mdb_get(txn, st->dedup, &dkey, &v);
     if (rc == 0 && v.mv_size == 8) {
-        id = spim__get_le64(v.mv_data);
+        id = spim_get_le64(v.mv_data);
         spim__put_be64(ik, id);
         rc = mdb_get(txn, st->quar, &ikey, &v);
         if (rc == 0) {
@@ -266,7 +266,7 @@ static int put_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         return rc;
     rec_encode(v.mv_data, c->e);
 
-    spim__put_le64(iv, id);
+    spim_put_le64(iv, id);
     v.mv_size = sizeof(iv);
     v.mv_data = iv;
     if ((rc = mdb_put(txn, st->dedup, &dkey, &v, 0)) != 0 ||
@@ -461,9 +461,9 @@ static int delete_fn(struct spim_store *st, MDB_txn *txn, void *ud)
      * dedup key cannot be found then, and put() ignores such a stale key.
      */
     if (rec_decode(v.mv_data, v.mv_size, id, &e) == 0) {
-        spim__put_le64(dk, e.dedup_key);
+        spim_put_le64(dk, e.dedup_key);
         rc = mdb_get(txn, st->dedup, &dkey, &v);
-        if (rc == 0 && v.mv_size == 8 && spim__get_le64(v.mv_data) == id)
+        if (rc == 0 && v.mv_size == 8 && spim_get_le64(v.mv_data) == id)
             rc = mdb_del(txn, st->dedup, &dkey, NULL);
         if (rc != 0 && rc != MDB_NOTFOUND)
             return rc;
@@ -543,15 +543,15 @@ static int audit_put(MDB_txn *txn, MDB_dbi dbi, const struct spim_quar_audit *a,
     if (rc != 0)
         return rc;
     p = v.mv_data;
-    spim__put_le32(p, AUDIT_VERSION);
-    spim__put_le32(p + 4, 0);
-    spim__put_le64(p + 8, (uint64_t)(a->time_us ? a->time_us : spim_now_us()));
-    spim__put_le64(p + 16, quar_id);
-    spim__put_le32(p + 24, AUDIT_NFIELDS);
+    spim_put_le32(p, AUDIT_VERSION);
+    spim_put_le32(p + 4, 0);
+    spim_put_le64(p + 8, (uint64_t)(a->time_us ? a->time_us : spim_now_us()));
+    spim_put_le64(p + 16, quar_id);
+    spim_put_le32(p + 24, AUDIT_NFIELDS);
     for (int i = 0; i < AUDIT_NFIELDS; i++) {
         const struct spim_slice *f = audit_field(a, i);
 
-        spim__put_le32(p + off, (uint32_t)f->len);
+        spim_put_le32(p + off, (uint32_t)f->len);
         off += 4;
         if (f->len > 0)
             memcpy(p + off, f->p, f->len);
@@ -565,19 +565,19 @@ static int audit_decode(const unsigned char *p, size_t len, uint64_t seq, struct
     struct spim_slice *f[AUDIT_NFIELDS] = {&a->action, &a->user, &a->detail};
     size_t off = AUDIT_HDR;
 
-    if (len < AUDIT_HDR || spim__get_le32(p) != AUDIT_VERSION ||
-        spim__get_le32(p + 24) != AUDIT_NFIELDS)
+    if (len < AUDIT_HDR || spim_get_le32(p) != AUDIT_VERSION ||
+        spim_get_le32(p + 24) != AUDIT_NFIELDS)
         return SPIM_ESTORE;
     memset(a, 0, sizeof(*a));
     a->seq = seq;
-    a->time_us = (int64_t)spim__get_le64(p + 8);
-    a->quar_id = spim__get_le64(p + 16);
+    a->time_us = (int64_t)spim_get_le64(p + 8);
+    a->quar_id = spim_get_le64(p + 16);
     for (int i = 0; i < AUDIT_NFIELDS; i++) {
         uint32_t flen;
 
         if (len - off < 4)
             return SPIM_ESTORE;
-        flen = spim__get_le32(p + off);
+        flen = spim_get_le32(p + off);
         off += 4;
         if (flen > len - off)
             return SPIM_ESTORE;
@@ -828,9 +828,9 @@ static int purge_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         c->removed++;
         if (c->dry_run)
             continue;
-        spim__put_le64(dk, e.dedup_key);
+        spim_put_le64(dk, e.dedup_key);
         rc = mdb_get(txn, st->dedup, &dkey, &dv);
-        if (rc == 0 && dv.mv_size == 8 && spim__get_le64(dv.mv_data) == id)
+        if (rc == 0 && dv.mv_size == 8 && spim_get_le64(dv.mv_data) == id)
             rc = mdb_del(txn, st->dedup, &dkey, NULL);
         if (rc != 0 && rc != MDB_NOTFOUND)
             break;

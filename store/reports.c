@@ -66,20 +66,20 @@ static int report_decode(const unsigned char *p, size_t len, uint64_t msg_key,
     size_t off = REPORT_HDR;
     struct spim_slice *f[2] = {&r->sender, &r->text};
 
-    if (len < REPORT_HDR || spim__get_le32(p) != REPORT_VERSION)
+    if (len < REPORT_HDR || spim_get_le32(p) != REPORT_VERSION)
         return SPIM_ESTORE;
     memset(r, 0, sizeof(*r));
     r->msg_key = msg_key;
-    r->reporters = spim__get_le32(p + 4);
-    r->learned = spim__get_le32(p + 8);
-    r->first_us = (int64_t)spim__get_le64(p + 16);
-    r->last_us = (int64_t)spim__get_le64(p + 24);
+    r->reporters = spim_get_le32(p + 4);
+    r->learned = spim_get_le32(p + 8);
+    r->first_us = (int64_t)spim_get_le64(p + 16);
+    r->last_us = (int64_t)spim_get_le64(p + 24);
     for (int i = 0; i < 2; i++) {
         uint32_t n;
 
         if (len - off < 4)
             return SPIM_ESTORE;
-        n = spim__get_le32(p + off);
+        n = spim_get_le32(p + off);
         off += 4;
         if (n > len - off)
             return SPIM_ESTORE;
@@ -117,12 +117,12 @@ static int add_fn(struct spim_store *st, MDB_txn *txn, void *ud)
     memcpy(rk, mk, sizeof(mk));
     rk[0] = KEY_MARK;
     spim__put_be64(rk + 9, a->reporter);
-    spim__put_le64(tb, (uint64_t)a->time_us);
+    spim_put_le64(tb, (uint64_t)a->time_us);
     rc = mdb_get(txn, a->dbi, &k, &v);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return rc;
     have = rc == 0;
-    if (have && (v.mv_size < REPORT_HDR || spim__get_le32(v.mv_data) != REPORT_VERSION))
+    if (have && (v.mv_size < REPORT_HDR || spim_get_le32(v.mv_data) != REPORT_VERSION))
         return SPIM_ESTORE;
     rc = mdb_get(txn, a->dbi, &kr, &vr);
     if (rc != 0 && rc != MDB_NOTFOUND)
@@ -137,9 +137,9 @@ static int add_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         if (v.mv_size > sizeof(buf))
             return SPIM_ESTORE;
         memcpy(buf, v.mv_data, v.mv_size);
-        a->reporters = spim__get_le32(buf + 4) + (a->dup ? 0 : 1);
-        spim__put_le32(buf + 4, a->reporters);
-        spim__put_le64(buf + 24, (uint64_t)a->time_us);
+        a->reporters = spim_get_le32(buf + 4) + (a->dup ? 0 : 1);
+        spim_put_le32(buf + 4, a->reporters);
+        spim_put_le64(buf + 24, (uint64_t)a->time_us);
         v.mv_data = buf;
         rc = mdb_put(txn, a->dbi, &k, &v, 0);
         if (rc != 0)
@@ -152,16 +152,16 @@ static int add_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         if (rc != 0)
             return rc;
         p = v.mv_data;
-        spim__put_le32(p, REPORT_VERSION);
-        spim__put_le32(p + 4, 1);
-        spim__put_le32(p + 8, 0);
-        spim__put_le32(p + 12, 0);
-        spim__put_le64(p + 16, (uint64_t)a->time_us);
-        spim__put_le64(p + 24, (uint64_t)a->time_us);
-        spim__put_le32(p + REPORT_HDR, (uint32_t)sl);
+        spim_put_le32(p, REPORT_VERSION);
+        spim_put_le32(p + 4, 1);
+        spim_put_le32(p + 8, 0);
+        spim_put_le32(p + 12, 0);
+        spim_put_le64(p + 16, (uint64_t)a->time_us);
+        spim_put_le64(p + 24, (uint64_t)a->time_us);
+        spim_put_le32(p + REPORT_HDR, (uint32_t)sl);
         if (sl > 0)
             memcpy(p + REPORT_HDR + 4, a->sender.p, sl);
-        spim__put_le32(p + REPORT_HDR + 4 + sl, (uint32_t)tl);
+        spim_put_le32(p + REPORT_HDR + 4 + sl, (uint32_t)tl);
         if (tl > 0)
             memcpy(p + REPORT_HDR + 8 + sl, a->text.p, tl);
     }
@@ -275,7 +275,7 @@ static int set_learned_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         rc = SPIM_ESTORE;
     if (rc == 0) {
         memcpy(buf, v.mv_data, v.mv_size);
-        spim__put_le32(buf + 8, s->learned);
+        spim_put_le32(buf + 8, s->learned);
         v.mv_data = buf;
         rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
     }

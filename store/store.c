@@ -248,7 +248,7 @@ int spim__meta_get_u64(struct spim_store *st, MDB_txn *txn, const char *key, uin
         return rc;
     if (v.mv_size != 8)
         return SPIM_ESTORE;
-    *out = spim__get_le64(v.mv_data);
+    *out = spim_get_le64(v.mv_data);
     return 0;
 }
 
@@ -257,7 +257,7 @@ int spim__meta_put_u64(struct spim_store *st, MDB_txn *txn, const char *key, uin
     unsigned char buf[8];
     MDB_val k = {strlen(key), (void *)key}, v = {sizeof(buf), buf};
 
-    spim__put_le64(buf, val);
+    spim_put_le64(buf, val);
     return mdb_put(txn, st->meta, &k, &v, 0);
 }
 
@@ -340,7 +340,7 @@ static int init_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         return rc; /* MDB_NOTFOUND: an LMDB env, but no store in it */
     rc = mdb_get(txn, st->meta, &k, &v);
     if (rc == MDB_NOTFOUND && create) {
-        spim__put_le32(fmt, SPIM_STORE_FORMAT);
+        spim_put_le32(fmt, SPIM_STORE_FORMAT);
         v.mv_size = sizeof(fmt);
         v.mv_data = fmt;
         if ((rc = mdb_put(txn, st->meta, &k, &v, 0)) != 0 ||
@@ -352,7 +352,7 @@ static int init_fn(struct spim_store *st, MDB_txn *txn, void *ud)
         return rc;
     } else if (v.mv_size != 4) {
         return SPIM_ESTORE;
-    } else if (spim__get_le32(v.mv_data) != SPIM_STORE_FORMAT) {
+    } else if (spim_get_le32(v.mv_data) != SPIM_STORE_FORMAT) {
         return SPIM_EVERSION;
     }
     /* A writer may add a database a store of this format lacks; a reader may not. */
@@ -665,15 +665,15 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
             continue; /* not a token key: no lookup asks for it */
         if ((tv.mv_size != 8 && tv.mv_size != 12) || ++n > nslots - nslots / 4)
             break; /* rc 0: no index */
-        key = spim__get_le64(tk.mv_data);
+        key = spim_get_le64(tk.mv_data);
         if (key == 0) {
-            spim__put_le32(p + 24, 1);
+            spim_put_le32(p + 24, 1);
             memcpy(p + 28, tv.mv_data, 8); /* ham and spam, both le32 */
             continue;
         }
         for (s = full_index(key, bits);; s = (s + 1) & mask) {
             slot = p + INDEX_HDR + s * INDEX_SLOT;
-            if (spim__get_le64(slot) == 0)
+            if (spim_get_le64(slot) == 0)
                 break; /* there is one: the table is at most three quarters full */
         }
         memcpy(slot, tk.mv_data, 8);
@@ -686,10 +686,10 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
     }
     if (rc != MDB_NOTFOUND)
         return rc;
-    spim__put_le32(p, INDEX_MAGIC);
-    spim__put_le32(p + 4, bits);
-    spim__put_le64(p + 8, gen);
-    spim__put_le64(p + 16, n);
+    spim_put_le32(p, INDEX_MAGIC);
+    spim_put_le32(p + 4, bits);
+    spim_put_le64(p + 8, gen);
+    spim_put_le64(p + 16, n);
     return 0;
 }
 
@@ -915,14 +915,14 @@ static int apply_learned(struct spim_store *st, MDB_txn *txn, const struct spim_
     for (size_t i = 0; i < b->nmsgs && rc == 0; i++) {
         const struct batch_msg *m = &b->msgs[b->mord[i].idx];
 
-        spim__put_le64(kb, m->key);
+        spim_put_le64(kb, m->key);
         if (m->state == 0) {
             if (cur == NULL && (rc = mdb_del(txn, st->learned, &k, NULL)) == MDB_NOTFOUND)
                 rc = 0;
             continue;
         }
         vb[0] = (unsigned char)(m->state - 1);
-        spim__put_le32(vb + 1, b->day);
+        spim_put_le32(vb + 1, b->day);
         rc = cur != NULL ? mdb_cursor_put(cur, &k, &v, MDB_APPEND)
                          : mdb_put(txn, st->learned, &k, &v, 0);
     }
@@ -936,8 +936,8 @@ static int token_value(const MDB_val *v, uint32_t *ham, uint32_t *spam)
 {
     if (v->mv_size != 8 && v->mv_size != 12)
         return SPIM_ESTORE;
-    *ham = spim__get_le32(v->mv_data);
-    *spam = spim__get_le32((const unsigned char *)v->mv_data + 4);
+    *ham = spim_get_le32(v->mv_data);
+    *spam = spim_get_le32((const unsigned char *)v->mv_data + 4);
     return 0;
 }
 
@@ -992,7 +992,7 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
 
         if (e->dham == 0 && e->dspam == 0)
             continue;
-        spim__put_le64(kb, e->key);
+        spim_put_le64(kb, e->key);
         if (!append) {
             rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
             found = rc == 0;
@@ -1011,9 +1011,9 @@ static int apply_fn(struct spim_store *st, MDB_txn *txn, void *ud)
                 rc = mdb_cursor_del(cur, 0);
             continue;
         }
-        spim__put_le32(vb, ham);
-        spim__put_le32(vb + 4, spam);
-        spim__put_le32(vb + 8, b->day);
+        spim_put_le32(vb, ham);
+        spim_put_le32(vb + 4, spam);
+        spim_put_le32(vb + 8, b->day);
         rc = mdb_cursor_put(cur, &k, &nv, append ? MDB_APPEND : found ? MDB_CURRENT : 0);
     }
     mdb_cursor_close(cur);
@@ -1380,13 +1380,12 @@ static int index_load(struct spim_store_reader *r)
     if (rc != 0)
         return rc;
     p = v.mv_data;
-    if (v.mv_size < INDEX_HDR || spim__get_le32(p) != INDEX_MAGIC ||
-        spim__get_le64(p + 8) != r->gen)
+    if (v.mv_size < INDEX_HDR || spim_get_le32(p) != INDEX_MAGIC || spim_get_le64(p + 8) != r->gen)
         return 0;
-    bits = spim__get_le32(p + 4);
+    bits = spim_get_le32(p + 4);
     if (bits < INDEX_MIN_BITS || bits > index_bits(FULL_MAX_TOKENS) ||
         v.mv_size != INDEX_HDR + ((size_t)1 << bits) * INDEX_SLOT ||
-        spim__get_le64(p + 16) > ((size_t)1 << bits) - ((size_t)1 << bits) / 4)
+        spim_get_le64(p + 16) > ((size_t)1 << bits) - ((size_t)1 << bits) / 4)
         return 0;
     nslots = (size_t)1 << bits;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -1396,9 +1395,9 @@ static int index_load(struct spim_store_reader *r)
      * thousand messages). The slots follow the page header and the 40-byte
      * index header, so they are 8-byte aligned; checked anyway. */
     if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(struct rcache_slot) == 0) {
-        r->zero_known = spim__get_le32(p + 24) != 0;
-        r->zero_ham = spim__get_le32(p + 28);
-        r->zero_spam = spim__get_le32(p + 32);
+        r->zero_known = spim_get_le32(p + 24) != 0;
+        r->zero_ham = spim_get_le32(p + 28);
+        r->zero_spam = spim_get_le32(p + 32);
         r->full = (const struct rcache_slot *)(const void *)(p + INDEX_HDR);
         r->full_borrowed = 1;
         r->full_mask = nslots - 1;
@@ -1417,14 +1416,14 @@ static int index_load(struct spim_store_reader *r)
     for (size_t i = 0; i < nslots; i++) {
         const unsigned char *q = p + INDEX_HDR + i * INDEX_SLOT;
 
-        tab[i].key = spim__get_le64(q);
-        tab[i].ham = spim__get_le32(q + 8);
-        tab[i].spam = spim__get_le32(q + 12);
+        tab[i].key = spim_get_le64(q);
+        tab[i].ham = spim_get_le32(q + 8);
+        tab[i].spam = spim_get_le32(q + 12);
     }
 #endif
-    r->zero_known = spim__get_le32(p + 24) != 0;
-    r->zero_ham = spim__get_le32(p + 28);
-    r->zero_spam = spim__get_le32(p + 32);
+    r->zero_known = spim_get_le32(p + 24) != 0;
+    r->zero_ham = spim_get_le32(p + 28);
+    r->zero_spam = spim_get_le32(p + 32);
     r->full = tab;
     r->full_borrowed = 0;
     r->full_mask = nslots - 1;
@@ -1518,7 +1517,7 @@ static int full_load(struct spim_store_reader *r)
         /* The count came from the same snapshot, so the table has room; if not, give up. */
         if (token_value(&v, &ham, &spam) != 0 || ++n > nslots - nslots / 4)
             break;
-        key = spim__get_le64(k.mv_data);
+        key = spim_get_le64(k.mv_data);
         if (key == 0) {
             r->zero_known = 1;
             r->zero_ham = ham;
@@ -1567,7 +1566,7 @@ static int db_get(struct spim_store_reader *r, struct spim_token *t)
             return mem_get(r, t) ? 0 : SPIM_ESTORE;
     }
     r->misses++;
-    spim__put_le64(kb, t->key);
+    spim_put_le64(kb, t->key);
     rc = mdb_get(r->txn, r->st->tokens, &k, &v);
     if (rc == MDB_NOTFOUND) {
         t->ham = t->spam = 0;
@@ -1624,6 +1623,78 @@ void spim_store_reader_release(struct spim_store_reader *r)
         snapshot_release(r);
 }
 
+/* Asks for the table slots of toks first, so that their cache misses overlap. */
+static void prefetch_slots(const struct spim_store_reader *r, const struct spim_token *toks,
+                           size_t n)
+{
+    for (size_t j = 0; r->full != NULL && j < n; j++)
+        __builtin_prefetch(&r->full[full_index(toks[j].key, r->full_bits)]);
+}
+
+/* Fills toks[i..n) from memory, else from r->txn (live); 0 or an LMDB code. */
+static int lookup_rest(struct spim_store_reader *r, struct spim_token *toks, size_t i, size_t n)
+{
+    int rc = 0;
+
+    for (; i < n && rc == 0; i++) {
+        if (!mem_get(r, &toks[i]))
+            rc = db_get(r, &toks[i]);
+    }
+    return rc;
+}
+
+/*
+ * Fills toks from the whole table when no token with key 0 is stored: each
+ * token is one probe sequence, inline (mem_get's, without its cases). A
+ * quarter of the slots at least is empty, so each ends; the bound holds for
+ * a table whose header lied about that.
+ */
+static void table_lookup(const struct spim_store_reader *r, struct spim_token *toks, size_t n)
+{
+    const struct rcache_slot *tab = r->full;
+    size_t mask = r->full_mask;
+    unsigned sh = 64 - r->full_bits;
+
+    prefetch_slots(r, toks, n);
+    for (size_t j = 0; j < n; j++) {
+        uint64_t key = toks[j].key;
+        size_t s = (size_t)(store_order(key) >> sh), p = 0;
+
+        while (tab[s].key != key && tab[s].key != 0 && p++ < mask)
+            s = (s + 1) & mask;
+        /* key 0 (not stored) meets an empty slot: 0 counts, as for an unknown key */
+        toks[j].ham = tab[s].key == key && key != 0 ? tab[s].ham : 0;
+        toks[j].spam = tab[s].key == key && key != 0 ? tab[s].spam : 0;
+    }
+}
+
+/* A snapshot reader's lookup: its transaction is live and its lock held, and
+ * it stays so for SNAPSHOT_RECHECK lookups at most when something is committed. */
+static int snapshot_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
+                           struct spim_totals *totals)
+{
+    int rc;
+
+    if (!r->held || ++r->recheck >= SNAPSHOT_RECHECK) {
+        r->recheck = 0;
+        if (!r->held || last_txnid(r->st) != r->txnid) {
+            rc = snapshot_renew(r);
+            if (rc != 0)
+                return spim__err(rc);
+        }
+    }
+    if (r->full != NULL && !r->zero_known) {
+        table_lookup(r, toks, n);
+        rc = 0;
+    } else {
+        prefetch_slots(r, toks, n);
+        rc = lookup_rest(r, toks, 0, n);
+    }
+    if (rc == 0)
+        *totals = r->totals;
+    return spim__err(rc);
+}
+
 int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
                       struct spim_totals *totals)
 {
@@ -1632,58 +1703,12 @@ int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size
 
     if (r == NULL || (n > 0 && toks == NULL) || totals == NULL)
         return SPIM_EINVAL;
-    if (r->snapshot) {
-        /* Its transaction is live and its lock held, and it stays so for
-         * SNAPSHOT_RECHECK lookups at most when something is committed. */
-        if (!r->held || ++r->recheck >= SNAPSHOT_RECHECK) {
-            r->recheck = 0;
-            if (!r->held || last_txnid(r->st) != r->txnid) {
-                rc = snapshot_renew(r);
-                if (rc != 0)
-                    return spim__err(rc);
-            }
-        }
-        rc = 0;
-        if (r->full != NULL && !r->zero_known) {
-            /* The whole table, and no token with key 0 stored: each token is
-             * one probe sequence, inline (mem_get's, without its cases). A
-             * quarter of the slots at least is empty, so each ends; the bound
-             * holds for a table whose header lied about that. */
-            const struct rcache_slot *tab = r->full;
-            size_t mask = r->full_mask;
-            unsigned sh = 64 - r->full_bits;
-
-            for (size_t j = 0; j < n; j++)
-                __builtin_prefetch(&tab[store_order(toks[j].key) >> sh]);
-            for (size_t j = 0; j < n; j++) {
-                uint64_t key = toks[j].key;
-                size_t s = (size_t)(store_order(key) >> sh), p = 0;
-
-                while (tab[s].key != key && tab[s].key != 0 && p++ < mask)
-                    s = (s + 1) & mask;
-                /* key 0 (not stored) meets an empty slot: 0 counts, as for an unknown key */
-                toks[j].ham = tab[s].key == key && key != 0 ? tab[s].ham : 0;
-                toks[j].spam = tab[s].key == key && key != 0 ? tab[s].spam : 0;
-            }
-            *totals = r->totals;
-            return 0;
-        }
-        for (size_t j = 0; r->full != NULL && j < n; j++)
-            __builtin_prefetch(&r->full[full_index(toks[j].key, r->full_bits)]);
-        for (; i < n && rc == 0; i++) {
-            if (!mem_get(r, &toks[i]))
-                rc = db_get(r, &toks[i]);
-        }
-        if (rc == 0)
-            *totals = r->totals;
-        return spim__err(rc);
-    }
+    if (r->snapshot)
+        return snapshot_lookup(r, toks, n, totals);
     if (r->gen != UINT64_MAX && last_txnid(r->st) == r->txnid) {
         /* Nothing committed since the reader's snapshot: memory is current. The
-         * table (1 MiB for 43,000 tokens) is out of the nearer caches: ask for
-         * all the slots of the message first, so that their misses overlap. */
-        for (size_t j = 0; r->full != NULL && j < n; j++)
-            __builtin_prefetch(&r->full[full_index(toks[j].key, r->full_bits)]);
+         * table (1 MiB for 43,000 tokens) is out of the nearer caches. */
+        prefetch_slots(r, toks, n);
         while (i < n && mem_get(r, &toks[i]))
             i++;
         if (i == n) {
@@ -1699,10 +1724,7 @@ int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size
         goto out;
     if (moved)
         i = 0; /* a new generation: the counts filled in above may be stale */
-    for (; i < n && rc == 0; i++) {
-        if (!mem_get(r, &toks[i]))
-            rc = db_get(r, &toks[i]);
-    }
+    rc = lookup_rest(r, toks, i, n);
     if (rc == 0)
         *totals = r->totals;
 out:
@@ -1805,7 +1827,7 @@ static int learned_get(struct spim_store_batch *b, uint64_t key, uint8_t *state)
         return rc;
     b->learned_empty = mdb_stat(b->rd->txn, st->learned, &ms) == 0 && ms.ms_entries == 0;
     b->learned_txnid = mdb_txn_id(b->rd->txn);
-    spim__put_le64(kb, key);
+    spim_put_le64(kb, key);
     rc = mdb_get(b->rd->txn, st->learned, &k, &v);
     if (rc == 0 && v.mv_size >= 1)
         *state = ((const unsigned char *)v.mv_data)[0] ? 2 : 1;
@@ -1963,17 +1985,17 @@ static int token_old(const MDB_val *v, void *ud)
 
     if (v->mv_size != 8 && v->mv_size != 12)
         return 0;
-    cnt = (uint64_t)spim__get_le32(p) + spim__get_le32(p + 4);
+    cnt = (uint64_t)spim_get_le32(p) + spim_get_le32(p + 4);
     if (a->min_count > 0 && cnt < a->min_count)
         return 1;
-    return v->mv_size == 12 && too_old(a, spim__get_le32(p + 8));
+    return v->mv_size == 12 && too_old(a, spim_get_le32(p + 8));
 }
 
 static int learned_old(const MDB_val *v, void *ud)
 {
     const struct prune_args *a = ud;
 
-    return v->mv_size == 5 && too_old(a, spim__get_le32((const unsigned char *)v->mv_data + 1));
+    return v->mv_size == 5 && too_old(a, spim_get_le32((const unsigned char *)v->mv_data + 1));
 }
 
 static int prune_fn(struct spim_store *st, MDB_txn *txn, void *ud)

@@ -112,37 +112,6 @@ int spim__reader_whole(const struct spim_store_reader *r);
 int spim__meta_get_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t *out);
 int spim__meta_put_u64(struct spim_store *st, MDB_txn *txn, const char *key, uint64_t v);
 
-/* Fixed-width encoders: the format is explicit, never the host's layout. */
-static inline void spim__put_le32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static inline uint32_t spim__get_le32(const unsigned char *p)
-{
-    uint32_t v = 0;
-
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static inline void spim__put_le64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static inline uint64_t spim__get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static inline void spim__put_be64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)

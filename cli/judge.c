@@ -348,15 +348,14 @@ static int identity_of(const struct spim_config *cfg, const struct spim_filter_m
     return ID_NONE;
 }
 
-/* Fills *p: the parties, the identity strength and the relationship. */
-static int parties_of(struct spim_engine_worker *w, const struct spim_filter_msg *m,
-                      struct parties *p)
+/* Fills *p with the parties and the identity strength (relation_of adds the relationship). */
+static void parties_of(struct spim_engine_worker *w, const struct spim_filter_msg *m,
+                       struct parties *p)
 {
     const struct spim_config *cfg = &w->conf->cfg;
     struct spim_slice ruri = m->ruri;
     const char *h;
     size_t hn;
-    uint32_t day = today(), last;
 
     memset(p, 0, sizeof(*p));
     /*
@@ -379,6 +378,18 @@ static int parties_of(struct spim_engine_worker *w, const struct spim_filter_msg
     }
     /* contacts off: nobody is known (contacts_only takes everyone as a stranger) */
     p->rel = REL_NONE;
+}
+
+/*
+ * The relationship of p's parties, from the contacts table (and the store on
+ * a miss): only for a message the lists and the file policy let through to
+ * the classifier, so that a listed or refused one costs no contacts lookup.
+ */
+static int relation_of(struct spim_engine_worker *w, struct parties *p)
+{
+    const struct spim_config *cfg = &w->conf->cfg;
+    uint32_t day = today(), last;
+
     if (!cfg->contacts || w->e->contacts == NULL)
         return 0;
     if (p->fn == 0 || p->rn == 0) {
@@ -481,7 +492,8 @@ void spim_judge_delivered(void *wud, const struct spim_filter_delivery *d)
         spim_log(SPIM_LOG_ERR, "contacts: cannot read a pair from the store");
         return;
     }
-    spim_contacts_table_delivered(w->e->contacts, d->sender_key, d->recipient_key, today());
+    spim_contacts_table_delivered(w->e->contacts, d->sender_key, d->recipient_key, today(),
+                                  w->conf->cfg.contacts_days);
 }
 
 int spim_judge_contacts_sync(struct spim_engine *e)
@@ -727,11 +739,7 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
     spim_engine_worker_sync(w);
     cfg = &w->conf->cfg;
     memset(&ev, 0, sizeof(ev));
-    if ((rc = parties_of(w, m, &p)) != 0) {
-        spim_metrics_inc(SPIM_METRIC_STORE_ERRORS);
-        spim_log(SPIM_LOG_ERR, "contacts could not be read: %s", spim_strerror(rc));
-        return rc;
-    }
+    parties_of(w, m, &p);
     if (w->conf->rcpts != NULL && p.rn > 0)
         pol = spim_rcpts_lookup(w->conf->rcpts, p.rcpt, p.rn);
     enforced = pol != NULL && !pol->shadow ? pol : NULL;
@@ -750,6 +758,11 @@ static int judge(void *wud, const struct spim_filter_msg *m, struct spim_filter_
     if (m->kind == SPIM_FMSG_INVITE) {
         r->action = SPIM_DELIVER; /* a file offer that passed the file policy */
         return 0;
+    }
+    if ((rc = relation_of(w, &p)) != 0) {
+        spim_metrics_inc(SPIM_METRIC_STORE_ERRORS);
+        spim_log(SPIM_LOG_ERR, "contacts could not be read: %s", spim_strerror(rc));
+        return rc;
     }
     rc = spim_engine_classify(w, m->text.p, m->text.len, NULL, &v);
     if (rc != 0) {

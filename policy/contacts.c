@@ -45,7 +45,16 @@ struct spim_contacts_table {
     size_t qhead, qlen;
     uint64_t clock;
     _Atomic uint64_t dirty_evictions;
+    uint32_t forget_days; /* the last _delivered's: a pair silent longer starts over */
 };
+
+/* Whether a pair last active on day0/day1 was silent for more than forget days by day. */
+static int forgotten(uint32_t day0, uint32_t day1, uint32_t day, uint32_t forget)
+{
+    uint32_t last = day0 > day1 ? day0 : day1;
+
+    return forget > 0 && last != 0 && (uint64_t)last + forget < day;
+}
 
 int spim_contacts_table_new(size_t slots, struct spim_contacts_table **out)
 {
@@ -177,8 +186,14 @@ static void mark_dirty(struct spim_contacts_table *t, struct cslot *s)
 }
 
 /* The store's record c merged into an entry that waits for it: the updates are added. */
-static void merge_store(struct cslot *s, const struct spim_contact *c)
+static void merge_store(const struct spim_contacts_table *t, struct cslot *s,
+                        const struct spim_contact *c)
 {
+    /* Updates waiting since the store's record went silent: the pair started over. */
+    if (forgotten(c->lo_hi_day, c->hi_lo_day, max32(s->day[0], s->day[1]), t->forget_days)) {
+        s->flags |= F_FILLED;
+        return;
+    }
     s->n[0] = sat_add(c->lo_hi_n, s->n[0]);
     s->n[1] = sat_add(c->hi_lo_n, s->n[1]);
     s->day[0] = max32(c->lo_hi_day, s->day[0]);
@@ -242,7 +257,7 @@ void spim_contacts_table_fill(struct spim_contacts_table *t, const struct spim_c
         s = take(t, o.lo, o.hi, 0, &lost);
     if (s != NULL) {
         if (!(s->flags & F_FILLED)) {
-            merge_store(s, &o); /* a fresh slot (nothing waiting) or one with updates waiting */
+            merge_store(t, s, &o); /* a fresh slot (nothing waiting) or one with updates waiting */
         } else if (!(s->flags & F_DIRTY)) {
             s->n[0] = o.lo_hi_n;
             s->n[1] = o.hi_lo_n;
@@ -255,7 +270,7 @@ void spim_contacts_table_fill(struct spim_contacts_table *t, const struct spim_c
 }
 
 void spim_contacts_table_delivered(struct spim_contacts_table *t, uint64_t from, uint64_t to,
-                                   uint32_t day)
+                                   uint32_t day, uint32_t forget_days)
 {
     uint64_t lo = from < to ? from : to, hi = from < to ? to : from;
     struct cslot *s;
@@ -264,12 +279,18 @@ void spim_contacts_table_delivered(struct spim_contacts_table *t, uint64_t from,
     if (t == NULL)
         return;
     pthread_mutex_lock(&t->lock);
+    t->forget_days = forget_days;
     s = find(t, lo, hi);
     if (s == NULL)
         s = take(t, lo, hi, 1, &lost); /* never NULL: a dirty slot may be taken */
     if (lost)
         atomic_fetch_add(&t->dirty_evictions, 1);
     if (s != NULL) {
+        if (forgotten(s->day[0], s->day[1], day, forget_days)) {
+            /* silent too long: the old counts are forgotten, not added to */
+            s->n[0] = s->n[1] = 0;
+            s->day[0] = s->day[1] = 0;
+        }
         if (s->n[d] < UINT32_MAX)
             s->n[d]++;
         s->day[d] = max32(s->day[d], day);
@@ -337,7 +358,7 @@ void spim_contacts_table_redirty(struct spim_contacts_table *t, const struct spi
         }
         if (!(s->flags & F_FILLED)) {
             /* The record is what the store lacks, the entry what came since. */
-            merge_store(s, &o);
+            merge_store(t, s, &o);
         } else {
             /* Counts only grow: the larger is the newer (a refill read the store without it). */
             s->n[0] = max32(s->n[0], o.lo_hi_n);

@@ -235,10 +235,13 @@ void spim_contacts_table_fill(struct spim_contacts_table *t, const struct spim_c
 /*
  * One delivered message from->to on day: count and day updated in memory,
  * entry marked dirty. Counts saturate at UINT32_MAX; the day kept is the
- * later one.
+ * later one. A pair silent for more than forget_days (0: never forgotten)
+ * starts over: its old counts, in the table or merged from the store when
+ * it is filled later, are dropped rather than counted on, so a stranger is
+ * not made a contact again by what the pair did long ago.
  */
 void spim_contacts_table_delivered(struct spim_contacts_table *t, uint64_t from, uint64_t to,
-                                   uint32_t day);
+                                   uint32_t day, uint32_t forget_days);
 /*
  * Copies at most cap dirty records to out, marks them clean, returns how
  * many. The records are the pair's whole counts (store + updates), for

@@ -63,8 +63,11 @@ static void test_contacts_table_miss_fill_hit(void **state)
     struct spim_contacts_table *t = table(100);
     struct spim_contact c = rec(10, 20, 0, 0, 0, 0), out[4];
 
+    size_t mem = spim_contacts_table_memory(t);
+
     (void)state;
-    assert_int_equal(spim_contacts_table_memory(t), spim_contacts_table_memory(t));
+    /* At least the 100 slots asked for, each two keys and two counts. */
+    assert_true(mem >= 100 * (2 * sizeof(uint64_t) + 2 * sizeof(uint32_t)));
     assert_int_equal(has(t, 20, 10), 0);
     /* "None in the store" is cached too, so the next message does not read it again. */
     spim_contacts_table_fill(t, &c);
@@ -90,13 +93,13 @@ static void test_contacts_table_delivered_both_directions(void **state)
 
     (void)state;
     spim_contacts_table_fill(t, &c);
-    spim_contacts_table_delivered(t, 1, 2, 19000);
-    spim_contacts_table_delivered(t, 2, 1, 19001);
-    spim_contacts_table_delivered(t, 2, 1, 19002);
+    spim_contacts_table_delivered(t, 1, 2, 19000, 0);
+    spim_contacts_table_delivered(t, 2, 1, 19001, 0);
+    spim_contacts_table_delivered(t, 2, 1, 19002, 0);
     assert_view(t, 1, 2, 1, 2, 19000, 19002);
     assert_view(t, 2, 1, 2, 1, 19002, 19000);
     /* An earlier day (a clock step back) does not move the last day back. */
-    spim_contacts_table_delivered(t, 1, 2, 18000);
+    spim_contacts_table_delivered(t, 1, 2, 18000, 0);
     assert_view(t, 1, 2, 2, 2, 19000, 19002);
     assert_int_equal(spim_contacts_table_dirty(t, out, 4), 1);
     assert_true(out[0].lo == 1 && out[0].hi == 2);
@@ -107,11 +110,52 @@ static void test_contacts_table_delivered_both_directions(void **state)
     /* A party writing to itself: one count, seen as sent and received. */
     c = rec(5, 5, 0, 0, 0, 0);
     spim_contacts_table_fill(t, &c);
-    spim_contacts_table_delivered(t, 5, 5, 7);
+    spim_contacts_table_delivered(t, 5, 5, 7, 0);
     assert_view(t, 5, 5, 1, 1, 7, 7);
     assert_int_equal(spim_contacts_table_dirty(t, out, 4), 1);
     assert_int_equal(out[0].lo_hi_n, 1);
     assert_int_equal(out[0].hi_lo_n, 0);
+    spim_contacts_table_free(t);
+}
+
+/*
+ * A pair silent for longer than forget_days starts over when it is written
+ * to again: its old counts are dropped, in the table and when they come
+ * from the store after the delivery, so the recipient's old answer does not
+ * make the sender a contact again (the pair is a stranger's first message).
+ */
+static void test_contacts_table_forgets_silent_pairs(void **state)
+{
+    struct spim_contacts_table *t = table(64);
+    struct spim_contact c = rec(1, 2, 0, 0, 0, 0), out[4];
+
+    (void)state;
+    spim_contacts_table_fill(t, &c);
+    spim_contacts_table_delivered(t, 1, 2, 1000, 180);
+    spim_contacts_table_delivered(t, 2, 1, 1001, 180);
+    assert_view(t, 1, 2, 1, 1, 1000, 1001);
+    /* 180 days after the last, still remembered; 181, forgotten. */
+    spim_contacts_table_delivered(t, 1, 2, 1181, 180);
+    assert_view(t, 1, 2, 2, 1, 1181, 1001);
+    spim_contacts_table_delivered(t, 1, 2, 1181 + 181, 180);
+    assert_view(t, 1, 2, 1, 0, 1362, 0);
+    assert_int_equal(spim_contacts_table_dirty(t, out, 4), 1);
+    assert_int_equal(out[0].lo_hi_n, 1);
+    assert_int_equal(out[0].hi_lo_n, 0);
+    /* forget_days 0: never forgotten. */
+    spim_contacts_table_delivered(t, 2, 1, 9000, 0);
+    assert_view(t, 1, 2, 1, 1, 1362, 9000);
+
+    /* Delivered before the store was read, the store's record long silent:
+     * merged in, it is dropped; a recent one is counted on. */
+    spim_contacts_table_delivered(t, 30, 40, 5000, 180);
+    c = rec(30, 40, 7, 9, 4000, 4100); /* last active on day 4100: 900 days before */
+    spim_contacts_table_fill(t, &c);
+    assert_view(t, 30, 40, 1, 0, 5000, 0);
+    spim_contacts_table_delivered(t, 50, 60, 5000, 180);
+    c = rec(50, 60, 7, 9, 4990, 4995);
+    spim_contacts_table_fill(t, &c);
+    assert_view(t, 50, 60, 8, 9, 5000, 4995);
     spim_contacts_table_free(t);
 }
 
@@ -122,8 +166,8 @@ static void test_contacts_table_delivered_before_fill_merges(void **state)
 
     (void)state;
     /* Delivered with no entry: counted, but it is not the pair's count yet. */
-    spim_contacts_table_delivered(t, 9, 3, 500);
-    spim_contacts_table_delivered(t, 9, 3, 501);
+    spim_contacts_table_delivered(t, 9, 3, 500, 0);
+    spim_contacts_table_delivered(t, 9, 3, 501, 0);
     assert_int_equal(has(t, 3, 9), 0);
     assert_int_equal(spim_contacts_table_dirty(t, out, 4), 0);
     assert_int_equal(spim_contacts_table_unfilled(t, out, 4), 1);
@@ -161,8 +205,8 @@ static void test_contacts_table_dirty_hands_each_once(void **state)
         struct spim_contact c = rec(i * 2, i * 2 + 1, 0, 0, 0, 0);
 
         spim_contacts_table_fill(t, &c);
-        spim_contacts_table_delivered(t, i * 2, i * 2 + 1, 1);
-        spim_contacts_table_delivered(t, i * 2, i * 2 + 1, 2); /* two updates, one record */
+        spim_contacts_table_delivered(t, i * 2, i * 2 + 1, 1, 0);
+        spim_contacts_table_delivered(t, i * 2, i * 2 + 1, 2, 0); /* two updates, one record */
     }
     /* In pieces of 64: every pair exactly once, oldest first. */
     memset(seen, 0, sizeof(seen));
@@ -181,7 +225,7 @@ static void test_contacts_table_dirty_hands_each_once(void **state)
     assert_int_equal(total, 200);
     assert_int_equal(spim_contacts_table_dirty(t, out, 300), 0);
     /* A new delivery hands the pair again, with its whole count. */
-    spim_contacts_table_delivered(t, 11, 10, 3);
+    spim_contacts_table_delivered(t, 11, 10, 3, 0);
     assert_int_equal(spim_contacts_table_dirty(t, out, 300), 1);
     assert_true(out[0].lo == 10 && out[0].hi == 11);
     assert_int_equal(out[0].lo_hi_n, 2);
@@ -219,7 +263,7 @@ static void test_contacts_table_flood_keeps_dirty(void **state)
         struct spim_contact c = rec(1000000 + i, 2000000 + i, 3, 0, 9, 0);
 
         spim_contacts_table_fill(t, &c);
-        spim_contacts_table_delivered(t, 1000000 + i, 2000000 + i, 10);
+        spim_contacts_table_delivered(t, 1000000 + i, 2000000 + i, 10, 0);
     }
     for (uint64_t i = 0; i < 512; i++) {
         struct spim_contact c = rec(3000000 + i, 4000000 + i, 1, 1, 1, 1);
@@ -247,7 +291,7 @@ static void test_contacts_table_flood_keeps_dirty(void **state)
 
     /* A flood of new deliveries must evict updates: counted, memory still fixed. */
     for (uint64_t i = 0; i < 10 * slots; i++)
-        spim_contacts_table_delivered(t, 5000000 + i, 6000000 + i, 11);
+        spim_contacts_table_delivered(t, 5000000 + i, 6000000 + i, 11, 0);
     assert_int_equal(spim_contacts_table_memory(t), mem);
     assert_true(spim_contacts_table_dirty_evictions(t) >= 10 * slots - (slots + 1));
     assert_true(spim_contacts_table_dirty_evictions(t) < 10 * slots);
@@ -262,12 +306,12 @@ static void test_contacts_table_saturation(void **state)
     (void)state;
     spim_contacts_table_fill(t, &c);
     for (int i = 0; i < 3; i++) {
-        spim_contacts_table_delivered(t, 1, 2, 6);
-        spim_contacts_table_delivered(t, 2, 1, 6);
+        spim_contacts_table_delivered(t, 1, 2, 6, 0);
+        spim_contacts_table_delivered(t, 2, 1, 6, 0);
     }
     assert_view(t, 1, 2, UINT32_MAX, UINT32_MAX, 6, 6);
     /* The merge of waiting updates saturates too. */
-    spim_contacts_table_delivered(t, 7, 8, 1);
+    spim_contacts_table_delivered(t, 7, 8, 1, 0);
     c = rec(7, 8, UINT32_MAX, 0, 1, 0);
     spim_contacts_table_fill(t, &c);
     assert_view(t, 7, 8, UINT32_MAX, 0, 1, 0);
@@ -298,9 +342,9 @@ static void *deliver_main(void *ud)
 
         /* Every other round over the pairs: lo -> hi, then hi -> lo. */
         if ((i / NPAIRS) % 2 == 0)
-            spim_contacts_table_delivered(s->t, 2 * p, 2 * p + 1, 1 + i / 1000);
+            spim_contacts_table_delivered(s->t, 2 * p, 2 * p + 1, 1 + i / 1000, 0);
         else
-            spim_contacts_table_delivered(s->t, 2 * p + 1, 2 * p, 1 + i / 1000);
+            spim_contacts_table_delivered(s->t, 2 * p + 1, 2 * p, 1 + i / 1000, 0);
         if (spim_contacts_table_get(s->t, 2 * p, 2 * p + 1, &v) != 1)
             atomic_store(&s->bad, 1);
     }
@@ -374,6 +418,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contacts_table_miss_fill_hit),
         cmocka_unit_test(test_contacts_table_delivered_both_directions),
+        cmocka_unit_test(test_contacts_table_forgets_silent_pairs),
         cmocka_unit_test(test_contacts_table_delivered_before_fill_merges),
         cmocka_unit_test(test_contacts_table_dirty_hands_each_once),
         cmocka_unit_test(test_contacts_table_flood_keeps_dirty),

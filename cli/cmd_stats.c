@@ -175,7 +175,7 @@ static void summary(char *text, const char *where)
         }
         if (label != NULL && (strcmp(name, "spimfilter_rule_hits_total") == 0 ||
                               strcmp(name, "spimfilter_shadow_hits_total") == 0)) {
-            rule_add(&rr, label, v, name[11] == 's');
+            rule_add(&rr, label, v, strcmp(name, "spimfilter_shadow_hits_total") == 0);
             continue;
         }
         if (strncmp(name, "spimfilter_verdict_seconds", 26) == 0) {

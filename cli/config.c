@@ -198,9 +198,9 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
             goto bad;
     } else if (strcmp(key, "contacts") == 0 || strcmp(key, "identity_verified_header") == 0 ||
                strcmp(key, "bayes_shadow") == 0) {
-        int *dst = key[0] == 'c'   ? &c->contacts
-                   : key[0] == 'b' ? &c->th.bayes_shadow
-                                   : &c->identity_verified_header;
+        int *dst = strcmp(key, "contacts") == 0       ? &c->contacts
+                   : strcmp(key, "bayes_shadow") == 0 ? &c->th.bayes_shadow
+                                                      : &c->identity_verified_header;
 
         if (strcmp(v, "on") == 0 || strcmp(v, "yes") == 0)
             *dst = 1;
@@ -216,7 +216,8 @@ int spim_config_set(struct spim_config *c, const char *key, const char *v, char 
                         : strcmp(key, "contacts_memory") == 0 ? &c->contacts_memory
                                                               : &c->stranger_messages;
 
-        if (parse_double(v, key[0] == 'c' ? 1 : 0, 1e8, &d) != 0 || d != (unsigned)d)
+        /* the contacts keys need at least 1 (a day, a slot); stranger_messages may be 0 */
+        if (parse_double(v, dst != &c->stranger_messages ? 1 : 0, 1e8, &d) != 0 || d != (unsigned)d)
             goto bad;
         *dst = (unsigned)d;
     } else if (strcmp(key, "contacts_max") == 0) {

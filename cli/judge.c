@@ -327,10 +327,9 @@ static int contact_view(struct spim_engine_worker *w, uint64_t a, uint64_t b,
     if (rc != 0 && rc != SPIM_ENOTFOUND)
         return rc;
     spim_contacts_table_fill(e->contacts, &c);
+    /* a != b: writing to oneself is never looked up (parties_of, spim_judge_delivered) */
     if (c.lo == a) {
         *v = (struct spim_contact_view){c.lo_hi_n, c.hi_lo_n, c.lo_hi_day, c.hi_lo_day};
-        if (a == b) /* a party writing to itself: one direction */
-            v->received = 0;
     } else {
         *v = (struct spim_contact_view){c.hi_lo_n, c.lo_hi_n, c.hi_lo_day, c.lo_hi_day};
     }

@@ -41,9 +41,10 @@
 #define CACHE_MAX ((size_t)256 << 20)
 /*
  * The cache file: a page of header (CACHE_MAGIC, le64 the image's length,
- * le64 its spim_hash64 with CACHE_SEED, le64 the key of the patterns it was
- * compiled from (the one in its name: a file copied under another rules
- * text's name is not used), zeros), then the image: the bytes of
+ * le64 the spim_hash64 with CACHE_SEED of its first CACHE_HASHED bytes, le64
+ * the key of the patterns it was compiled from (the one in its name: a file
+ * copied under another rules text's name is not used), zeros), then the
+ * image: the bytes of
  * the database as hs_deserialize_database_at() laid it out at a page-aligned
  * address. Mapped at a page boundary, it is a database as it was: Hyperscan's
  * bytecode holds offsets only, and the one address-dependent field (the
@@ -52,7 +53,16 @@
  * database) has another name and is never read as an image.
  */
 #define CACHE_HDR 4096
-#define CACHE_MAGIC "SPIMHSI1"
+#define CACHE_MAGIC "SPIMHSI2"
+/*
+ * The hash covers the image's first page only: Hyperscan's header (magic,
+ * version, platform, the bytecode's offset and length, its CRC) and the
+ * start of the bytecode. The rest is the bytecode, whose CRC
+ * hs_alloc_scratch() checks over the length the (hashed) header gives, so
+ * that check stays within the image; hashing the whole image as well was a
+ * second pass over 320 KiB, a twentieth of the start of a short `classify`.
+ */
+#define CACHE_HASHED ((size_t)4096)
 #define CACHE_SEED 0x72756c6573696d31ull
 
 enum { DB_HS = 0, DB_COPY = 1, DB_MAPPED = 2 };
@@ -434,7 +444,8 @@ static hs_database_t *cache_load(const char *path, uint64_t key, unsigned flags,
     len = (size_t)sb.st_size - CACHE_HDR;
     if (memcmp(m, CACHE_MAGIC, 8) != 0 || spim_get_le64(m + 8) != len ||
         spim_get_le64(m + 24) != key ||
-        spim_get_le64(m + 16) != spim_hash64(m + CACHE_HDR, len, CACHE_SEED)) {
+        spim_get_le64(m + 16) !=
+            spim_hash64(m + CACHE_HDR, len < CACHE_HASHED ? len : CACHE_HASHED, CACHE_SEED)) {
         munmap(map, (size_t)sb.st_size);
         return NULL;
     }
@@ -511,7 +522,8 @@ static void cache_save(const char *path, uint64_t key, const hs_database_t *db)
     memset(hdr, 0, sizeof(hdr));
     memcpy(hdr, CACHE_MAGIC, 8);
     spim_put_le64(hdr + 8, dbsize);
-    spim_put_le64(hdr + 16, spim_hash64(img, dbsize, CACHE_SEED));
+    spim_put_le64(hdr + 16,
+                  spim_hash64(img, dbsize < CACHE_HASHED ? dbsize : CACHE_HASHED, CACHE_SEED));
     spim_put_le64(hdr + 24, key);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
         goto out;

@@ -142,7 +142,8 @@ struct spim_engine_worker {
 /*
  * Opens the store (read-only unless SPIM_ENGINE_WRITABLE) and loads the rules
  * of cfg. SPIM_ENGINE_BATCH: a batch command (classify, eval), which may use
- * the cached rules database in place (SPIM_RULES_MAP); serve copies it.
+ * the cached rules database in place (SPIM_RULES_MAP; serve copies it) and
+ * judges no SIP traffic (no fan-out or bulk counters).
  */
 enum { SPIM_ENGINE_WRITABLE = 1 << 0, SPIM_ENGINE_BATCH = 1 << 1 };
 int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, unsigned flags,

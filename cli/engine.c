@@ -155,9 +155,12 @@ int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, unsig
         spim_engine_close(e);
         return SPIM_ENOMEM;
     }
-    /* Counter memory is fixed here (rate_entries) and kept across reloads. */
-    if (spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->fanout) != 0 ||
-        spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->bulk) != 0) {
+    /* Counter memory is fixed here (rate_entries) and kept across reloads; the
+     * batch commands judge no SIP traffic, so they have no counters (judge.c
+     * skips the checks without them). */
+    if (!(flags & SPIM_ENGINE_BATCH) &&
+        (spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->fanout) != 0 ||
+         spim_rate_new(cfg->rate_entries, (size_t)cfg->rate_entries * 2, &e->bulk) != 0)) {
         snprintf(err, errcap, "out of memory for %u rate_entries", cfg->rate_entries);
         spim_engine_close(e);
         return SPIM_ENOMEM;

@@ -572,22 +572,23 @@ static uint64_t store_order(uint64_t key)
 
 /* --- The token index -------------------------------------------------------
  * A reader that classifies many messages keeps the whole token table in
- * memory (see Lookup below) as an open-addressing table of (key, ham, spam)
- * slots. Building it takes a cursor pass over the tokens; so a training
+ * memory (see Lookup below) as an open-addressing table of (tag, ham, spam)
+ * slots (struct tab_slot). Building it takes a cursor pass over the tokens; so a training
  * batch large enough to be worth it (one that touched at least a
  * FULL_MISS_SHARE-th of the tokens: a first training, a retraining) writes
  * the table itself, as it would be in memory, into the meta database under
  * SPIM__META_INDEX, and a reader copies it in one memcpy instead.
  *
  * Layout (little-endian): le32 INDEX_MAGIC, le32 bits, le64 the token
- * generation it was built for, le64 tokens, le32 1 if a token with key 0
- * exists (the table cannot hold it: 0 marks an empty slot), le32 its ham,
- * le32 its spam, le32 0; then 1 << bits slots of le64 key, le32 ham, le32
- * spam, each key at the first free slot from its home (full_index) on. An
- * index whose generation is not the store's is stale and never read: every
- * commit that does not write it deletes it.
+ * generation it was built for, le64 tokens, 16 bytes of zeros; then
+ * 1 << bits slots of le32 tag, le16 ham, le16 spam, each token at the first
+ * free slot from its home (full_index) on. An index whose generation is not
+ * the store's is stale and never read: every commit that does not write it
+ * deletes it. (The first layout, "SPX1", had 16-byte slots of the whole key
+ * and 32-bit counts: 1 MiB for 43,000 tokens, twice the second-level cache
+ * of this machine's cores, and its probes were a sixth of a `classify`.)
  */
-/* Tokens of a store that may be loaded whole: at most 8 MiB of table per reader. */
+/* Tokens of a store that may be loaded whole: at most 4 MiB of table per reader. */
 #define FULL_MAX_TOKENS ((size_t)1 << 18)
 /*
  * A cursor step and an insert cost about a thirteenth of a lookup from the
@@ -595,10 +596,36 @@ static uint64_t store_order(uint64_t key)
  * tokens, and a batch of at least that share writes it.
  */
 #define FULL_MISS_SHARE 32
-#define INDEX_MAGIC 0x31585053u /* "SPX1": the layout above, full_index as below */
+#define INDEX_MAGIC 0x32585053u /* "SPX2": the layout above, full_index as below */
 #define INDEX_HDR 40
-#define INDEX_SLOT 16
+#define INDEX_SLOT 8
 #define INDEX_MIN_BITS 10
+
+/*
+ * A slot of the table: the tag is the key's upper half, and the home slot
+ * comes from its lowest bytes (full_index), so a probe that meets the tag
+ * has matched 32 + bits bits of the key: a token never trained takes
+ * another's counts once in about 2^32 lookups (with 64-bit keys, two
+ * tokens share a key once in 2^64). Counts of TAB_ESC or more are stored as
+ * TAB_ESC in both fields, and such a token is read from LMDB. All zeros is
+ * an empty slot; a token counted neither way is left out, its answer (0
+ * and 0) being an empty slot's.
+ */
+struct tab_slot {
+    uint32_t tag;
+    uint16_t ham, spam;
+};
+#define TAB_ESC 0xffffu
+
+static uint32_t tab_tag(uint64_t key)
+{
+    return (uint32_t)(key >> 32);
+}
+
+static int tab_empty(const struct tab_slot *t)
+{
+    return (t->tag | t->ham | t->spam) == 0;
+}
 
 /* The bits of a table for entries: at most three quarters full, so a probe meets a free slot. */
 static unsigned index_bits(size_t entries)
@@ -614,11 +641,28 @@ static unsigned index_bits(size_t entries)
  * The home slot of key in a table of 1 << bits: the top bits in the store's
  * order, so that a cursor pass, which yields the keys in that order, fills
  * the table front to back instead of at random (keys are hashes, so the top
- * bits spread them evenly all the same).
+ * bits spread them evenly all the same). They are the key's lowest bytes,
+ * apart from the tag (bits is at most 19).
  */
 static size_t full_index(uint64_t key, unsigned bits)
 {
     return (size_t)(store_order(key) >> (64 - bits));
+}
+
+/* The slot key's counts go to in tab (three quarters full at most), with the counts as stored. */
+static void tab_put(struct tab_slot *tab, unsigned bits, uint64_t key, uint32_t ham, uint32_t spam)
+{
+    size_t mask = ((size_t)1 << bits) - 1, s = full_index(key, bits);
+
+    if (ham == 0 && spam == 0)
+        return;
+    if (ham >= TAB_ESC || spam >= TAB_ESC)
+        ham = spam = TAB_ESC;
+    while (!tab_empty(&tab[s]))
+        s = (s + 1) & mask;
+    tab[s].tag = tab_tag(key);
+    tab[s].ham = (uint16_t)ham;
+    tab[s].spam = (uint16_t)spam;
 }
 
 /*
@@ -658,6 +702,7 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
     while ((rc = mdb_cursor_get(c, &tk, &tv, op)) == 0) {
         unsigned char *slot;
         uint64_t key;
+        uint32_t ham, spam;
         size_t s;
 
         op = MDB_NEXT;
@@ -666,18 +711,22 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
         if ((tv.mv_size != 8 && tv.mv_size != 12) || ++n > nslots - nslots / 4)
             break; /* rc 0: no index */
         key = spim_get_le64(tk.mv_data);
-        if (key == 0) {
-            spim_put_le32(p + 24, 1);
-            memcpy(p + 28, tv.mv_data, 8); /* ham and spam, both le32 */
-            continue;
-        }
+        ham = spim_get_le32(tv.mv_data);
+        spam = spim_get_le32((const unsigned char *)tv.mv_data + 4);
+        if (ham == 0 && spam == 0)
+            continue; /* answered as by an empty slot (see struct tab_slot) */
+        if (ham >= TAB_ESC || spam >= TAB_ESC)
+            ham = spam = TAB_ESC;
         for (s = full_index(key, bits);; s = (s + 1) & mask) {
             slot = p + INDEX_HDR + s * INDEX_SLOT;
             if (spim_get_le64(slot) == 0)
                 break; /* there is one: the table is at most three quarters full */
         }
-        memcpy(slot, tk.mv_data, 8);
-        memcpy(slot + 8, tv.mv_data, 8);
+        spim_put_le32(slot, tab_tag(key));
+        slot[4] = (unsigned char)ham;
+        slot[5] = (unsigned char)(ham >> 8);
+        slot[6] = (unsigned char)spam;
+        slot[7] = (unsigned char)(spam >> 8);
     }
     mdb_cursor_close(c);
     if (rc == 0) {
@@ -1165,22 +1214,23 @@ struct spim_store_reader {
     uint64_t gen; /* of the cached counts and totals; UINT64_MAX: none */
     size_t txnid; /* the last snapshot read; nothing newer committed: memory is current */
     struct spim_totals totals;
-    struct rcache_slot *cache; /* direct-mapped, cache_mask + 1 slots */
+    /* Direct-mapped, cache_mask + 1 slots; made at the first LMDB read (a
+     * reader answered from the whole table never needs it) with cache_want. */
+    struct rcache_slot *cache;
+    size_t cache_want;
     size_t cache_mask;
     int cache_used; /* cache holds something to clear at the next generation */
     /* The whole token table of generation gen (NULL: not loaded). */
-    const struct rcache_slot *full;
+    const struct tab_slot *full;
     int full_borrowed; /* full is the index in the map itself (a snapshot reader) */
     int snapshot;      /* keeps its read transaction between lookups (see below) */
     int held;          /* snapshot: the transaction is live and the lock held */
     unsigned recheck;  /* snapshot: lookups since the last check for a newer commit */
     size_t full_mask;
-    unsigned full_bits;           /* full_mask + 1 == 1 << full_bits */
-    int full_failed;              /* no memory for it this generation */
-    int zero_known;               /* a token with key 0 is stored (the table cannot hold it) */
-    uint32_t zero_ham, zero_spam; /* its counts */
-    size_t entries;               /* tokens stored at gen */
-    size_t misses;                /* LMDB lookups since gen */
+    unsigned full_bits; /* full_mask + 1 == 1 << full_bits */
+    int full_failed;    /* no memory for it this generation */
+    size_t entries;     /* tokens stored at gen */
+    size_t misses;      /* LMDB lookups since gen */
 };
 
 static int reader_refresh(struct spim_store_reader *r, int *moved);
@@ -1204,18 +1254,12 @@ static int reader_begin(struct spim_store *st, int snapshot, struct spim_store_r
     r = calloc(1, sizeof(*r));
     if (r == NULL)
         return SPIM_ENOMEM;
-    r->cache = calloc(RCACHE_MIN_SLOTS, sizeof(*r->cache));
-    r->cache_mask = RCACHE_MIN_SLOTS - 1;
-    if (r->cache == NULL) {
-        free(r);
-        return SPIM_ENOMEM;
-    }
+    r->cache_want = RCACHE_MIN_SLOTS;
     r->gen = UINT64_MAX;
     r->st = st;
     r->snapshot = snapshot;
     rc = spim__read_begin(st, &r->txn);
     if (rc != 0) {
-        free(r->cache);
         free(r);
         return rc;
     }
@@ -1312,17 +1356,19 @@ static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
     const struct rcache_slot *c;
 
     if (r->full != NULL) {
-        if (t->key == 0) {
-            t->ham = r->zero_known ? r->zero_ham : 0;
-            t->spam = r->zero_known ? r->zero_spam : 0;
-            return 1;
-        }
+        uint32_t tag = tab_tag(t->key);
+
         /* A quarter of the slots at least is empty, so a probe meets one. */
         for (size_t s = full_index(t->key, r->full_bits), p = 0; p <= r->full_mask; p++) {
-            c = &r->full[s];
-            if (c->key == t->key || c->key == 0) {
-                t->ham = c->key ? c->ham : 0;
-                t->spam = c->key ? c->spam : 0;
+            const struct tab_slot *e = &r->full[s];
+
+            if (tab_empty(e))
+                break;
+            if (e->tag == tag) {
+                if (e->ham == TAB_ESC)
+                    return 0; /* a count too large for the table: LMDB has it */
+                t->ham = e->ham;
+                t->spam = e->spam;
                 return 1;
             }
             s = (s + 1) & r->full_mask;
@@ -1330,6 +1376,8 @@ static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
         t->ham = t->spam = 0;
         return 1;
     }
+    if (r->cache == NULL)
+        return 0;
     c = &r->cache[rcache_index(t->key, r->cache_mask)];
     if (t->key == 0 || c->key != t->key)
         return 0;
@@ -1370,7 +1418,7 @@ static int index_load(struct spim_store_reader *r)
 {
     MDB_val k = {sizeof(SPIM__META_INDEX) - 1, SPIM__META_INDEX}, v;
     const unsigned char *p;
-    struct rcache_slot *tab;
+    struct tab_slot *tab;
     size_t nslots;
     unsigned bits;
     int rc = mdb_get(r->txn, r->st->meta, &k, &v);
@@ -1394,11 +1442,8 @@ static int index_load(struct spim_store_reader *r)
      * zeroed pages under it, was a twentieth of a `classify --tsv` of a
      * thousand messages). The slots follow the page header and the 40-byte
      * index header, so they are 8-byte aligned; checked anyway. */
-    if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(struct rcache_slot) == 0) {
-        r->zero_known = spim_get_le32(p + 24) != 0;
-        r->zero_ham = spim_get_le32(p + 28);
-        r->zero_spam = spim_get_le32(p + 32);
-        r->full = (const struct rcache_slot *)(const void *)(p + INDEX_HDR);
+    if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(struct tab_slot) == 0) {
+        r->full = (const struct tab_slot *)(const void *)(p + INDEX_HDR);
         r->full_borrowed = 1;
         r->full_mask = nslots - 1;
         r->full_bits = bits;
@@ -1409,21 +1454,18 @@ static int index_load(struct spim_store_reader *r)
     if (tab == NULL)
         return 0;
     table_populate(tab, nslots * sizeof(*tab));
-    _Static_assert(sizeof(struct rcache_slot) == INDEX_SLOT, "a slot is le64 key, le32, le32");
+    _Static_assert(sizeof(struct tab_slot) == INDEX_SLOT, "a slot is le32 tag, le16, le16");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     memcpy(tab, p + INDEX_HDR, nslots * INDEX_SLOT);
 #else
     for (size_t i = 0; i < nslots; i++) {
         const unsigned char *q = p + INDEX_HDR + i * INDEX_SLOT;
 
-        tab[i].key = spim_get_le64(q);
-        tab[i].ham = spim_get_le32(q + 8);
-        tab[i].spam = spim_get_le32(q + 12);
+        tab[i].tag = spim_get_le32(q);
+        tab[i].ham = (uint16_t)(q[4] | q[5] << 8);
+        tab[i].spam = (uint16_t)(q[6] | q[7] << 8);
     }
 #endif
-    r->zero_known = spim_get_le32(p + 24) != 0;
-    r->zero_ham = spim_get_le32(p + 28);
-    r->zero_spam = spim_get_le32(p + 32);
     r->full = tab;
     r->full_borrowed = 0;
     r->full_mask = nslots - 1;
@@ -1439,7 +1481,6 @@ static int index_load(struct spim_store_reader *r)
 static int reader_refresh(struct spim_store_reader *r, int *moved)
 {
     struct spim_totals t;
-    struct rcache_slot *c;
     MDB_stat ms;
     uint64_t gen;
     size_t want;
@@ -1458,20 +1499,19 @@ static int reader_refresh(struct spim_store_reader *r, int *moved)
     if (ms.ms_entries <= FULL_MAX_TOKENS)
         for (want = RCACHE_MIN_SLOTS; want < RCACHE_SLOTS && want < ms.ms_entries / 4;)
             want *= 2;
-    if (want != r->cache_mask + 1 && (c = calloc(want, sizeof(*c))) != NULL) {
-        free(r->cache);
-        r->cache = c;
-        r->cache_mask = want - 1;
+    if (r->cache != NULL && want != r->cache_mask + 1) {
+        free(r->cache); /* made again, of the new size, by the next db_get */
+        r->cache = NULL;
     } else if (r->cache_used) {
         memset(r->cache, 0, (r->cache_mask + 1) * sizeof(*r->cache));
     }
+    r->cache_want = want;
     r->cache_used = 0;
     if (!r->full_borrowed)
         free((void *)r->full);
     r->full = NULL;
     r->full_borrowed = 0;
     r->full_failed = 0;
-    r->zero_known = 0;
     r->entries = ms.ms_entries;
     r->misses = 0;
     r->gen = gen;
@@ -1488,7 +1528,7 @@ static int reader_refresh(struct spim_store_reader *r, int *moved)
  */
 static int full_load(struct spim_store_reader *r)
 {
-    struct rcache_slot *tab;
+    struct tab_slot *tab;
     MDB_cursor *c;
     MDB_val k, v;
     unsigned bits = index_bits(r->entries);
@@ -1507,9 +1547,7 @@ static int full_load(struct spim_store_reader *r)
         return rc;
     }
     while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
-        uint64_t key;
         uint32_t ham, spam;
-        size_t s;
 
         op = MDB_NEXT;
         if (k.mv_size != 8)
@@ -1517,23 +1555,11 @@ static int full_load(struct spim_store_reader *r)
         /* The count came from the same snapshot, so the table has room; if not, give up. */
         if (token_value(&v, &ham, &spam) != 0 || ++n > nslots - nslots / 4)
             break;
-        key = spim_get_le64(k.mv_data);
-        if (key == 0) {
-            r->zero_known = 1;
-            r->zero_ham = ham;
-            r->zero_spam = spam;
-            continue;
-        }
-        for (s = full_index(key, bits); tab[s].key != 0 && tab[s].key != key; s = (s + 1) & mask)
-            ;
-        tab[s].key = key;
-        tab[s].ham = ham;
-        tab[s].spam = spam;
+        tab_put(tab, bits, spim_get_le64(k.mv_data), ham, spam);
     }
     mdb_cursor_close(c);
     if (rc != MDB_NOTFOUND) {
         free(tab);
-        r->zero_known = 0;
         r->full_failed = 1;
         return rc == 0 ? 0 : rc;
     }
@@ -1575,7 +1601,9 @@ static int db_get(struct spim_store_reader *r, struct spim_token *t)
     } else if ((rc = token_value(&v, &t->ham, &t->spam)) != 0) {
         return rc;
     }
-    if (t->key != 0) {
+    if (r->cache == NULL && (r->cache = calloc(r->cache_want, sizeof(*r->cache))) != NULL)
+        r->cache_mask = r->cache_want - 1;
+    if (t->key != 0 && r->cache != NULL) { /* without memory for it, no cache */
         c = &r->cache[rcache_index(t->key, r->cache_mask)];
         c->key = t->key;
         c->ham = t->ham;
@@ -1644,28 +1672,38 @@ static int lookup_rest(struct spim_store_reader *r, struct spim_token *toks, siz
 }
 
 /*
- * Fills toks from the whole table when no token with key 0 is stored: each
- * token is one probe sequence, inline (mem_get's, without its cases). A
- * quarter of the slots at least is empty, so each ends; the bound holds for
- * a table whose header lied about that.
+ * Fills toks from the whole table: each token is one probe sequence, inline
+ * (mem_get's, without its cases); the tokens whose counts the table could
+ * not hold are then read from LMDB (r->txn is live). A quarter of the slots
+ * at least is empty, so each probe ends; the bound holds for a table whose
+ * header lied about that. 0 or an LMDB code.
  */
-static void table_lookup(const struct spim_store_reader *r, struct spim_token *toks, size_t n)
+static int table_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n)
 {
-    const struct rcache_slot *tab = r->full;
+    const struct tab_slot *tab = r->full;
     size_t mask = r->full_mask;
-    unsigned sh = 64 - r->full_bits;
+    unsigned sh = 64 - r->full_bits, esc = 0;
+    int rc = 0;
 
     prefetch_slots(r, toks, n);
     for (size_t j = 0; j < n; j++) {
         uint64_t key = toks[j].key;
+        uint32_t tag = tab_tag(key);
         size_t s = (size_t)(store_order(key) >> sh), p = 0;
+        int hit;
 
-        while (tab[s].key != key && tab[s].key != 0 && p++ < mask)
+        while (!tab_empty(&tab[s]) && tab[s].tag != tag && p++ < mask)
             s = (s + 1) & mask;
-        /* key 0 (not stored) meets an empty slot: 0 counts, as for an unknown key */
-        toks[j].ham = tab[s].key == key && key != 0 ? tab[s].ham : 0;
-        toks[j].spam = tab[s].key == key && key != 0 ? tab[s].spam : 0;
+        hit = !tab_empty(&tab[s]) && tab[s].tag == tag;
+        toks[j].ham = hit ? tab[s].ham : 0;
+        toks[j].spam = hit ? tab[s].spam : 0;
+        esc |= toks[j].ham == TAB_ESC;
     }
+    for (size_t j = 0; esc && j < n && rc == 0; j++) {
+        if (toks[j].ham == TAB_ESC) /* only an escape gives TAB_ESC (see tab_put) */
+            rc = db_get(r, &toks[j]);
+    }
+    return rc;
 }
 
 /* A snapshot reader's lookup: its transaction is live and its lock held, and
@@ -1683,9 +1721,8 @@ static int snapshot_lookup(struct spim_store_reader *r, struct spim_token *toks,
                 return spim__err(rc);
         }
     }
-    if (r->full != NULL && !r->zero_known) {
-        table_lookup(r, toks, n);
-        rc = 0;
+    if (r->full != NULL) {
+        rc = table_lookup(r, toks, n);
     } else {
         prefetch_slots(r, toks, n);
         rc = lookup_rest(r, toks, 0, n);

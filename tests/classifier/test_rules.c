@@ -242,13 +242,15 @@ static void load_recovers(struct fx *f, const char *cpath, const unsigned char *
 }
 
 /*
- * The cache file is a page of header (magic, length, hash) and then the
- * database as it lies in memory, which is mapped, not copied. Whatever is
- * wrong with a file, the rules are compiled and the file written again: a
- * byte of the database changed, the file cut short, a header whose length
- * disagrees, a changed database whose hash was made to match, which only
- * Hyperscan's own check (its CRC, when the scratch is allocated) finds, and
- * another rules text's database copied under this one's name.
+ * The cache file is a page of header (magic, length, hash of the image's
+ * first page) and then the database as it lies in memory, which is mapped,
+ * not copied. Whatever is wrong with a file, the rules are compiled and the
+ * file written again: a byte of the bytecode changed (past the hashed page:
+ * Hyperscan's CRC, checked when the scratch is allocated, finds it), the
+ * file cut short, a header whose length disagrees, a byte of Hyperscan's
+ * own header changed, a changed first page whose hash was made to match
+ * (the CRC again), and another rules text's database copied under this
+ * one's name.
  * Offsets 8 and 16 and the seed are those of CACHE_HDR in rules.c.
  */
 static void test_rules_cache_image_checked(void **state)
@@ -263,7 +265,7 @@ static void test_rules_cache_image_checked(void **state)
     load_free(f, rules_text);
     assert_true(cache_file(f->dir, cpath, sizeof(cpath)) > 4096);
     good = read_all(cpath, &glen);
-    assert_memory_equal(good, "SPIMHSI1", 8);
+    assert_memory_equal(good, "SPIMHSI2", 8);
     bad = malloc(glen);
     assert_non_null(bad);
 
@@ -280,9 +282,16 @@ static void test_rules_cache_image_checked(void **state)
     write_bytes(cpath, bad, glen);
     load_recovers(f, cpath, good, glen);
 
+    /* A byte of Hyperscan's header inside the image (its length field): the
+     * hash of the image's first page disagrees. */
     memcpy(bad, good, glen);
-    bad[4096 + glen / 2 - 2048] ^= 0x5a;
-    h = spim_hash64(bad + 4096, glen - 4096, 0x72756c6573696d31ull);
+    bad[4096 + 8] ^= 0x40;
+    write_bytes(cpath, bad, glen);
+    load_recovers(f, cpath, good, glen);
+
+    memcpy(bad, good, glen);
+    bad[4096 + 2048] ^= 0x5a; /* the bytecode, in the hashed page */
+    h = spim_hash64(bad + 4096, 4096, 0x72756c6573696d31ull);
     for (int i = 0; i < 8; i++)
         bad[16 + i] = (unsigned char)(h >> (8 * i));
     write_bytes(cpath, bad, glen);

@@ -1369,6 +1369,79 @@ static void *raw_get(const char *dir, const char *db, const void *k, size_t klen
     return copy;
 }
 
+/*
+ * The whole table holds 16-bit counts: a token counted 65,535 times or more
+ * either way is read from LMDB, exactly, whether the table is the index read
+ * in place (a snapshot reader), a copy of it (an ordinary reader) or built
+ * by the reader itself (after a small training deleted the index); 65,534
+ * fits. A token with key 0 is in the table like any other.
+ */
+static void test_store_index_large_counts(void **state)
+{
+    struct fx *f = *state;
+    struct spim_store_reader *r = NULL;
+    enum { N = 600 };
+    static uint32_t ham[N], spam[N];
+    static uint64_t keys[N + 1];
+    /* key, ham, spam as written under the store, before a training adds a spam each */
+    static const struct {
+        size_t i;
+        uint32_t ham, spam;
+    } big[] = {
+        {0, 70000, 1}, {1, 65535, 0}, {2, 65534, 65533}, {3, 3, 65534}, {4, 0, UINT32_MAX - 1}};
+    unsigned char v[8], k0[8] = {0};
+
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = nth_key(i);
+        spam[i] = 2;
+    }
+    keys[N] = 0;
+    open_new(f, 0);
+    learn(f->st, keys, N + 1, 1, 1);
+    close_fx(f);
+    for (size_t b = 0; b < sizeof(big) / sizeof(big[0]); b++) {
+        unsigned char kb[8];
+
+        spim_put_le64(kb, nth_key(big[b].i));
+        spim_put_le32(v, big[b].ham);
+        spim_put_le32(v + 4, big[b].spam);
+        raw_put(f->dir, "tokens", kb, sizeof(kb), v, sizeof(v));
+        ham[big[b].i] = big[b].ham;
+        spam[big[b].i] = big[b].spam + 1;
+    }
+    spim_put_le32(v, 5);
+    spim_put_le32(v + 4, 9);
+    raw_put(f->dir, "tokens", k0, sizeof(k0), v, sizeof(v));
+    assert_int_equal(spim_store_open(f->dir, 0, 0, &f->st), 0);
+    learn(f->st, keys, N + 1, 1, 1); /* large: writes the index, with the counts above */
+
+    for (int pass = 0; pass < 3; pass++) {
+        struct spim_token zero = {.key = 0};
+        struct spim_totals t;
+
+        if (pass == 0) {
+            assert_int_equal(spim_store_reader_snapshot(f->st, &r), 0);
+        } else {
+            assert_int_equal(spim_store_reader_new(f->st, &r), 0);
+        }
+        if (pass == 2) {
+            /* A small training deletes the index: the reader builds the table. */
+            learn(f->st, keys + 10, 1, 0, 1);
+            ham[10]++;
+            lookup_all(r, 10, ham, spam, N); /* fewer misses than a 32nd of the store */
+            assert_false(spim__reader_whole(r));
+        }
+        lookup_all(r, N + 60, ham, spam, N);
+        assert_true(spim__reader_whole(r));
+        lookup_all(r, N + 60, ham, spam, N); /* from the table, the escapes from LMDB */
+        assert_int_equal(spim_store_lookup(r, &zero, 1, &t), 0);
+        assert_int_equal(zero.ham, 5);
+        assert_int_equal(zero.spam, 10);
+        spim_store_reader_free(r);
+        r = NULL;
+    }
+}
+
 /* An index that does not check out (another generation, cut short, not one) is not used. */
 static void test_store_index_checked(void **state)
 {
@@ -1540,6 +1613,7 @@ int main(void)
         T(test_store_snapshot_blocks_growth),
         T(test_store_snapshot_does_not_pin),
         T(test_store_index_checked),
+        T(test_store_index_large_counts),
         T(test_store_batch_into_existing),
         T(test_store_learned_empty_then_commit),
     };

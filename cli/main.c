@@ -1,8 +1,11 @@
 /* main.c: the spimfilter binary: one program, several subcommands. */
 #include "cli.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -22,20 +25,67 @@ static void usage(FILE *f)
                "spimfilter <command> --help shows the options of a command.\n");
 }
 
+#ifdef SPIM_TWIN_NAME
+/*
+ * A static spimfilter (SPIM_STATIC_EXE in cli/CMakeLists.txt) has the batch
+ * commands only: the network commands load libosip2 and libmicrohttpd and
+ * use the system's user and host databases, which a static program cannot
+ * do safely, so they run in the dynamic build, SPIM_TWIN_NAME, exec'd with
+ * the same arguments (the same process: a service manager sees no change).
+ * It is looked for beside this program (a build tree), then where an
+ * install puts it relative to this program (SPIM_TWIN_RELDIR: an installed
+ * tree, wherever its prefix was moved), then in SPIM_TWIN_DIR (the
+ * configured prefix). Returns only on failure: 2, with the reason.
+ */
+static int run_twin(char **argv)
+{
+    char self[PATH_MAX], path[PATH_MAX + 64];
+    const char *dirs[3] = {NULL, NULL, SPIM_TWIN_DIR};
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    int err = ENOENT;
+    char *slash;
+
+    if (n > 0) {
+        self[n] = '\0';
+        if ((slash = strrchr(self, '/')) != NULL) {
+            *slash = '\0';
+            dirs[0] = self;
+            dirs[1] = self;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (dirs[i] == NULL)
+            continue;
+        if (i == 1)
+            snprintf(path, sizeof(path), "%s/%s/%s", dirs[i], SPIM_TWIN_RELDIR, SPIM_TWIN_NAME);
+        else
+            snprintf(path, sizeof(path), "%s/%s", dirs[i], SPIM_TWIN_NAME);
+        execv(path, argv);
+        if (errno != ENOENT) {
+            err = errno; /* there, but not runnable: that is the reason to give */
+            break;
+        }
+    }
+    fprintf(stderr,
+            "spimfilter: %s runs in %s (the build of spimfilter that loads libosip2 and "
+            "libmicrohttpd), not found beside this program or at %s: %s\n",
+            argv[1], SPIM_TWIN_NAME, path, strerror(err));
+    return 2;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"serve", spim_cmd_serve},
-        {"train", spim_cmd_train},
-        {"classify", spim_cmd_classify},
-        {"eval", spim_cmd_eval},
-        {"quarantine", spim_cmd_quarantine},
-        {"av-check", spim_cmd_avcheck},
-        {"db", spim_cmd_db},
-        {"stats", spim_cmd_stats},
+#ifndef SPIM_TWIN_NAME
+        {"serve", spim_cmd_serve},      {"quarantine", spim_cmd_quarantine},
+        {"av-check", spim_cmd_avcheck}, {"stats", spim_cmd_stats},
+#endif
+        {"train", spim_cmd_train},      {"classify", spim_cmd_classify},
+        {"eval", spim_cmd_eval},        {"db", spim_cmd_db},
         {"reports", spim_cmd_reports},
     };
 
@@ -55,6 +105,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(argv[1], cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);
+#ifdef SPIM_TWIN_NAME
+    if (strcmp(argv[1], "serve") == 0 || strcmp(argv[1], "quarantine") == 0 ||
+        strcmp(argv[1], "av-check") == 0 || strcmp(argv[1], "stats") == 0)
+        return run_twin(argv);
+#endif
     fprintf(stderr, "spimfilter: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -573,7 +573,7 @@ static uint64_t store_order(uint64_t key)
 /* --- The token index -------------------------------------------------------
  * A reader that classifies many messages keeps the whole token table in
  * memory (see Lookup below) as an open-addressing table of (tag, ham, spam)
- * slots (struct tab_slot). Building it takes a cursor pass over the tokens; so a training
+ * slots (tab_slot). Building it takes a cursor pass over the tokens; so a training
  * batch large enough to be worth it (one that touched at least a
  * FULL_MISS_SHARE-th of the tokens: a first training, a retraining) writes
  * the table itself, as it would be in memory, into the meta database under
@@ -602,19 +602,17 @@ static uint64_t store_order(uint64_t key)
 #define INDEX_MIN_BITS 10
 
 /*
- * A slot of the table: the tag is the key's upper half, and the home slot
- * comes from its lowest bytes (full_index), so a probe that meets the tag
- * has matched 32 + bits bits of the key: a token never trained takes
- * another's counts once in about 2^32 lookups (with 64-bit keys, two
- * tokens share a key once in 2^64). Counts of TAB_ESC or more are stored as
- * TAB_ESC in both fields, and such a token is read from LMDB. All zeros is
- * an empty slot; a token counted neither way is left out, its answer (0
- * and 0) being an empty slot's.
+ * A slot of the table, one 64-bit word (the index's le32, le16, le16 read
+ * as one le64): the tag in bits 0-31, ham in 32-47, spam in 48-63. The tag
+ * is the key's upper half, and the home slot comes from its lowest bytes
+ * (full_index), so a probe that meets the tag has matched 32 + bits bits of
+ * the key: a token never trained takes another's counts once in about 2^32
+ * lookups (with 64-bit keys, two tokens share a key once in 2^64). Counts of
+ * TAB_ESC or more are stored as TAB_ESC in both fields, and such a token is
+ * read from LMDB. 0 is an empty slot; a token counted neither way is left
+ * out, its answer (0 and 0) being an empty slot's.
  */
-struct tab_slot {
-    uint32_t tag;
-    uint16_t ham, spam;
-};
+typedef uint64_t tab_slot;
 #define TAB_ESC 0xffffu
 
 static uint32_t tab_tag(uint64_t key)
@@ -622,9 +620,21 @@ static uint32_t tab_tag(uint64_t key)
     return (uint32_t)(key >> 32);
 }
 
-static int tab_empty(const struct tab_slot *t)
+static tab_slot tab_make(uint64_t key, uint32_t ham, uint32_t spam)
 {
-    return (t->tag | t->ham | t->spam) == 0;
+    if (ham >= TAB_ESC || spam >= TAB_ESC)
+        ham = spam = TAB_ESC;
+    return tab_tag(key) | (uint64_t)ham << 32 | (uint64_t)spam << 48;
+}
+
+static uint32_t tab_ham(tab_slot w)
+{
+    return (uint32_t)(w >> 32) & 0xffff;
+}
+
+static uint32_t tab_spam(tab_slot w)
+{
+    return (uint32_t)(w >> 48);
 }
 
 /* The bits of a table for entries: at most three quarters full, so a probe meets a free slot. */
@@ -650,19 +660,15 @@ static size_t full_index(uint64_t key, unsigned bits)
 }
 
 /* The slot key's counts go to in tab (three quarters full at most), with the counts as stored. */
-static void tab_put(struct tab_slot *tab, unsigned bits, uint64_t key, uint32_t ham, uint32_t spam)
+static void tab_put(tab_slot *tab, unsigned bits, uint64_t key, uint32_t ham, uint32_t spam)
 {
     size_t mask = ((size_t)1 << bits) - 1, s = full_index(key, bits);
 
     if (ham == 0 && spam == 0)
         return;
-    if (ham >= TAB_ESC || spam >= TAB_ESC)
-        ham = spam = TAB_ESC;
-    while (!tab_empty(&tab[s]))
+    while (tab[s] != 0)
         s = (s + 1) & mask;
-    tab[s].tag = tab_tag(key);
-    tab[s].ham = (uint16_t)ham;
-    tab[s].spam = (uint16_t)spam;
+    tab[s] = tab_make(key, ham, spam);
 }
 
 /*
@@ -714,19 +720,13 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
         ham = spim_get_le32(tv.mv_data);
         spam = spim_get_le32((const unsigned char *)tv.mv_data + 4);
         if (ham == 0 && spam == 0)
-            continue; /* answered as by an empty slot (see struct tab_slot) */
-        if (ham >= TAB_ESC || spam >= TAB_ESC)
-            ham = spam = TAB_ESC;
+            continue; /* answered as by an empty slot (see tab_slot) */
         for (s = full_index(key, bits);; s = (s + 1) & mask) {
             slot = p + INDEX_HDR + s * INDEX_SLOT;
             if (spim_get_le64(slot) == 0)
                 break; /* there is one: the table is at most three quarters full */
         }
-        spim_put_le32(slot, tab_tag(key));
-        slot[4] = (unsigned char)ham;
-        slot[5] = (unsigned char)(ham >> 8);
-        slot[6] = (unsigned char)spam;
-        slot[7] = (unsigned char)(spam >> 8);
+        spim_put_le64(slot, tab_make(key, ham, spam));
     }
     mdb_cursor_close(c);
     if (rc == 0) {
@@ -1221,7 +1221,7 @@ struct spim_store_reader {
     size_t cache_mask;
     int cache_used; /* cache holds something to clear at the next generation */
     /* The whole token table of generation gen (NULL: not loaded). */
-    const struct tab_slot *full;
+    const tab_slot *full;
     int full_borrowed; /* full is the index in the map itself (a snapshot reader) */
     int snapshot;      /* keeps its read transaction between lookups (see below) */
     int held;          /* snapshot: the transaction is live and the lock held */
@@ -1360,15 +1360,15 @@ static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
 
         /* A quarter of the slots at least is empty, so a probe meets one. */
         for (size_t s = full_index(t->key, r->full_bits), p = 0; p <= r->full_mask; p++) {
-            const struct tab_slot *e = &r->full[s];
+            tab_slot e = r->full[s];
 
-            if (tab_empty(e))
+            if (e == 0)
                 break;
-            if (e->tag == tag) {
-                if (e->ham == TAB_ESC)
+            if ((uint32_t)e == tag) {
+                if (tab_ham(e) == TAB_ESC)
                     return 0; /* a count too large for the table: LMDB has it */
-                t->ham = e->ham;
-                t->spam = e->spam;
+                t->ham = tab_ham(e);
+                t->spam = tab_spam(e);
                 return 1;
             }
             s = (s + 1) & r->full_mask;
@@ -1418,7 +1418,7 @@ static int index_load(struct spim_store_reader *r)
 {
     MDB_val k = {sizeof(SPIM__META_INDEX) - 1, SPIM__META_INDEX}, v;
     const unsigned char *p;
-    struct tab_slot *tab;
+    tab_slot *tab;
     size_t nslots;
     unsigned bits;
     int rc = mdb_get(r->txn, r->st->meta, &k, &v);
@@ -1442,8 +1442,8 @@ static int index_load(struct spim_store_reader *r)
      * zeroed pages under it, was a twentieth of a `classify --tsv` of a
      * thousand messages). The slots follow the page header and the 40-byte
      * index header, so they are 8-byte aligned; checked anyway. */
-    if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(struct tab_slot) == 0) {
-        r->full = (const struct tab_slot *)(const void *)(p + INDEX_HDR);
+    if (r->snapshot && (uintptr_t)(p + INDEX_HDR) % _Alignof(tab_slot) == 0) {
+        r->full = (const tab_slot *)(const void *)(p + INDEX_HDR);
         r->full_borrowed = 1;
         r->full_mask = nslots - 1;
         r->full_bits = bits;
@@ -1454,17 +1454,12 @@ static int index_load(struct spim_store_reader *r)
     if (tab == NULL)
         return 0;
     table_populate(tab, nslots * sizeof(*tab));
-    _Static_assert(sizeof(struct tab_slot) == INDEX_SLOT, "a slot is le32 tag, le16, le16");
+    _Static_assert(sizeof(tab_slot) == INDEX_SLOT, "a slot is le32 tag, le16, le16");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     memcpy(tab, p + INDEX_HDR, nslots * INDEX_SLOT);
 #else
-    for (size_t i = 0; i < nslots; i++) {
-        const unsigned char *q = p + INDEX_HDR + i * INDEX_SLOT;
-
-        tab[i].tag = spim_get_le32(q);
-        tab[i].ham = (uint16_t)(q[4] | q[5] << 8);
-        tab[i].spam = (uint16_t)(q[6] | q[7] << 8);
-    }
+    for (size_t i = 0; i < nslots; i++)
+        tab[i] = spim_get_le64(p + INDEX_HDR + i * INDEX_SLOT);
 #endif
     r->full = tab;
     r->full_borrowed = 0;
@@ -1528,7 +1523,7 @@ static int reader_refresh(struct spim_store_reader *r, int *moved)
  */
 static int full_load(struct spim_store_reader *r)
 {
-    struct tab_slot *tab;
+    tab_slot *tab;
     MDB_cursor *c;
     MDB_val k, v;
     unsigned bits = index_bits(r->entries);
@@ -1680,7 +1675,7 @@ static int lookup_rest(struct spim_store_reader *r, struct spim_token *toks, siz
  */
 static int table_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n)
 {
-    const struct tab_slot *tab = r->full;
+    const tab_slot *tab = r->full;
     size_t mask = r->full_mask;
     unsigned sh = 64 - r->full_bits, esc = 0;
     int rc = 0;
@@ -1690,14 +1685,16 @@ static int table_lookup(struct spim_store_reader *r, struct spim_token *toks, si
         uint64_t key = toks[j].key;
         uint32_t tag = tab_tag(key);
         size_t s = (size_t)(store_order(key) >> sh), p = 0;
-        int hit;
+        tab_slot w = tab[s];
 
-        while (!tab_empty(&tab[s]) && tab[s].tag != tag && p++ < mask)
+        while (w != 0 && (uint32_t)w != tag && p++ < mask) {
             s = (s + 1) & mask;
-        hit = !tab_empty(&tab[s]) && tab[s].tag == tag;
-        toks[j].ham = hit ? tab[s].ham : 0;
-        toks[j].spam = hit ? tab[s].spam : 0;
-        esc |= toks[j].ham == TAB_ESC;
+            w = tab[s];
+        }
+        w = (uint32_t)w == tag ? w : 0; /* the empty slot, or a table that lied */
+        toks[j].ham = tab_ham(w);
+        toks[j].spam = tab_spam(w);
+        esc |= tab_ham(w) == TAB_ESC;
     }
     for (size_t j = 0; esc && j < n && rc == 0; j++) {
         if (toks[j].ham == TAB_ESC) /* only an escape gives TAB_ESC (see tab_put) */

@@ -10,7 +10,9 @@
 # cli/main.c and every key cli/config.c accepts; docs/examples/spimfilter.conf
 # has every key too and loads (`serve --check-config`); `spimfilter
 # --version` prints the project's version; `<command> --help` works for
-# every subcommand; `cmake --install` lays out the binary, page and unit.
+# every subcommand; `cmake --install` lays out the binary, page and unit;
+# a static spimfilter (the release build) classifies alone as its dynamic
+# twin does, runs the network commands in it, and says so when it is missing.
 #
 #   SPIMFILTER=build/dev/cli/spimfilter SPIM_BUILD_DIR=build/dev tests/integration/test_packaging.sh
 set -u
@@ -128,8 +130,38 @@ if [ -n "$build" ]; then
     done
     check "the installed unit runs the installed binary" \
         grep -q '^ExecStart=/.*/bin/spimfilter serve ' "$tmp/prefix/lib/systemd/system/spimfilter.service"
+    if [ -x "$build/cli/spimfilter-serve" ]; then
+        check "installed libexec/spimfilter/spimfilter-serve" \
+            [ -x "$tmp/prefix/libexec/spimfilter/spimfilter-serve" ]
+        "$tmp/prefix/bin/spimfilter" serve --help >"$tmp/inst-serve.txt" 2>&1
+        check "the installed spimfilter runs serve in its installed twin" \
+            grep -q '^usage: spimfilter serve' "$tmp/inst-serve.txt"
+    fi
 else
     log "SKIP install layout: SPIM_BUILD_DIR not set"
+fi
+
+# 6. A static spimfilter (SPIM_STATIC_EXE) and its dynamic twin for the network commands.
+twin=$(dirname "$bin")/spimfilter-serve
+if [ -x "$twin" ]; then
+    check "spimfilter is static (no program interpreter)" ok '! readelf -lW "$bin" | grep -q INTERP'
+    check "spimfilter-serve is the dynamic build" ok 'readelf -lW "$twin" | grep -q INTERP'
+    mkdir -p "$tmp/lone"
+    cp "$bin" "$tmp/lone/spimfilter"
+    "$tmp/lone/spimfilter" classify --db "$tmp/db" --rules "$src/rules/default.rules" \
+        --tsv "$src/corpora/im.tsv" --format jsonl >"$tmp/lone.jsonl" 2>&1
+    "$twin" classify --db "$tmp/db" --rules "$src/rules/default.rules" \
+        --tsv "$src/corpora/im.tsv" --format jsonl >"$tmp/twin.jsonl" 2>&1
+    check "alone, spimfilter classifies as its twin does" \
+        ok '[ -s "$tmp/lone.jsonl" ] && cmp -s "$tmp/lone.jsonl" "$tmp/twin.jsonl"'
+    if [ ! -e /usr/local/libexec/spimfilter/spimfilter-serve ]; then
+        "$tmp/lone/spimfilter" serve --help >"$tmp/lone.out" 2>&1
+        rc=$?
+        check "alone, 'spimfilter serve' exits 2 (rc $rc)" ok '[ "$rc" = 2 ]'
+        check "... and names spimfilter-serve" grep -q 'runs in spimfilter-serve' "$tmp/lone.out"
+    fi
+else
+    log "SKIP static build: no spimfilter-serve beside $bin"
 fi
 
 if [ "$fails" != 0 ]; then

@@ -180,9 +180,15 @@ size_t spim_verdict_rules(const struct spim_verdict *v, char *buf, size_t cap);
 
 /* --- Classification ----------------------------------------------------------- */
 
-/* The seam to the store: fills ham/spam counts of toks and the totals. */
+/*
+ * The seam to the store: lookup fills ham/spam counts of toks and the totals.
+ * prefetch, optional, is told each distinct key as the tokenizer makes it,
+ * so that the memory lookup will read can be on its way while the rest of
+ * the message is tokenized (a hint: it must not fail or block).
+ */
 struct spim_counts_ops {
     int (*lookup)(void *ud, struct spim_token *toks, size_t n, struct spim_totals *totals);
+    void (*prefetch)(void *ud, uint64_t key);
 };
 
 /* Per-thread working memory: Hyperscan scratch and token buffers. */

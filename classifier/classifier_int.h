@@ -55,6 +55,10 @@ struct spim__tok_ws {
     /* The last spim__tok_run with an output array wrote the has-URL meta token
      * or the phone number token: what first contact weighs as a link. */
     int has_link;
+    /* Told each distinct key of the next spim__tok_run with an output array
+     * (struct spim_counts_ops' prefetch); NULL: nobody. */
+    void (*key_hint)(void *ud, uint64_t key);
+    void *key_hint_ud;
     /* Keys of the fixed tokens ("url:0", "len:2", "N4", ...), by the address
      * of their static text: made once per working memory, not per message. */
     struct spim__tok_memo {

@@ -171,7 +171,10 @@ int spim_classify_ex(struct spim_scan *s, const struct spim_counts_ops *ops, voi
     if (s == NULL || v == NULL)
         return SPIM_EINVAL;
     spim__tok_prepare(&s->ws, text, len);
+    s->ws.key_hint = ops != NULL && ops->lookup != NULL ? ops->prefetch : NULL;
+    s->ws.key_hint_ud = ud;
     n = spim__tok_run(&s->ws, meta, s->toks, SPIM_TOK_MAX, NULL, NULL);
+    s->ws.key_hint = NULL;
     tokens = (unsigned)n;
     if (ops != NULL && ops->lookup != NULL && n > 0) {
         int rc = ops->lookup(ud, s->toks, n, &tot);

@@ -570,7 +570,9 @@ struct sink {
 
     int has_url, shortener;
     int link; /* the has-URL meta token or the phone number token was written out */
-    struct spim__tok_memo *memo; /* the working memory's, for adds() */
+    struct spim__tok_memo *memo;          /* the working memory's, for adds() */
+    void (*hint)(void *ud, uint64_t key); /* each new key (ws->key_hint), or NULL */
+    void *hint_ud;
     /* Slots of set taken, cleared at the end; last, and not zeroed: only used[0..n) is read. */
     uint16_t used[SPIM_TOK_MAX];
 };
@@ -612,6 +614,8 @@ static inline void add_key(struct sink *k, uint64_t key)
     if (probes > k->set_mask)
         return;
     k->set[slot] = key;
+    if (k->hint != NULL)
+        k->hint(k->hint_ud, key);
     k->used[k->n] = (uint16_t)slot;
     k->out[k->n].key = key;
     k->out[k->n].ham = 0;
@@ -1386,6 +1390,10 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     k.set_mask = SPIM__TOK_SET_SMALL - 1;
     k.set_big = ws->set;
     k.memo = ws->memo;
+    if (out != NULL) {
+        k.hint = ws->key_hint;
+        k.hint_ud = ws->key_hint_ud;
+    }
     k.emit = emit;
     k.ud = ud;
 

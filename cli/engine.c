@@ -297,7 +297,12 @@ static int lookup(void *ud, struct spim_token *toks, size_t n, struct spim_total
     return spim_store_lookup(ud, toks, n, totals);
 }
 
-static const struct spim_counts_ops store_counts = {.lookup = lookup};
+static void prefetch(void *ud, uint64_t key)
+{
+    spim_store_prefetch(ud, key);
+}
+
+static const struct spim_counts_ops store_counts = {.lookup = lookup, .prefetch = prefetch};
 
 int spim_engine_classify(struct spim_engine_worker *w, const char *text, size_t len,
                          const struct spim_tok_meta *meta, struct spim_verdict *v)

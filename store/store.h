@@ -99,6 +99,12 @@ void spim_store_reader_free(struct spim_store_reader *r);
  */
 int spim_store_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n,
                       struct spim_totals *totals);
+/*
+ * A hint that key will be looked up soon: starts fetching the slot of the
+ * reader's whole token table where it is (nothing without one). Never fails,
+ * reads nothing else; call it from the reader's thread.
+ */
+void spim_store_prefetch(const struct spim_store_reader *r, uint64_t key);
 /* Totals only. */
 int spim_store_totals(struct spim_store *st, struct spim_totals *totals);
 

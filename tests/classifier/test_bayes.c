@@ -264,6 +264,67 @@ static int table_lookup(void *ud, struct spim_token *toks, size_t n, struct spim
     return 0;
 }
 
+/* What a prefetch hint was told, and what the lookup after it was asked. */
+struct hinted {
+    struct table t;
+    uint64_t told[SPIM_TOK_MAX], asked[SPIM_TOK_MAX];
+    size_t ntold, nasked;
+};
+
+static void hint_record(void *ud, uint64_t key)
+{
+    struct hinted *h = ud;
+
+    if (h->ntold < SPIM_TOK_MAX)
+        h->told[h->ntold] = key;
+    h->ntold++;
+}
+
+static int hinted_lookup(void *ud, struct spim_token *toks, size_t n, struct spim_totals *totals)
+{
+    struct hinted *h = ud;
+
+    for (size_t i = 0; i < n && i < SPIM_TOK_MAX; i++)
+        h->asked[i] = toks[i].key;
+    h->nasked = n;
+    return table_lookup(&h->t, toks, n, totals);
+}
+
+/*
+ * The prefetch hint of struct spim_counts_ops is told every key the lookup
+ * then asks for, each once and in the same order, before the lookup; the
+ * verdict is the one without the hint.
+ */
+static void test_bayes_prefetch_hint_told_each_key(void **state)
+{
+    static const struct spim_counts_ops with = {.lookup = hinted_lookup, .prefetch = hint_record};
+    static const struct spim_counts_ops without = {.lookup = hinted_lookup};
+    static struct hinted h;
+    struct spim_scan *s = NULL;
+    struct spim_verdict v1, v2;
+    const char *msg = "FREE entry!! w1n a prize, txt WIN to 87121 or see www.win-now.example/x "
+                      "free free f r e e";
+
+    (void)state;
+    memset(&h, 0, sizeof(h));
+    h.t.tot.ham_msgs = 400;
+    h.t.tot.spam_msgs = 100;
+    table_add(&h.t, SPIM_TOK_WORD, "free", 2, 60);
+    table_add(&h.t, SPIM_TOK_WORD, "prize", 0, 35);
+    assert_int_equal(spim_scan_new(NULL, &s), 0);
+    assert_int_equal(spim_classify(s, &with, &h, NULL, NULL, msg, strlen(msg), NULL, &v1), 0);
+    assert_true(h.nasked > 10);
+    assert_int_equal(h.ntold, h.nasked);
+    assert_memory_equal(h.told, h.asked, h.nasked * sizeof(uint64_t));
+    h.ntold = 0;
+    assert_int_equal(spim_classify(s, &without, &h, NULL, NULL, msg, strlen(msg), NULL, &v2), 0);
+    assert_int_equal(h.ntold, 0);
+    assert_true(v1.spam_probability == v2.spam_probability);
+    assert_int_equal(v1.action, v2.action);
+    assert_int_equal(v1.tokens, v2.tokens);
+    spim_scan_free(s);
+}
+
 static void test_bayes_classify_end_to_end(void **state)
 {
     static const struct spim_counts_ops ops = {.lookup = table_lookup};
@@ -327,6 +388,7 @@ int main(void)
         cmocka_unit_test(test_bayes_combines_to_extremes),
         cmocka_unit_test(test_bayes_max_tokens_keeps_extremes),
         cmocka_unit_test(test_bayes_classify_end_to_end),
+        cmocka_unit_test(test_bayes_prefetch_hint_told_each_key),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

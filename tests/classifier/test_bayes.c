@@ -169,6 +169,62 @@ static double ref_prob(const struct spim_token *t, size_t n, const struct spim_t
  * million, and clue sets from one-sided to mixed, it stays within 1e-9 of
  * the textbook form, on both sides of the switch.
  */
+/*
+ * The usual case takes two tokens at a time: an unknown token (no clue, a
+ * factor of 1) put first moves every token to the other lane, and the
+ * probability must come out bit for bit the same, for odd and even counts,
+ * counts above 2^31 and clues on one lane only; a token alone (taken on its
+ * own) gives what it gives in either lane beside an unknown one.
+ */
+static void test_bayes_lanes_agree(void **state)
+{
+    static struct spim_token t[SPIM_TOK_MAX], u[SPIM_TOK_MAX];
+    struct spim_bayes_params p;
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+
+    (void)state;
+    spim_bayes_defaults(&p);
+    p.max_tokens = 0;
+    for (int round = 0; round < 2000; round++) {
+        struct spim_totals tot;
+        size_t n;
+        unsigned used1, used2;
+        double a, b;
+
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        n = 1 + (size_t)(seed % 200);
+        tot.ham_msgs = 1 + (seed >> 32) % 100000;
+        tot.spam_msgs = 1 + (seed >> 12) % 100000;
+        for (size_t i = 0; i < n; i++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            t[i] = tk((uint32_t)(seed % 50), (uint32_t)((seed >> 20) % 50));
+            if ((seed >> 40) % 7 == 0)
+                t[i].ham = 0x80000000u + (uint32_t)(seed >> 44); /* past 2^31 */
+            if ((seed >> 50) % 5 == 0)
+                t[i].ham = t[i].spam = 0; /* unknown: no clue */
+        }
+        u[0] = tk(0, 0);
+        memcpy(u + 1, t, n * sizeof(t[0]));
+        a = spim_bayes_prob(t, n, &tot, &p, &used1);
+        b = spim_bayes_prob(u, n + 1, &tot, &p, &used2);
+        assert_memory_equal(&a, &b, sizeof(a));
+        assert_int_equal(used1, used2);
+        /* One token alone (the one-at-a-time loop) and beside an unknown one,
+         * in either lane. */
+        for (size_t i = 0; i < n && i < 4; i++) {
+            struct spim_token pair[2] = {t[i], tk(0, 0)};
+            double one = spim_bayes_prob(&t[i], 1, &tot, &p, NULL), x, y;
+
+            x = spim_bayes_prob(pair, 2, &tot, &p, NULL);
+            pair[0] = tk(0, 0);
+            pair[1] = t[i];
+            y = spim_bayes_prob(pair, 2, &tot, &p, NULL);
+            assert_memory_equal(&one, &x, sizeof(one));
+            assert_memory_equal(&one, &y, sizeof(one));
+        }
+    }
+}
+
 static void test_bayes_matches_reference(void **state)
 {
     static struct spim_token t[SPIM_TOK_MAX];
@@ -383,6 +439,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bayes_no_evidence_is_half),
         cmocka_unit_test(test_bayes_matches_reference),
+        cmocka_unit_test(test_bayes_lanes_agree),
         cmocka_unit_test(test_bayes_single_token_is_robinson_f),
         cmocka_unit_test(test_bayes_ratios_normalised_by_totals),
         cmocka_unit_test(test_bayes_combines_to_extremes),

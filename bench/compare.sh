@@ -16,7 +16,7 @@
 #               blocked, U (unsure) is tagged.
 # Every command runs pinned to one core (taskset -c 0); rates are messages
 # per second of wall time of the whole commands (start-up included), pooled
-# over the folds. Each timed step runs RUNS times (default 3) for both
+# over the folds. Each timed step runs RUNS times (default 7) for both
 # filters alike, each training into a fresh store, the two filters taking
 # turns, and the median time counts: the machine may be shared, and one slow
 # run (or a slow few seconds) should not decide.
@@ -36,7 +36,7 @@ folds=${2:-5}
 bin=${SPIMFILTER:-$root/build/release/cli/spimfilter}
 [[ -x $bin ]] || bin=$root/build/release/spimfilter
 rules=${RULES:-$root/rules/default.rules}
-runs=${RUNS:-3}
+runs=${RUNS:-7}
 [[ $runs =~ ^[1-9][0-9]?$ ]] || {
     echo "compare.sh: RUNS must be 1..99" >&2
     exit 2

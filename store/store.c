@@ -659,7 +659,7 @@ static size_t full_index(uint64_t key, unsigned bits)
     return (size_t)(store_order(key) >> (64 - bits));
 }
 
-/* The slot key's counts go to in tab (three quarters full at most), with the counts as stored. */
+/* Puts key's counts into tab (three quarters full at most) at the first free slot from its home. */
 static void tab_put(tab_slot *tab, unsigned bits, uint64_t key, uint32_t ham, uint32_t spam)
 {
     size_t mask = ((size_t)1 << bits) - 1, s = full_index(key, bits);

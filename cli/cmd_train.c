@@ -282,7 +282,7 @@ int spim_cmd_train(int argc, char **argv)
                (unsigned long long)tot.ham_msgs);
         /* only what happened: duplicates skipped, labels moved, nothing to unlearn */
         if (t.dup)
-            printf("%lu messages already learned with that label: skipped\n", t.dup);
+            printf("%lu messages already learned with that label (repeats): skipped\n", t.dup);
         if (t.moved)
             printf("%lu messages moved from the other label\n", t.moved);
         if (t.unknown)

@@ -35,7 +35,7 @@ static void usage(FILE *f)
  * It is looked for beside this program (a build tree), then where an
  * install puts it relative to this program (SPIM_TWIN_RELDIR: an installed
  * tree, wherever its prefix was moved), then in SPIM_TWIN_DIR (the
- * configured prefix). Returns only on failure: 2, with the reason.
+ * configured prefix). Returns only on failure: 1, with the reason.
  */
 static int run_twin(char **argv)
 {
@@ -68,9 +68,10 @@ static int run_twin(char **argv)
     }
     fprintf(stderr,
             "spimfilter: %s runs in %s (the build of spimfilter that loads libosip2 and "
-            "libmicrohttpd), not found beside this program or at %s: %s\n",
-            argv[1], SPIM_TWIN_NAME, path, strerror(err));
-    return 2;
+            "libmicrohttpd), looked for beside this program, in %s/ from its directory and in "
+            "%s/: %s\n",
+            argv[1], SPIM_TWIN_NAME, SPIM_TWIN_RELDIR, SPIM_TWIN_DIR, strerror(err));
+    return 1;
 }
 #endif
 

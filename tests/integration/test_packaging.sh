@@ -157,8 +157,9 @@ if [ -x "$twin" ]; then
     if [ ! -e /usr/local/libexec/spimfilter/spimfilter-serve ]; then
         "$tmp/lone/spimfilter" serve --help >"$tmp/lone.out" 2>&1
         rc=$?
-        check "alone, 'spimfilter serve' exits 2 (rc $rc)" ok '[ "$rc" = 2 ]'
-        check "... and names spimfilter-serve" grep -q 'runs in spimfilter-serve' "$tmp/lone.out"
+        check "alone, 'spimfilter serve' exits 1 (rc $rc)" ok '[ "$rc" = 1 ]'
+        check "... and names spimfilter-serve and where it looked" \
+            grep -q 'runs in spimfilter-serve .*libexec/spimfilter/' "$tmp/lone.out"
     fi
 else
     log "SKIP static build: no spimfilter-serve beside $bin"

@@ -63,7 +63,7 @@
  * second pass over 320 KiB, a twentieth of the start of a short `classify`.
  */
 #define CACHE_HASHED ((size_t)4096)
-#define CACHE_SEED 0x72756c6573696d31ull
+#define CACHE_SEED 0x72756c6573696d32ull /* "rulesim2"; "rulesim1" named SPIMHSI1 files */
 
 enum { DB_HS = 0, DB_COPY = 1, DB_MAPPED = 2 };
 
@@ -427,7 +427,8 @@ static hs_database_t *cache_load(const char *path, uint64_t key, unsigned flags,
     struct stat sb;
     void *map;
     size_t len;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO put there must not hang the open (it fails S_ISREG below). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
     if (fd < 0)
         return NULL;

@@ -146,6 +146,10 @@ struct spim_engine_worker {
  * judges no SIP traffic (no fan-out or bulk counters).
  */
 enum { SPIM_ENGINE_WRITABLE = 1 << 0, SPIM_ENGINE_BATCH = 1 << 1 };
+
+/* Set by a static spimfilter to its own path when it execs spimfilter-serve
+ * for a network command (main.c): the program the operator ran. */
+#define SPIM_PROGRAM_ENV "SPIMFILTER_PROGRAM"
 int spim_engine_open(struct spim_engine *e, const struct spim_config *cfg, unsigned flags,
                      char *err, size_t errcap);
 void spim_engine_close(struct spim_engine *e);

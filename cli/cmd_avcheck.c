@@ -248,11 +248,12 @@ int spim_cmd_avcheck(int argc, char **argv)
     const char *user = NULL, *binary = NULL;
     struct spim_config cfg;
     struct clamconf cc;
-    struct item items[3];
+    struct item items[4];
     struct passwd *pw;
     char err[512], re[PATH_MAX * 2 + 8];
     uid_t uid = geteuid();
-    int c, missing = 0, need_exclude[3] = {0}, need_oa = 0;
+    int c, missing = 0, need_exclude[4] = {0}, need_oa = 0, nitems = 3;
+    const char *self = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -303,6 +304,7 @@ int spim_cmd_avcheck(int argc, char **argv)
     items[0].what = "store";
     items[1].what = "quarantine";
     items[2].what = "binary";
+    items[3].what = "binary";
     /* A store that does not exist yet is checked by the path it will have. */
     if (realpath(db, items[0].path) == NULL)
         snprintf(items[0].path, sizeof(items[0].path), "%s", db);
@@ -310,15 +312,21 @@ int spim_cmd_avcheck(int argc, char **argv)
     /* The quarantine is in the store's LMDB environment: the same files. */
     memcpy(items[1].path, items[0].path, sizeof(items[1].path));
     items[1].dir = 1;
+    /* This one is spimfilter-serve when a static spimfilter ran it: then the
+     * program the operator ran (the unit's ExecStart) is checked too. */
+    if (binary == NULL && (self = getenv(SPIM_PROGRAM_ENV)) != NULL && self[0] == '/')
+        nitems = 4;
     if (realpath(binary != NULL ? binary : "/proc/self/exe", items[2].path) == NULL)
         snprintf(items[2].path, sizeof(items[2].path), "%s", binary ? binary : "spimfilter");
+    if (nitems == 4 && realpath(self, items[3].path) == NULL)
+        snprintf(items[3].path, sizeof(items[3].path), "%s", self);
     if (clamconf_load(clamd_conf, &cc) != 0)
         return 2;
     printf("ClamAV config %s, serve running as %s (uid %ld)\n", clamd_conf, user, (long)uid);
     if (cc.example_line)
         printf("note: %s:%u has 'Example': clamd does not start with this file as it is\n",
                clamd_conf, cc.example_line);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < nitems; i++)
         missing |= check_item(&cc, &items[i], user, uid, &need_exclude[i], &need_oa);
     if (missing) {
         printf("\nadd to %s:\n", clamd_conf);
@@ -326,9 +334,11 @@ int spim_cmd_avcheck(int argc, char **argv)
             regex_of(items[0].path, 1, re, sizeof(re));
             printf("ExcludePath %s\n", re);
         }
-        if (need_exclude[2]) {
-            regex_of(items[2].path, 0, re, sizeof(re));
-            printf("ExcludePath %s\n", re);
+        for (int i = 2; i < nitems; i++) {
+            if (need_exclude[i]) {
+                regex_of(items[i].path, 0, re, sizeof(re));
+                printf("ExcludePath %s\n", re);
+            }
         }
         if (need_oa) {
             printf("OnAccessExcludePath %s\n", items[0].path);

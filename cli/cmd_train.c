@@ -234,10 +234,18 @@ int spim_cmd_train(int argc, char **argv)
         usage(stderr);
         goto out;
     }
-    /* stdin cannot be read twice: it is learned as it comes. */
-    for (size_t i = 0; i < ntsv && err == 0; i++)
-        if (strcmp(tsvs[i], "-") != 0)
-            err = stream_tsv(NULL, tsvs[i]);
+    /* Every line of a file is checked before anything is written. stdin, a
+     * pipe or a FIFO (--tsv /dev/stdin, <(...)) cannot be read twice: it is
+     * learned as it comes (read twice, the second pass saw nothing, or a FIFO
+     * waited for a writer that had gone). */
+    for (size_t i = 0; i < ntsv && err == 0; i++) {
+        struct stat sb;
+
+        if (strcmp(tsvs[i], "-") == 0 ||
+            (stat(tsvs[i], &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)))
+            continue;
+        err = stream_tsv(NULL, tsvs[i]); /* a missing file is reported here, before the store */
+    }
     if (err != 0) {
         fprintf(stderr, "spimfilter train: nothing written\n");
         goto out;

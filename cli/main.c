@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -45,8 +46,19 @@ static int run_twin(char **argv)
     int err = ENOENT;
     char *slash;
 
+    /* SPIM_PROGRAM_ENV names the program the operator ran (av-check checks it
+     * too); set already, this static program was exec'd as its own twin (a
+     * copy or a link under the twin's name): say so instead of exec'ing on. */
+    if (getenv(SPIM_PROGRAM_ENV) != NULL) {
+        fprintf(stderr,
+                "spimfilter: %s: %s is this static spimfilter again, not the dynamic build "
+                "(rebuild or reinstall it)\n",
+                argv[1], SPIM_TWIN_NAME);
+        return 1;
+    }
     if (n > 0) {
         self[n] = '\0';
+        setenv(SPIM_PROGRAM_ENV, self, 1);
         if ((slash = strrchr(self, '/')) != NULL) {
             *slash = '\0';
             dirs[0] = self;
@@ -66,11 +78,15 @@ static int run_twin(char **argv)
             break;
         }
     }
-    fprintf(stderr,
-            "spimfilter: %s runs in %s (the build of spimfilter that loads libosip2 and "
-            "libmicrohttpd), looked for beside this program, in %s/ from its directory and in "
-            "%s/: %s\n",
-            argv[1], SPIM_TWIN_NAME, SPIM_TWIN_RELDIR, SPIM_TWIN_DIR, strerror(err));
+    if (err != ENOENT)
+        fprintf(stderr, "spimfilter: %s runs in %s, which cannot be run: %s\n", argv[1], path,
+                strerror(err));
+    else
+        fprintf(stderr,
+                "spimfilter: %s runs in %s (the build of spimfilter that loads libosip2 and "
+                "libmicrohttpd), not found beside this program, in %s/ from its directory or "
+                "in %s/\n",
+                argv[1], SPIM_TWIN_NAME, SPIM_TWIN_RELDIR, SPIM_TWIN_DIR);
     return 1;
 }
 #endif

@@ -291,7 +291,7 @@ static void test_rules_cache_image_checked(void **state)
 
     memcpy(bad, good, glen);
     bad[4096 + 2048] ^= 0x5a; /* the bytecode, in the hashed page */
-    h = spim_hash64(bad + 4096, 4096, 0x72756c6573696d31ull);
+    h = spim_hash64(bad + 4096, 4096, 0x72756c6573696d32ull);
     for (int i = 0; i < 8; i++)
         bad[16 + i] = (unsigned char)(h >> (8 * i));
     write_bytes(cpath, bad, glen);

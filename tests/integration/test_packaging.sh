@@ -154,6 +154,13 @@ if [ -x "$twin" ]; then
         --tsv "$src/corpora/im.tsv" --format jsonl >"$tmp/twin.jsonl" 2>&1
     check "alone, spimfilter classifies as its twin does" \
         ok '[ -s "$tmp/lone.jsonl" ] && cmp -s "$tmp/lone.jsonl" "$tmp/twin.jsonl"'
+    # Copied under the twin's name, the static program refuses (it exec'd itself forever).
+    cp "$bin" "$tmp/lone/spimfilter-serve"
+    timeout 10 "$tmp/lone/spimfilter" serve --help >"$tmp/loop.out" 2>&1
+    rc=$?
+    check "a static spimfilter as its own twin exits 1 (rc $rc)" ok '[ "$rc" = 1 ]'
+    check "... and says it is not the dynamic build" grep -q 'not the dynamic build' "$tmp/loop.out"
+    rm -f "$tmp/lone/spimfilter-serve"
     if [ ! -e /usr/local/libexec/spimfilter/spimfilter-serve ]; then
         "$tmp/lone/spimfilter" serve --help >"$tmp/lone.out" 2>&1
         rc=$?
@@ -164,6 +171,19 @@ if [ -x "$twin" ]; then
 else
     log "SKIP static build: no spimfilter-serve beside $bin"
 fi
+
+# 7. train from a pipe and a FIFO: learned as they come (read twice, nothing was learned).
+"$bin" db stats --db "$tmp/db" >"$tmp/stats-file.txt" 2>&1
+cat "$src/corpora/im.tsv" | "$bin" train --db "$tmp/pipedb" --tsv /dev/stdin >/dev/null 2>&1
+"$bin" db stats --db "$tmp/pipedb" >"$tmp/stats-pipe.txt" 2>&1
+check "train --tsv /dev/stdin from a pipe learns what the file does" \
+    ok 'grep "^messages trained" "$tmp/stats-file.txt" >"$tmp/a" && grep "^messages trained" "$tmp/stats-pipe.txt" >"$tmp/b" && cmp -s "$tmp/a" "$tmp/b"'
+mkfifo "$tmp/fifo"
+cat "$src/corpora/im.tsv" >"$tmp/fifo" &
+timeout 20 "$bin" train --db "$tmp/fifodb" --tsv "$tmp/fifo" >/dev/null 2>&1
+rc=$?
+wait
+check "train --tsv FIFO ends (rc $rc)" ok '[ "$rc" = 0 ]'
 
 if [ "$fails" != 0 ]; then
     echo "test_packaging: $fails check(s) failed" >&2

@@ -303,6 +303,16 @@ void spim_tsv_close(struct spim_tsv *t);
 int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *len, char *err,
                   size_t errcap);
 
+/*
+ * Calls fn(ud, is_spam, text, len) for each record of the TSV at path ("-":
+ * stdin) with the rules of spim_tsv_next, reading a line at a time: a corpus
+ * of any size takes one line of memory. 0; fn's nonzero return, which ends
+ * it; or an error described in err (the file and line). text lives until fn
+ * returns.
+ */
+int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char *text, size_t len),
+                  void *ud, char *err, size_t errcap);
+
 /* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
 int spim_read_file(const char *path, char **buf, size_t *len);
 

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -264,6 +265,25 @@ static int classify(struct spim_engine_worker *w, const struct out *o, const cha
     return spim_engine_classify_ex(w, text, len, NULL, v, o->explain ? ev : NULL);
 }
 
+/* A record of --tsv: classified and printed. */
+struct record_ctx {
+    struct spim_engine_worker *w;
+    struct out *o;
+    struct spim_verdict *v;
+    struct spim_evidence *ev;
+};
+#define RECORD_LOOKUP_FAILED 1
+
+static int classify_record(void *ud, int is_spam, const char *text, size_t len)
+{
+    struct record_ctx *c = ud;
+
+    if (classify(c->w, c->o, text, len, c->v, c->ev) != 0)
+        return RECORD_LOOKUP_FAILED;
+    print(c->o, NULL, is_spam ? "spam" : "ham", text, len, c->v, c->ev);
+    return 0;
+}
+
 int spim_cmd_classify(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -343,36 +363,28 @@ int spim_cmd_classify(int argc, char **argv)
     }
     opened = 1;
     /* Messages from files: a batch worker (the token index read in place).
-     * From stdin, which may wait on its writer for any time: a worker that
-     * holds no read transaction between messages. */
+     * From stdin or a pipe (--tsv is read a line at a time), which may wait
+     * on its writer for any time: a worker that holds no read transaction
+     * between messages. */
     for (int i = optind; i < argc; i++)
         stdin_in |= strcmp(argv[i], "-") == 0;
+    if (tsv != NULL) {
+        struct stat sb;
+
+        stdin_in |= strcmp(tsv, "-") == 0 || (stat(tsv, &sb) == 0 && !S_ISREG(sb.st_mode));
+    }
     if ((stdin_in ? spim_engine_worker_new(&e, &w) : spim_engine_worker_batch(&e, &w)) != 0) {
         fprintf(stderr, "spimfilter classify: out of memory\n");
         goto out;
     }
     o.w = w;
     if (tsv != NULL) {
-        struct spim_tsv t;
-        const char *text;
-        size_t len;
-        int is_spam, r;
+        struct record_ctx ctx = {w, &o, &v, &ev};
+        int r = spim_tsv_each(tsv, classify_record, &ctx, err, sizeof(err));
 
-        if (spim_tsv_open(&t, tsv, err, sizeof(err)) != 0) {
-            fprintf(stderr, "spimfilter classify: %s\n", err);
-            goto out;
-        }
-        while ((r = spim_tsv_next(&t, &is_spam, &text, &len, err, sizeof(err))) == 1) {
-            if (classify(w, &o, text, len, &v, &ev) != 0) {
-                r = -1;
-                snprintf(err, sizeof(err), "store lookup failed");
-                break;
-            }
-            print(&o, NULL, is_spam ? "spam" : "ham", text, len, &v, &ev);
-        }
-        spim_tsv_close(&t);
-        if (r < 0) {
-            fprintf(stderr, "spimfilter classify: %s\n", err);
+        if (r != 0) {
+            fprintf(stderr, "spimfilter classify: %s\n",
+                    r == RECORD_LOOKUP_FAILED ? "store lookup failed" : err);
             goto out;
         }
     }

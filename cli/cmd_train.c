@@ -127,43 +127,18 @@ static int add_path(struct trainer *t, const char *path, int is_spam)
  * or only checks the lines when t is NULL. "-" is stdin. Returns 0 or an
  * error already printed.
  */
+static int learn_record(void *ud, int is_spam, const char *text, size_t len)
+{
+    return ud != NULL ? add(ud, text, len, is_spam) : 0;
+}
+
 static int stream_tsv(struct trainer *t, const char *path)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    char *line = NULL, err[512];
-    size_t cap = 0;
-    ssize_t got;
-    unsigned lineno = 0;
-    int rc = 0;
+    char err[512];
+    int rc = spim_tsv_each(path, learn_record, t, err, sizeof(err));
 
-    if (f == NULL) {
-        fprintf(stderr, "spimfilter train: %s: %s\n", path, strerror(errno));
-        return SPIM_EIO;
-    }
-    err[0] = '\0';
-    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
-        struct spim_tsv one = {
-            .buf = line, .len = (size_t)got, .pos = 0, .line = lineno, .path = path};
-        const char *text;
-        size_t len;
-        int is_spam, r;
-
-        lineno++;
-        r = spim_tsv_next(&one, &is_spam, &text, &len, err, sizeof(err));
-        if (r < 0)
-            rc = r;
-        else if (r == 1 && t != NULL)
-            rc = add(t, text, len, is_spam);
-    }
-    if (rc == 0 && ferror(f)) {
-        snprintf(err, sizeof(err), "%s: read error", path);
-        rc = SPIM_EIO;
-    }
     if (rc != 0)
         fprintf(stderr, "spimfilter train: %s\n", err[0] ? err : spim_strerror(rc));
-    free(line);
-    if (f != stdin)
-        fclose(f);
     return rc;
 }
 

@@ -161,6 +161,52 @@ void spim_tsv_close(struct spim_tsv *t)
     t->buf = NULL;
 }
 
+/* The input buffer of spim_tsv_each: four pages (a buffer of the file's size
+ * was a fresh page per 4 KiB read, 3 us each on a VM, a tenth of classifying
+ * a thousand messages' worth of them), a read per 16 KiB. */
+#define TSV_READ_BUF (16 << 10)
+
+int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char *text, size_t len),
+                  void *ud, char *err, size_t errcap)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    unsigned lineno = 0;
+    int rc = 0;
+
+    if (f == NULL) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        return SPIM_EIO;
+    }
+    if (f != stdin)
+        (void)setvbuf(f, NULL, _IOFBF, TSV_READ_BUF);
+    err[0] = '\0';
+    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        struct spim_tsv one = {
+            .buf = line, .len = (size_t)got, .pos = 0, .line = lineno, .path = path};
+        const char *text;
+        size_t len;
+        int is_spam, r;
+
+        lineno++;
+        r = spim_tsv_next(&one, &is_spam, &text, &len, err, errcap);
+        if (r < 0)
+            rc = r;
+        else if (r == 1)
+            rc = fn(ud, is_spam, text, len);
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errcap, "%s: read error", path);
+        rc = SPIM_EIO;
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    return rc;
+}
+
 int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *len, char *err,
                   size_t errcap)
 {

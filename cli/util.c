@@ -161,9 +161,8 @@ void spim_tsv_close(struct spim_tsv *t)
     t->buf = NULL;
 }
 
-/* The input buffer of spim_tsv_each: four pages (a buffer of the file's size
- * was a fresh page per 4 KiB read, 3 us each on a VM, a tenth of classifying
- * a thousand messages' worth of them), a read per 16 KiB. */
+/* The input buffer of spim_tsv_each: a read per 16 KiB, four pages of memory
+ * whatever the file's size. */
 #define TSV_READ_BUF (16 << 10)
 
 int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char *text, size_t len),

@@ -128,8 +128,8 @@ if [ -n "$build" ]; then
         share/doc/spimfilter/examples/spimfilter.conf share/spimfilter/rules/default.rules; do
         check "installed $f" [ -e "$tmp/prefix/$f" ]
     done
-    check "the installed unit runs the installed binary" \
-        grep -q '^ExecStart=/.*/bin/spimfilter serve ' "$tmp/prefix/lib/systemd/system/spimfilter.service"
+    check "the installed unit runs the installed binary (under the install's prefix)" \
+        grep -q "^ExecStart=$tmp/prefix/bin/spimfilter serve " "$tmp/prefix/lib/systemd/system/spimfilter.service"
     if [ -x "$build/cli/spimfilter-serve" ]; then
         check "installed libexec/spimfilter/spimfilter-serve" \
             [ -x "$tmp/prefix/libexec/spimfilter/spimfilter-serve" ]

@@ -133,6 +133,25 @@ static int by_dev_desc(const void *a, const void *b)
 }
 
 /*
+ * f(w) of a token counted ham and spam times when both classes are trained
+ * (hm, sm their messages, sx = s * x): p(w) = sr / (hr + sr) = spam*hm / d
+ * with d = ham*sm + spam*hm, and f(w) made over the one divisor (s + n) * d:
+ * one division, not four (each as slow as the rest of the token's work).
+ * The products stay exact in a double for counts below 2^26. An unknown
+ * token (no count) gets x, from d = 1, not 0/0. Clamped into
+ * [F_MIN, 1 - F_MIN]. token_f and the usual case of spim_bayes_prob share it.
+ */
+static inline double f_both(double ham, double spam, double hm, double sm, double s, double sx)
+{
+    double cnt = ham + spam, sh = spam * hm, d = ham * sm + sh, v;
+
+    d = cnt != 0.0 ? d : 1.0;
+    v = (sx * d + cnt * sh) / ((s + cnt) * d);
+    v = v < F_MIN ? F_MIN : v;
+    return v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
+}
+
+/*
  * Robinson's f(w) of one token into *f; 0 when the token takes part, -1 when
  * it says nothing (never seen, or within min_dev of 0.5). Shared by the
  * probability and the explain path so both pick the same tokens.
@@ -148,15 +167,8 @@ static inline int token_f(const struct spim_token *t, const struct spim_totals *
     /* Ratios within their class: a token in 10% of spam and 10% of ham is neutral
      * whatever the sizes of the two training sets. */
     if (tot->ham_msgs != 0 && tot->spam_msgs != 0) {
-        /* With both classes trained, p(w) = sr / (hr + sr) = spam*H / d with
-         * d = ham*S + spam*H (H, S the messages of each class), and f(w) made
-         * over the one divisor (s + n) * d: one division, not four (each as
-         * slow as the rest of the token's work). The products stay exact in a
-         * double for counts below 2^26. */
-        double sh = (double)t->spam * (double)tot->ham_msgs,
-               d = (double)t->ham * (double)tot->spam_msgs + sh;
-
-        v = (p->s * p->x * d + cnt * sh) / ((p->s + cnt) * d);
+        v = f_both((double)t->ham, (double)t->spam, (double)tot->ham_msgs, (double)tot->spam_msgs,
+                   p->s, p->s * p->x);
     } else {
         hr = tot->ham_msgs ? (double)t->ham / (double)tot->ham_msgs : 0.0;
         sr = tot->spam_msgs ? (double)t->spam / (double)tot->spam_msgs : 0.0;
@@ -164,11 +176,9 @@ static inline int token_f(const struct spim_token *t, const struct spim_totals *
             return -1;
         pw = sr / (hr + sr);
         v = (p->s * p->x + cnt * pw) / (p->s + cnt);
+        v = v < F_MIN ? F_MIN : v;
+        v = v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
     }
-    if (v < F_MIN)
-        v = F_MIN;
-    if (v > 1.0 - F_MIN)
-        v = 1.0 - F_MIN;
     if (fabs(v - 0.5) < p->min_dev)
         return -1;
     *f = v;
@@ -251,16 +261,10 @@ double spim_bayes_prob(const struct spim_token *toks, size_t n, const struct spi
         }
 #endif
         for (; i < n; i++) {
-            double ham = (double)toks[i].ham, spam = (double)toks[i].spam, cnt = ham + spam;
-            double sh = spam * hm, d = ham * sm + sh, v;
-            int clue;
+            double v = f_both((double)toks[i].ham, (double)toks[i].spam, hm, sm, p->s, sx);
+            /* known, and fabs(v - 0.5) >= min_dev, as token_f decides it */
+            int clue = (toks[i].ham + (uint64_t)toks[i].spam != 0) & (fabs(v - 0.5) >= p->min_dev);
 
-            d = cnt != 0.0 ? d : 1.0; /* no 0/0 for an unknown token */
-            v = (sx * d + cnt * sh) / ((p->s + cnt) * d);
-            v = v < F_MIN ? F_MIN : v;
-            v = v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
-            /* fabs(v - 0.5) >= min_dev, as token_f decides it */
-            clue = (cnt != 0.0) & (fabs(v - 0.5) >= p->min_dev);
             lnprod_mul(&hp, clue ? v : 1.0);
             lnprod_mul(&sp, clue ? 1.0 - v : 1.0);
             m += (size_t)clue;

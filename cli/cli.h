@@ -313,6 +313,10 @@ int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *l
 int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char *text, size_t len),
                   void *ud, char *err, size_t errcap);
 
+/* Whether path is "-" (stdin) or a pipe, FIFO, socket or device: input that
+ * can be read once only, and may wait on its writer. */
+int spim_path_is_stream(const char *path);
+
 /* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
 int spim_read_file(const char *path, char **buf, size_t *len);
 

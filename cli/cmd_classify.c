@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -368,11 +367,8 @@ int spim_cmd_classify(int argc, char **argv)
      * between messages. */
     for (int i = optind; i < argc; i++)
         stdin_in |= strcmp(argv[i], "-") == 0;
-    if (tsv != NULL) {
-        struct stat sb;
-
-        stdin_in |= strcmp(tsv, "-") == 0 || (stat(tsv, &sb) == 0 && !S_ISREG(sb.st_mode));
-    }
+    if (tsv != NULL)
+        stdin_in |= spim_path_is_stream(tsv);
     if ((stdin_in ? spim_engine_worker_new(&e, &w) : spim_engine_worker_batch(&e, &w)) != 0) {
         fprintf(stderr, "spimfilter classify: out of memory\n");
         goto out;

@@ -214,12 +214,8 @@ int spim_cmd_train(int argc, char **argv)
      * learned as it comes (read twice, the second pass saw nothing, or a FIFO
      * waited for a writer that had gone). */
     for (size_t i = 0; i < ntsv && err == 0; i++) {
-        struct stat sb;
-
-        if (strcmp(tsvs[i], "-") == 0 ||
-            (stat(tsvs[i], &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)))
-            continue;
-        err = stream_tsv(NULL, tsvs[i]); /* a missing file is reported here, before the store */
+        if (!spim_path_is_stream(tsvs[i])) /* a missing file is reported here, before the store */
+            err = stream_tsv(NULL, tsvs[i]);
     }
     if (err != 0) {
         fprintf(stderr, "spimfilter train: nothing written\n");

@@ -161,6 +161,14 @@ void spim_tsv_close(struct spim_tsv *t)
     t->buf = NULL;
 }
 
+int spim_path_is_stream(const char *path)
+{
+    struct stat sb;
+
+    return strcmp(path, "-") == 0 ||
+           (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode));
+}
+
 /* The input buffer of spim_tsv_each: a read per 16 KiB, four pages of memory
  * whatever the file's size. */
 #define TSV_READ_BUF (16 << 10)

@@ -5,9 +5,11 @@
  * The filter uses six functions of it (below, with the prototypes of its
  * headers, which this file includes so that the compiler holds them to
  * them). Linked the usual way, the library is mapped and relocated in every
- * process, `classify --tsv` and `train --tsv` too, which never parse SIP:
- * about 0.3 ms of a start-up that a `classify` of a thousand messages
- * spends 7 ms on in all. So the binary does not link it; the first parse
+ * process of the build that has all the commands, its `classify --tsv` and
+ * `train --tsv` too, which never parse SIP: about 0.3 ms of a start-up that
+ * a `classify` of a thousand messages spent 7 ms on in all. (The release
+ * build's static spimfilter has no SIP code; its twin, and the sanitizer
+ * builds, are that build.) So the binary does not link it; the first parse
  * loads it (SPIM_OSIP_SONAME, the soname found at build time) with dlopen
  * and each call is forwarded. spim__osip_load() says why when it cannot be
  * loaded; `serve` checks it before it opens its sockets.

@@ -951,6 +951,23 @@ static int try_url(struct sink *k, const char *s, size_t n)
     return 1;
 }
 
+/*
+ * Whether s[0..len) holds a dot after a label character and before a letter
+ * ("x.co"): every host try_url takes has one, the dot before its top-level
+ * domain, so a message without one has no chunk worth scanning for a URL.
+ * Most have none, and the scan costs a pass over each chunk.
+ */
+static int may_hold_host(const char *s, size_t len)
+{
+    const char *p = s, *end = s + len;
+
+    while (p + 1 < end && (p = memchr(p + 1, '.', (size_t)(end - p - 1))) != NULL) {
+        if (p + 1 < end && p[1] >= 'a' && p[1] <= 'z' && host_char(p[-1]) && p[-1] != '.')
+            return 1;
+    }
+    return 0;
+}
+
 /* --- Numbers and phones ---------------------------------------------------------- */
 
 /* "N", "NN", "NNN" for small numbers, buckets for larger ones. */
@@ -1381,7 +1398,7 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
     struct sink k;
     const char *s = spim__tok_norm(ws);
     size_t len = ws->norm_len, i = 0, clen, excl = 0, cps = 0;
-    int chunk_start = 1;
+    int chunk_start = 1, hosts = may_hold_host(s, len);
 
     memset(&k, 0, offsetof(struct sink, used));
     k.out = out;
@@ -1418,7 +1435,7 @@ size_t spim__tok_run(struct spim__tok_ws *ws, const struct spim_tok_meta *meta,
             i += clen;
             continue;
         }
-        if (chunk_start) {
+        if (chunk_start && hosts) {
             size_t ce = i, cl2;
             int dot = 0;
 

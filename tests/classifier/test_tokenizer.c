@@ -226,6 +226,24 @@ static void test_tok_urls(void **state)
     assert_token(r, SPIM_TOK_WORD, "e");
     free(r);
 
+    /* Hosts after dots that are not theirs ("ok...", "12.30", "e.g."), in
+     * capitals, after a digit, and in fullwidth forms: each is still found
+     * (a message is only scanned for URLs when a dot sits between a label
+     * character and a letter). */
+    r = toks("ok... at 12.30 e.g. WWW.Win.COM or 2-for-1.biz/x");
+    assert_token(r, SPIM_TOK_URL, "host:www.win.com");
+    assert_token(r, SPIM_TOK_URL, "host:2-for-1.biz");
+    assert_token(r, SPIM_TOK_URL, "path:x");
+    free(r);
+    r = toks("\xEF\xBD\x97\xEF\xBD\x97\xEF\xBD\x97\xEF\xBC\x8E\xEF\xBD\x86\xEF\xBD\x8F"
+             "\xEF\xBD\x8F\xEF\xBC\x8E\xEF\xBD\x83\xEF\xBD\x8F\xEF\xBD\x8D"); /* ｗｗｗ．ｆｏｏ．ｃｏｍ
+                                                                               */
+    assert_token(r, SPIM_TOK_URL, "host:www.foo.com");
+    free(r);
+    r = toks("a.1 b. c .d 9.9");
+    assert_token(r, SPIM_TOK_META, "url:0");
+    free(r);
+
     r = toks("see you at 5");
     assert_token(r, SPIM_TOK_META, "url:0");
     assert_false(emitted(r, SPIM_TOK_META, "shortener"));

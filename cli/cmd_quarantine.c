@@ -315,12 +315,23 @@ static void print_json(const struct spim_quar_entry *e, int full)
     printf("}\n");
 }
 
-/* A column of at most w characters (bytes here: From and To are ASCII in SIP). */
+/*
+ * A column of w characters: URIs and rule names are ASCII, so any other
+ * byte, and any control (a From may carry a terminal's escapes), shows as
+ * '?'; a longer value is cut and ends in an ellipsis.
+ */
 static void col(struct spim_slice s, int w)
 {
-    int n = s.len > (size_t)w ? w : (int)s.len;
+    size_t shown = s.len > (size_t)w ? (size_t)w - 1 : s.len;
 
-    printf("%-*.*s  ", w, n, s.p);
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+
+        fputc(c < 0x20 || c >= 0x7f ? '?' : c, stdout);
+    }
+    if (shown < s.len)
+        fputs("\xE2\x80\xA6", stdout); /* U+2026 */
+    printf("%*s  ", w - (int)shown - (shown < s.len), "");
 }
 
 static void print_row_header(void)
@@ -335,8 +346,8 @@ static void print_row(const struct spim_quar_entry *e)
 
     fmt_time(e->time_us, ts, sizeof(ts));
     printf("%-20s  %-6llu  %-8s  ", ts, (unsigned long long)e->id, status_name(e->status));
-    col(e->from, 28);
-    col(e->to, 28);
+    col(spim_sip_uri_of(e->from), 28); /* the address: no display name, no tag */
+    col(spim_sip_uri_of(e->to), 28);
     printf("%6.2f  ", e->score);
     col(e->rules, 24);
     spim_print_excerpt(stdout, e->text.p, e->text.len, 60);

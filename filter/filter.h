@@ -75,6 +75,13 @@ int spim_sip_init(char *err, size_t errcap);
 void spim_sip_msg_free(struct spim_sip_msg *m);
 /* Whether m has what a local answer needs: a Via, From, To, Call-ID, CSeq. */
 int spim_sip_can_answer(const struct spim_sip_msg *m);
+/*
+ * The URI of a From, To or P-Asserted-Identity value: inside <...>, or up to
+ * the first ';'. A quoted display name is skipped first: it may hold a '<'
+ * and a whole other URI ("\"<sip:ceo@corp>\" <sip:x@y>" is sip:x@y). The
+ * slice points into v; it is empty when a quote is left open.
+ */
+struct spim_slice spim_sip_uri_of(struct spim_slice v);
 
 /* Kinds of MESSAGE body, for what the filter does with it. */
 enum spim_body_kind {

@@ -665,40 +665,6 @@ static void answer(const struct spim_sip_msg *m, int code, const char *reason, c
 }
 
 /*
- * The URI of a From or To value: inside <...>, or up to the first ';'. A
- * quoted display name is skipped first: it may hold a '<' and a whole other
- * URI ("\"<sip:ceo@corp>\" <sip:x@y>" is sip:x@y).
- */
-static struct spim_slice uri_of(struct spim_slice v)
-{
-    const char *lt, *gt;
-    size_t e = 0;
-
-    while (v.len > 0 && (*v.p == ' ' || *v.p == '\t'))
-        v.p++, v.len--;
-    if (v.len > 0 && *v.p == '"') {
-        size_t i = 1;
-
-        while (i < v.len && v.p[i] != '"')
-            i += v.p[i] == '\\' ? 2 : 1;
-        if (i >= v.len)
-            return (struct spim_slice){v.p, 0};
-        v.p += i + 1;
-        v.len -= i + 1;
-    }
-    lt = memchr(v.p, '<', v.len);
-
-    if (lt != NULL) {
-        gt = memchr(lt, '>', (size_t)(v.p + v.len - lt));
-        if (gt != NULL)
-            return (struct spim_slice){lt + 1, (size_t)(gt - lt - 1)};
-    }
-    while (e < v.len && v.p[e] != ';')
-        e++;
-    return (struct spim_slice){v.p, e};
-}
-
-/*
  * Asks the judge about a MESSAGE (its text and files) or an INVITE that
  * offers files. Returns the action, 0 for what needs no judge (a
  * notification, an INVITE without a file offer), or -1 when the judge
@@ -731,13 +697,13 @@ static int judge_request(struct spim_filter_worker *w, const struct spim_sip_msg
     fm.raw = (struct spim_slice){m->buf, m->msg_len};
     fm.from = m->from;
     fm.to = m->to;
-    fm.from_uri = uri_of(m->from);
+    fm.from_uri = spim_sip_uri_of(m->from);
     w->text_len = tlen;
     w->fm_from_uri = fm.from_uri;
     fm.call_id = m->call_id;
     fm.user_agent = m->user_agent;
     fm.ruri = m->ruri;
-    fm.pai_uri = m->pai.len ? uri_of(m->pai) : m->pai;
+    fm.pai_uri = m->pai.len ? spim_sip_uri_of(m->pai) : m->pai;
     fm.identity = m->identity;
     /* Only the proxy's P-Asserted-Identity: From is the sender's to write. */
     fm.verstat = m->pai_verstat;

@@ -494,6 +494,35 @@ void spim_sip_msg_free(struct spim_sip_msg *m)
     m->osip = NULL;
 }
 
+struct spim_slice spim_sip_uri_of(struct spim_slice v)
+{
+    const char *lt, *gt;
+    size_t e = 0;
+
+    while (v.len > 0 && (*v.p == ' ' || *v.p == '\t'))
+        v.p++, v.len--;
+    if (v.len > 0 && *v.p == '"') {
+        size_t i = 1;
+
+        while (i < v.len && v.p[i] != '"')
+            i += v.p[i] == '\\' ? 2 : 1;
+        if (i >= v.len)
+            return (struct spim_slice){v.p, 0};
+        v.p += i + 1;
+        v.len -= i + 1;
+    }
+    lt = memchr(v.p, '<', v.len);
+
+    if (lt != NULL) {
+        gt = memchr(lt, '>', (size_t)(v.p + v.len - lt));
+        if (gt != NULL)
+            return (struct spim_slice){lt + 1, (size_t)(gt - lt - 1)};
+    }
+    while (e < v.len && v.p[e] != ';')
+        e++;
+    return (struct spim_slice){v.p, e};
+}
+
 int spim_sip_can_answer(const struct spim_sip_msg *m)
 {
     return m->is_request && m->via_host.len && m->from.len && m->to.len && m->call_id.len &&

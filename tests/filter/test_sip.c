@@ -209,6 +209,32 @@ static void test_sip_parse_cseq_range(void **state)
     }
 }
 
+/* The address of a From or To value, whatever surrounds it. */
+static void test_sip_uri_of(void **state)
+{
+    static const struct {
+        const char *value, *uri;
+    } cases[] = {
+        {"<sip:alice@127.0.0.1:5061>;tag=1", "sip:alice@127.0.0.1:5061"},
+        {"\"Alice\" <sip:alice@h>;tag=x", "sip:alice@h"},
+        {"\"<sip:ceo@corp>\" <sip:x@y>", "sip:x@y"},
+        {"\"a \\\" <sip:q@q>\" <sip:z@z>", "sip:z@z"},
+        {"  sip:bob@h;tag=2", "sip:bob@h"},
+        {"sip:bob@h", "sip:bob@h"},
+        {"\"open <sip:a@b>", ""},
+        {"", ""},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct spim_slice u =
+            spim_sip_uri_of((struct spim_slice){cases[i].value, strlen(cases[i].value)});
+
+        assert_int_equal(u.len, strlen(cases[i].uri));
+        assert_memory_equal(u.p, cases[i].uri, u.len);
+    }
+}
+
 static void test_sip_body_kinds(void **state)
 {
     static const struct {
@@ -730,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_sip_identity_headers),
         cmocka_unit_test(test_sip_parse_rejects_bad_input),
         cmocka_unit_test(test_sip_parse_cseq_range),
+        cmocka_unit_test(test_sip_uri_of),
         cmocka_unit_test(test_sip_body_kinds),
         cmocka_unit_test(test_sip_body_keeps_nul_bytes),
         cmocka_unit_test(test_sip_files_and_sdp_offers),

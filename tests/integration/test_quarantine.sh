@@ -87,6 +87,9 @@ check "list: a header, $nspam rows, a count" \
     [ "$(head -1 "$IT_TMP/table.txt" | awk '{print $1, $2, $3}')" = "TIME ID STATUS" \
     -a "$(wc -l <"$IT_TMP/table.txt")" = $((nspam + 2)) \
     -a "$(tail -1 "$IT_TMP/table.txt")" = "$nspam shown of $nspam matching" ]
+from_col=$(sed -n 2p "$IT_TMP/table.txt" | awk -F'  +' '{print $4}')
+check "list: FROM is the sender's address, no tag ($from_col)" \
+    [ "$from_col" = "sip:alice@127.0.0.1:16061" ]
 longest=$(sed '1d;$d' "$IT_TMP/table.txt" | awk -F'  +' '{print $NF}' |
     python3 -c 'import sys; print(max(len(l.rstrip("\n")) for l in sys.stdin))')
 check "list: text cut at 60 characters (longest $longest)" [ "$longest" -le 60 ]

@@ -354,19 +354,31 @@ static void print_row(const struct spim_quar_entry *e)
     fputc('\n', stdout);
 }
 
+/* "name:     value\n", the value as spim_print_text shows it (it came from the network). */
+static void show_field(const char *name, struct spim_slice v)
+{
+    printf("%-10s", name);
+    spim_print_text(stdout, v.p, v.len, SIZE_MAX, 0);
+    fputc('\n', stdout);
+}
+
 static void print_show(const struct spim_quar_entry *e)
 {
     char ts[32];
 
     fmt_time(e->time_us, ts, sizeof(ts));
-    printf("id:       %llu\nstatus:   %s\nlearned:  %s\ntime:     %s\nfrom:     %.*s\n"
-           "to:       %.*s\ncall-id:  %.*s\nsource:   %.*s\nscore:    %.2f\nbayes:    %.4f\n"
-           "rules:    %.*s\nreasons:  %.*s\nsize:     %zu bytes of SIP\n\n",
-           (unsigned long long)e->id, status_name(e->status), learned_name(e->learned), ts,
-           (int)e->from.len, e->from.p, (int)e->to.len, e->to.p, (int)e->call_id.len, e->call_id.p,
-           (int)e->source.len, e->source.p, e->score, e->spam_probability, (int)e->rules.len,
-           e->rules.p, (int)e->reasons.len, e->reasons.p, e->raw.len);
-    fwrite(e->text.p, 1, e->text.len, stdout);
+    printf("id:       %llu\nstatus:   %s\nlearned:  %s\ntime:     %s\n", (unsigned long long)e->id,
+           status_name(e->status), learned_name(e->learned), ts);
+    show_field("from:", e->from);
+    show_field("to:", e->to);
+    show_field("call-id:", e->call_id);
+    show_field("source:", e->source);
+    printf("score:    %.2f\nbayes:    %.4f\n", e->score, e->spam_probability);
+    show_field("rules:", e->rules);
+    show_field("reasons:", e->reasons);
+    printf("size:     %zu bytes of SIP\n\n", e->raw.len);
+    /* the text as a person reads it; --raw and --format jsonl give its exact bytes */
+    spim_print_text(stdout, e->text.p, e->text.len, SIZE_MAX, 1);
     fputc('\n', stdout);
 }
 

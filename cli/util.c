@@ -123,7 +123,7 @@ void spim_json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
 }
 
-void spim_print_excerpt(FILE *f, const char *s, size_t n, size_t max)
+void spim_print_text(FILE *f, const char *s, size_t n, size_t max, int lines)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t chars = 0;
@@ -135,13 +135,23 @@ void spim_print_excerpt(FILE *f, const char *s, size_t n, size_t max)
             fputs("\xEF\xBF\xBD", f);
             i++;
         } else if (k == 1) {
-            fputc(u[i] < 0x20 || u[i] == 0x7f ? ' ' : u[i], f);
+            int keep = lines && (u[i] == '\n' || u[i] == '\t');
+
+            fputc((u[i] < 0x20 && !keep) || u[i] == 0x7f ? ' ' : u[i], f);
             i++;
+        } else if (k == 2 && u[i] == 0xC2 && u[i + 1] < 0xA0) {
+            fputc(' ', f); /* U+0080..U+009F: C1 controls (U+009B is a terminal's CSI) */
+            i += 2;
         } else {
             fwrite(u + i, 1, k, f);
             i += k;
         }
     }
+}
+
+void spim_print_excerpt(FILE *f, const char *s, size_t n, size_t max)
+{
+    spim_print_text(f, s, n, max, 0);
 }
 
 int spim_tsv_open(struct spim_tsv *t, const char *path, char *err, size_t errcap)

@@ -118,6 +118,34 @@ check "show --raw: $size bytes, byte for byte, Kamailio's Via on top" \
     [ "$(wc -c <"$IT_TMP/raw.sip")" = "$size" -a "$(head -c 40 "$IT_TMP/raw.sip")" = "MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0"$'\r' ]
 check "show --raw: Kamailio's Via on top" grep -q $'^Via: SIP/2.0/UDP 127.0.0.1:16060;branch=' <(sed -n 2p "$IT_TMP/raw.sip")
 check "show --raw: CRLF line ends kept" grep -q $'^Max-Forwards: [0-9]*\r$' "$IT_TMP/raw.sip"
+# A sender's terminal escapes (ESC, the C1 CSI) in From and text: `show` writes
+# them as spaces, --raw keeps every byte.
+python3 - 16070 <<'PY' || it_fail "could not send the MESSAGE with escapes"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(5)
+port = s.getsockname()[1]
+body = ("WINNER!! You have won a guaranteed \u00a31000 cash prize, call 09061701461 now"
+        " \x1b[2J\x1b]0;owned\x07 \u009b31m").encode()
+msg = ("MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0\r\n"
+       f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKesc1\r\n"
+       "Max-Forwards: 70\r\n"
+       "From: \"\x1b[31mboss\" <sip:esc@127.0.0.1>;tag=e1\r\n"
+       "To: <sip:bob@127.0.0.1:16080>\r\nCall-ID: esc-1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"
+       "Content-Type: text/plain;charset=utf-8\r\n"
+       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+s.sendto(msg, ("127.0.0.1", int(sys.argv[1])))
+print(s.recv(4096).split(b"\r\n")[0].decode())
+PY
+esc_id=$(Q list --db "$db" --format jsonl --from esc@ | field id)
+Q show --db "$db" "$esc_id" >"$IT_TMP/show-esc.txt"
+check "show: a sender's escapes are not written to the terminal (record ${esc_id:-none})" \
+    [ -n "$esc_id" -a "$(grep -c $'\x1b\|\xc2\x9b' "$IT_TMP/show-esc.txt")" = 0 \
+    -a "$(grep -c '^from: .*boss' "$IT_TMP/show-esc.txt")" = 1 ]
+check "show --raw: the escapes kept, byte for byte" \
+    [ "$(Q show --db "$db" --raw "$esc_id" | grep -c $'\x1b')" = 2 ]
+nspam=$((nspam + 1)) # that one is held too: the counts below include it
 Q show --db "$db" 999999 >/dev/null 2>"$IT_TMP/err.txt"
 check "show of an unknown ID: exit 1, said" [ $? = 1 -a "$(grep -c 'no such record' "$IT_TMP/err.txt")" = 1 ]
 Q list --db "$IT_TMP/nowhere" >/dev/null 2>"$IT_TMP/err.txt"

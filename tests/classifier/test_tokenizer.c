@@ -235,9 +235,9 @@ static void test_tok_urls(void **state)
     assert_token(r, SPIM_TOK_URL, "host:2-for-1.biz");
     assert_token(r, SPIM_TOK_URL, "path:x");
     free(r);
+    /* "ｗｗｗ．ｆｏｏ．ｃｏｍ" */
     r = toks("\xEF\xBD\x97\xEF\xBD\x97\xEF\xBD\x97\xEF\xBC\x8E\xEF\xBD\x86\xEF\xBD\x8F"
-             "\xEF\xBD\x8F\xEF\xBC\x8E\xEF\xBD\x83\xEF\xBD\x8F\xEF\xBD\x8D"); /* ｗｗｗ．ｆｏｏ．ｃｏｍ
-                                                                               */
+             "\xEF\xBD\x8F\xEF\xBC\x8E\xEF\xBD\x83\xEF\xBD\x8F\xEF\xBD\x8D");
     assert_token(r, SPIM_TOK_URL, "host:www.foo.com");
     free(r);
     r = toks("a.1 b. c .d 9.9");

@@ -179,15 +179,16 @@ int spim_path_is_stream(const char *path)
            (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode));
 }
 
-/* The input buffer of spim_tsv_each: a read per 16 KiB, four pages of memory
- * whatever the file's size. */
+/* The input buffer of spim_tsv_each: a read per 16 KiB (stdio's own is a
+ * page, st_blksize), four pages of memory whatever the file's size. glibc
+ * only takes a size from setvbuf together with the buffer. */
 #define TSV_READ_BUF (16 << 10)
 
 int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char *text, size_t len),
                   void *ud, char *err, size_t errcap)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    char *line = NULL;
+    char *line = NULL, *iobuf = NULL;
     size_t cap = 0;
     ssize_t got;
     unsigned lineno = 0;
@@ -197,8 +198,12 @@ int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char 
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
         return SPIM_EIO;
     }
-    if (f != stdin)
-        (void)setvbuf(f, NULL, _IOFBF, TSV_READ_BUF);
+    /* not stdin's: that would outlive this call (and glibc cannot take it back) */
+    if (f != stdin && (iobuf = malloc(TSV_READ_BUF)) != NULL &&
+        setvbuf(f, iobuf, _IOFBF, TSV_READ_BUF) != 0) {
+        free(iobuf);
+        iobuf = NULL;
+    }
     err[0] = '\0';
     while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
         struct spim_tsv one = {
@@ -221,6 +226,7 @@ int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char 
     free(line);
     if (f != stdin)
         fclose(f);
+    free(iobuf);
     return rc;
 }
 

@@ -130,6 +130,16 @@ if [ -n "$build" ]; then
     done
     check "the installed unit runs the installed binary (under the install's prefix)" \
         grep -q "^ExecStart=$tmp/prefix/bin/spimfilter serve " "$tmp/prefix/lib/systemd/system/spimfilter.service"
+    check "the installed example config names the installed rules" \
+        grep -q "^rules = $tmp/prefix/share/spimfilter/rules/default.rules\$" \
+        "$tmp/prefix/share/doc/spimfilter/examples/spimfilter.conf"
+    "$tmp/prefix/bin/spimfilter" train --db "$tmp/inst-db" --tsv "$src/corpora/im.tsv" >/dev/null
+    "$tmp/prefix/bin/spimfilter" serve --check-config \
+        --config "$tmp/prefix/share/doc/spimfilter/examples/spimfilter.conf" \
+        --db "$tmp/inst-db" >"$tmp/inst-check.txt" 2>&1
+    rc=$?
+    check "serve --check-config takes the installed example config, rules and all (rc $rc)" \
+        ok '[ "$rc" = 0 ] && grep -q "^config OK: .*, [1-9][0-9]* rules," "$tmp/inst-check.txt"'
     if [ -x "$build/cli/spimfilter-serve" ]; then
         check "installed libexec/spimfilter/spimfilter-serve" \
             [ -x "$tmp/prefix/libexec/spimfilter/spimfilter-serve" ]

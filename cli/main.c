@@ -91,18 +91,27 @@ static int run_twin(char **argv)
 }
 #endif
 
+/* The network commands: in a static spimfilter, run by its twin (run_twin). */
+#ifdef SPIM_TWIN_NAME
+#define NET_CMD(fn) NULL
+#else
+#define NET_CMD(fn) fn
+#endif
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
-        int (*fn)(int, char **);
+        int (*fn)(int, char **); /* NULL: the twin's */
     } cmds[] = {
-#ifndef SPIM_TWIN_NAME
-        {"serve", spim_cmd_serve},      {"quarantine", spim_cmd_quarantine},
-        {"av-check", spim_cmd_avcheck}, {"stats", spim_cmd_stats},
-#endif
-        {"train", spim_cmd_train},      {"classify", spim_cmd_classify},
-        {"eval", spim_cmd_eval},        {"db", spim_cmd_db},
+        {"serve", NET_CMD(spim_cmd_serve)},
+        {"quarantine", NET_CMD(spim_cmd_quarantine)},
+        {"av-check", NET_CMD(spim_cmd_avcheck)},
+        {"stats", NET_CMD(spim_cmd_stats)},
+        {"train", spim_cmd_train},
+        {"classify", spim_cmd_classify},
+        {"eval", spim_cmd_eval},
+        {"db", spim_cmd_db},
         {"reports", spim_cmd_reports},
     };
 
@@ -119,14 +128,15 @@ int main(int argc, char **argv)
         printf("spimfilter %s\n", SPIM_VERSION);
         return 0;
     }
-    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        if (strcmp(argv[1], cmds[i].name) == 0)
-            return cmds[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        if (strcmp(argv[1], cmds[i].name) != 0)
+            continue;
 #ifdef SPIM_TWIN_NAME
-    if (strcmp(argv[1], "serve") == 0 || strcmp(argv[1], "quarantine") == 0 ||
-        strcmp(argv[1], "av-check") == 0 || strcmp(argv[1], "stats") == 0)
-        return run_twin(argv);
+        if (cmds[i].fn == NULL)
+            return run_twin(argv);
 #endif
+        return cmds[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "spimfilter: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -511,6 +511,8 @@ struct spim_slice spim_sip_uri_of(struct spim_slice v)
         v.p += i + 1;
         v.len -= i + 1;
     }
+    if (v.len == 0)
+        return v; /* an empty value's pointer may be NULL: no memchr on it */
     lt = memchr(v.p, '<', v.len);
 
     if (lt != NULL) {

@@ -233,6 +233,8 @@ static void test_sip_uri_of(void **state)
         assert_int_equal(u.len, strlen(cases[i].uri));
         assert_memory_equal(u.p, cases[i].uri, u.len);
     }
+    /* a record's empty From: no pointer at all */
+    assert_int_equal(spim_sip_uri_of((struct spim_slice){NULL, 0}).len, 0);
 }
 
 static void test_sip_body_kinds(void **state)

@@ -274,8 +274,9 @@ void spim_json_str(FILE *f, const char *s, size_t n);
 /*
  * Writes at most max characters of s for a person to read, cut on a UTF-8
  * boundary: control characters (C0, DEL, C1: what a terminal takes as
- * escapes) as spaces, but newlines and tabs kept when lines is set; invalid
- * UTF-8 as U+FFFD. Text from the network is never written raw to a terminal.
+ * escapes), Unicode's line separators and bidi overrides as spaces, but
+ * newlines and tabs kept when lines is set; invalid UTF-8 as U+FFFD. Text
+ * from the network is never written raw to a terminal.
  */
 void spim_print_text(FILE *f, const char *s, size_t n, size_t max, int lines);
 /* spim_print_text on one line: an excerpt for a table's column. */

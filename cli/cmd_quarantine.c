@@ -354,12 +354,31 @@ static void print_row(const struct spim_quar_entry *e)
     fputc('\n', stdout);
 }
 
-/* "name:     value\n", the value as spim_print_text shows it (it came from the network). */
-static void show_field(const char *name, struct spim_slice v)
+/*
+ * "name:     value\n", the value as spim_print_text shows it (it came from
+ * the network); lines: keep its newlines (the reasons are several lines).
+ */
+static void show_field(const char *name, struct spim_slice v, int lines)
 {
     printf("%-10s", name);
-    spim_print_text(stdout, v.p, v.len, SIZE_MAX, 0);
+    spim_print_text(stdout, v.p, v.len, SIZE_MAX, lines);
     fputc('\n', stdout);
+}
+
+/* The text, each line indented: no line of it can pass for one of the fields above. */
+static void show_text(struct spim_slice v)
+{
+    size_t b = 0;
+
+    while (b <= v.len) {
+        const char *nl = v.len > b ? memchr(v.p + b, '\n', v.len - b) : NULL;
+        size_t e = nl != NULL ? (size_t)(nl - v.p) : v.len;
+
+        fputs("    ", stdout);
+        spim_print_text(stdout, v.p + b, e - b, SIZE_MAX, 1);
+        fputc('\n', stdout);
+        b = e + 1;
+    }
 }
 
 static void print_show(const struct spim_quar_entry *e)
@@ -369,17 +388,16 @@ static void print_show(const struct spim_quar_entry *e)
     fmt_time(e->time_us, ts, sizeof(ts));
     printf("id:       %llu\nstatus:   %s\nlearned:  %s\ntime:     %s\n", (unsigned long long)e->id,
            status_name(e->status), learned_name(e->learned), ts);
-    show_field("from:", e->from);
-    show_field("to:", e->to);
-    show_field("call-id:", e->call_id);
-    show_field("source:", e->source);
+    show_field("from:", e->from, 0);
+    show_field("to:", e->to, 0);
+    show_field("call-id:", e->call_id, 0);
+    show_field("source:", e->source, 0);
     printf("score:    %.2f\nbayes:    %.4f\n", e->score, e->spam_probability);
-    show_field("rules:", e->rules);
-    show_field("reasons:", e->reasons);
-    printf("size:     %zu bytes of SIP\n\n", e->raw.len);
+    show_field("rules:", e->rules, 0);
+    show_field("reasons:", e->reasons, 1);
+    printf("size:     %zu bytes of SIP\ntext:\n", e->raw.len);
     /* the text as a person reads it; --raw and --format jsonl give its exact bytes */
-    spim_print_text(stdout, e->text.p, e->text.len, SIZE_MAX, 1);
-    fputc('\n', stdout);
+    show_text(e->text);
 }
 
 /* --- Selection: IDs, or the records the filters match ----------------------------- */
@@ -510,9 +528,13 @@ static int do_release(struct spim_store *st, const struct qopts *o,
         return -1;
     }
     if (o->dry_run) {
-        printf("would release %llu (%.*s -> %.*s) to %s:%u%s\n", (unsigned long long)e->id,
-               (int)e->from.len, e->from.p, (int)e->to.len, e->to.p, co->host, co->port,
-               o->learn ? " and learn it as ham" : "");
+        struct spim_slice from = spim_sip_uri_of(e->from), to = spim_sip_uri_of(e->to);
+
+        printf("would release %llu (", (unsigned long long)e->id);
+        spim_print_text(stdout, from.p, from.len, SIZE_MAX, 0);
+        fputs(" -> ", stdout);
+        spim_print_text(stdout, to.p, to.len, SIZE_MAX, 0);
+        printf(") to %s:%u%s\n", co->host, co->port, o->learn ? " and learn it as ham" : "");
         return 0;
     }
     rc = spim_client_request(e->raw.p, e->raw.len, co, &res, err, sizeof(err));
@@ -799,9 +821,12 @@ static int log_one(const struct spim_quar_audit *a, void *ud)
         json_field("detail", a->detail);
         printf("}\n");
     } else {
-        printf("%-20s  %-16.*s  %-14.*s  %-6llu  %.*s\n", ts, (int)a->user.len, a->user.p,
-               (int)a->action.len, a->action.p, (unsigned long long)a->quar_id, (int)a->detail.len,
-               a->detail.p);
+        printf("%-20s  %-16.*s  %-14.*s  %-6llu  ", ts, (int)a->user.len, a->user.p,
+               (int)a->action.len, a->action.p, (unsigned long long)a->quar_id);
+        /* the detail holds a next hop's reason phrase: a store written by an
+         * older build may have it with the escapes in it */
+        spim_print_text(stdout, a->detail.p, a->detail.len, SIZE_MAX, 0);
+        fputc('\n', stdout);
     }
     return 0;
 }

@@ -139,9 +139,17 @@ void spim_print_text(FILE *f, const char *s, size_t n, size_t max, int lines)
 
             fputc((u[i] < 0x20 && !keep) || u[i] == 0x7f ? ' ' : u[i], f);
             i++;
-        } else if (k == 2 && u[i] == 0xC2 && u[i + 1] < 0xA0) {
-            fputc(' ', f); /* U+0080..U+009F: C1 controls (U+009B is a terminal's CSI) */
-            i += 2;
+        } else if ((k == 2 && u[i] == 0xC2 && u[i + 1] < 0xA0) ||
+                   (k == 3 && u[i] == 0xE2 && u[i + 1] == 0x80 && u[i + 2] >= 0xA8 &&
+                    u[i + 2] <= 0xAE) ||
+                   (k == 3 && u[i] == 0xE2 && u[i + 1] == 0x81 && u[i + 2] >= 0xA6 &&
+                    u[i + 2] <= 0xA9)) {
+            /* U+0080..U+009F, the C1 controls (U+009B is a terminal's CSI);
+             * U+2028/U+2029, line and paragraph separators; U+202A..U+202E and
+             * U+2066..U+2069, the bidi embeddings, overrides and isolates that
+             * can show a text in another order than it is */
+            fputc(' ', f);
+            i += k;
         } else {
             fwrite(u + i, 1, k, f);
             i += k;

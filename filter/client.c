@@ -141,15 +141,25 @@ static int is_ours(const struct spim_sip_msg *r, const char *branch, struct spim
            memcmp(r->cseq.p + r->cseq.len - method.len, method.p, method.len) == 0;
 }
 
+/*
+ * The reason phrase of the status line in buf, for the operator's terminal
+ * and the audit log: printable ASCII kept, any other byte (a control, a
+ * terminal's escape, UTF-8) as '?'. The line ends at CR or LF.
+ */
 static void reason_of(const char *buf, size_t len, char *out, size_t cap)
 {
-    const char *eol = memchr(buf, '\r', len);
-    size_t ll = eol ? (size_t)(eol - buf) : len, skip = 12; /* "SIP/2.0 200 " */
-    size_t n = ll > skip ? ll - skip : 0;
+    size_t ll = 0, skip = 12, n, i; /* "SIP/2.0 200 " */
 
+    while (ll < len && buf[ll] != '\r' && buf[ll] != '\n')
+        ll++;
+    n = ll > skip ? ll - skip : 0;
     if (n >= cap)
         n = cap - 1;
-    memcpy(out, buf + (ll > skip ? skip : ll), n);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)buf[skip + i];
+
+        out[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
     out[n] = '\0';
 }
 

@@ -81,7 +81,7 @@ man_rc=$?
 check "man -l renders the page (rc $man_rc)" ok '[ "$man_rc" = 0 ] && [ -s "$tmp/man.txt" ]'
 check "man -l: no warnings" ok '[ ! -s "$tmp/man.err" ]'
 [ -s "$tmp/man.err" ] && cat "$tmp/man.err" >&2
-cmds=$(grep -o '{"[a-z-]*", spim_cmd_' "$src/cli/main.c" | sed 's/{"\(.*\)".*/\1/' | sort -u)
+cmds=$(grep -oE '\{"[a-z-]+", (NET_CMD\()?spim_cmd_' "$src/cli/main.c" | sed 's/{"\(.*\)".*/\1/' | sort -u)
 check "subcommands found in cli/main.c ($(echo $cmds | wc -w))" ok '[ "$(echo $cmds | wc -w)" -ge 8 ]'
 keys=$(grep -o 'strcmp(key, "[a-z_]*")' "$src/cli/config.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u)
 check "config keys found in cli/config.c ($(echo $keys | wc -w))" ok '[ "$(echo $keys | wc -w)" -ge 40 ]'
@@ -130,6 +130,10 @@ if [ -n "$build" ]; then
     done
     check "the installed unit runs the installed binary (under the install's prefix)" \
         grep -q "^ExecStart=$tmp/prefix/bin/spimfilter serve " "$tmp/prefix/lib/systemd/system/spimfilter.service"
+    check "install_manifest.txt lists the unit and the example config, written at install time" \
+        ok '[ "$(grep -c -e "^$tmp/prefix/lib/systemd/system/spimfilter.service\$" \
+            -e "^$tmp/prefix/share/doc/spimfilter/examples/spimfilter.conf\$" \
+            "$build/install_manifest.txt")" = 2 ]'
     check "the installed example config names the installed rules" \
         grep -q "^rules = $tmp/prefix/share/spimfilter/rules/default.rules\$" \
         "$tmp/prefix/share/doc/spimfilter/examples/spimfilter.conf"

@@ -145,6 +145,33 @@ check "show: a sender's escapes are not written to the terminal (record ${esc_id
     -a "$(grep -c '^from: .*boss' "$IT_TMP/show-esc.txt")" = 1 ]
 check "show --raw: the escapes kept, byte for byte" \
     [ "$(Q show --db "$db" --raw "$esc_id" | grep -c $'\x1b')" = 2 ]
+check "show: the text under 'text:', each line indented" \
+    [ "$(sed -n '/^text:$/{n;p;}' "$IT_TMP/show-esc.txt" | cut -c1-10)" = "    WINNER" ]
+Q release --db "$db" --dry-run --next-hop 127.0.0.1:16080 "$esc_id" >"$IT_TMP/dry-esc.txt"
+check "release --dry-run: the addresses, no escapes" \
+    [ "$(grep -c $'\x1b' "$IT_TMP/dry-esc.txt")" = 0 \
+    -a "$(grep -c "^would release $esc_id (sip:esc@127.0.0.1 -> sip:bob@127.0.0.1:16080)" "$IT_TMP/dry-esc.txt")" = 1 ]
+# A next hop whose reason phrase carries escapes: not on the terminal, not in the log.
+it_spawn "$IT_TMP/rude.log" python3 -u -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 16091))
+print("ready", flush=True)
+while True:
+    d, peer = s.recvfrom(65535)
+    keep = [l for l in d.split(b"\r\n") if l.split(b":")[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")]
+    s.sendto(b"SIP/2.0 486 \x1b[2J\x1b]0;pwned\x07\xc2\x9b31mBusy\r\n" + b"\r\n".join(keep) + b"\r\nContent-Length: 0\r\n\r\n", peer)
+'
+rude_pid=$IT_LAST_PID
+wait_port 16091 udp 10 "$rude_pid" || { it_fail "the rude hop did not start" "$IT_TMP/rude.log"; exit 1; }
+Q release --db "$db" --next-hop 127.0.0.1:16091 --timeout 3 "$esc_id" >"$IT_TMP/rude.out" 2>&1
+rc=$?
+cat "$IT_TMP/rude.out" >&2
+check "release to a hop answering 486 with escapes: exit 1, the phrase without them" \
+    [ "$rc" = 1 -a "$(grep -c $'\x1b\|\x07\|\xc2\x9b' "$IT_TMP/rude.out")" = 0 \
+    -a "$(grep -c 'answered 486 ?\[2J?\]0;pwned???31mBusy' "$IT_TMP/rude.out")" = 1 ]
+check "... nor in quarantine log" [ "$(Q log --db "$db" | grep -c $'\x1b')" = 0 ]
+it_stop "$rude_pid"
 nspam=$((nspam + 1)) # that one is held too: the counts below include it
 Q show --db "$db" 999999 >/dev/null 2>"$IT_TMP/err.txt"
 check "show of an unknown ID: exit 1, said" [ $? = 1 -a "$(grep -c 'no such record' "$IT_TMP/err.txt")" = 1 ]

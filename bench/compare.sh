@@ -64,7 +64,10 @@ pinned="not pinned (no taskset)"
 if command -v taskset > /dev/null; then
     case ${PIN:-self} in
     self)
-        taskset -pc 0 $$ > /dev/null
+        if ! taskset -pc 0 $$ > /dev/null; then
+            echo "compare.sh: cannot pin this shell to core 0 (taskset -pc 0 $$)" >&2
+            exit 2
+        fi
         pinned="pinned to core 0"
         ;;
     each)

@@ -94,6 +94,15 @@ void spim_log(int level, const char *fmt, ...)
     if (n < sizeof(line))
         vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);
+    /* A line often holds what a sender wrote (From, Call-ID, a reason): its
+     * controls, C1 ones included (U+009B is a terminal's CSI), become '?', so
+     * that a log read in a terminal runs no escape and no line is forged. */
+    for (unsigned char *c = (unsigned char *)line + (n < sizeof(line) ? n : 0); *c != '\0'; c++) {
+        if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+            *c = '?';
+        else if (*c == 0xC2 && c[1] >= 0x80 && c[1] < 0xA0)
+            c[0] = c[1] = '?';
+    }
     /* one write per line, so lines of several threads do not interleave */
     fprintf(stderr, "%s\n", line);
 }

@@ -21,7 +21,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: spimfilter serve [--config FILE] [options]\n"
                "\n"
                "  --config FILE        an INI file of the keys below (flags override it)\n"
-               "  --listen HOST:PORT   where to receive SIP over UDP (listen)\n"
+               "  --listen HOST:PORT   where to receive SIP, over UDP and TCP (listen)\n"
                "  --next-hop HOST:PORT where to forward what is delivered (next_hop)\n"
                "  --advertise HOST:PORT our Via sent-by, if not the listen address (advertise)\n"
                "  --db DIR             the store (db)\n"
@@ -35,8 +35,10 @@ static void usage(FILE *f)
                "  --metrics-listen HOST:PORT  Prometheus endpoint, \"\" for none (metrics_listen)\n"
                "  --check-config       load everything, report, and exit\n"
                "\n"
-               "SIGHUP reloads the config file, rules and thresholds, and swaps in a snapshot\n"
-               "dropped as DIR/snapshot.mdb (docs/scaling.md); SIGTERM stops.\n");
+               "SIGHUP reloads the config file (all but listen, advertise, next_hop, db,\n"
+               "workers, metrics_listen, rate_entries, contacts and contacts_memory), the\n"
+               "rules and lists, and swaps in a snapshot dropped as DIR/snapshot.mdb\n"
+               "(docs/scaling.md); SIGTERM stops.\n");
 }
 
 static const struct spim_filter_ops ops = {
@@ -194,32 +196,6 @@ static int load_config(const struct flags *fl, struct spim_config *cfg, char *er
     return 0;
 }
 
-/*
- * SIGHUP: reload what can change without new sockets or a new store
- * (rules, thresholds, mode, log level). A config that fails to load is
- * refused with its error and the running one stays.
- */
-static void reload(struct spim_engine *e, const struct flags *fl, const struct spim_config *run)
-{
-    struct spim_config cfg;
-    char err[512];
-
-    if (load_config(fl, &cfg, err, sizeof(err)) != 0 ||
-        spim_engine_reload(e, &cfg, err, sizeof(err)) != 0) {
-        spim_log(SPIM_LOG_ERR, "reload refused, the running config stays: %s", err);
-        return;
-    }
-    if (strcmp(cfg.listen, run->listen) != 0 || strcmp(cfg.db, run->db) != 0 ||
-        strcmp(cfg.next_hop, run->next_hop) != 0 || strcmp(cfg.advertise, run->advertise) != 0 ||
-        cfg.workers != run->workers || strcmp(cfg.metrics_listen, run->metrics_listen) != 0)
-        spim_log(SPIM_LOG_WARN, "reload: listen, advertise, next_hop, db, workers and "
-                                "metrics_listen change only on restart");
-    spim_log_set_level(cfg.log_level);
-    spim_log(SPIM_LOG_INFO, "reloaded: rules %s, mode %s, tag at %.2f, block at %.2f",
-             cfg.rules[0] ? cfg.rules : "(none)", cfg.mode_tag ? "tag" : "block", cfg.th.tag_score,
-             cfg.th.block_score);
-}
-
 static int filter_config(const struct spim_config *cfg, struct spim_filter_config *fc)
 {
     memset(fc, 0, sizeof(*fc));
@@ -245,6 +221,50 @@ static int filter_config(const struct spim_config *cfg, struct spim_filter_confi
     fc->udp_max = cfg->udp_max;
     fc->tcp_idle_s = cfg->tcp_idle_timeout;
     return 0;
+}
+
+/*
+ * SIGHUP: reload what can change without new sockets or a new store
+ * (rules, thresholds, mode, lists, log level; the filter's trusted networks,
+ * answers, sizes and timeouts). A config that fails to load is refused with
+ * its error and the running one stays.
+ */
+static void reload(struct spim_engine *e, struct spim_filter *f, const struct flags *fl,
+                   const struct spim_config *run)
+{
+    struct spim_config cfg;
+    struct spim_filter_config fc;
+    char err[512];
+
+    if (load_config(fl, &cfg, err, sizeof(err)) != 0) {
+        spim_log(SPIM_LOG_ERR, "reload refused, the running config stays: %s", err);
+        return;
+    }
+    if (filter_config(&cfg, &fc) != 0) {
+        spim_log(SPIM_LOG_ERR, "reload refused, the running config stays: bad listen, next_hop, "
+                               "advertise or trusted_sources");
+        return;
+    }
+    if (spim_engine_reload(e, &cfg, err, sizeof(err)) != 0) {
+        spim_log(SPIM_LOG_ERR, "reload refused, the running config stays: %s", err);
+        return;
+    }
+    if (spim_filter_reconfigure(f, &fc) != 0)
+        spim_log(SPIM_LOG_ERR, "reload: out of memory: trusted_sources, block_code, block_reason, "
+                               "block_call_info, on_error, max_message_size, udp_max and "
+                               "tcp_idle_timeout stay as they were");
+    if (strcmp(cfg.listen, run->listen) != 0 || strcmp(cfg.db, run->db) != 0 ||
+        strcmp(cfg.next_hop, run->next_hop) != 0 || strcmp(cfg.advertise, run->advertise) != 0 ||
+        cfg.workers != run->workers || strcmp(cfg.metrics_listen, run->metrics_listen) != 0 ||
+        cfg.rate_entries != run->rate_entries || cfg.contacts != run->contacts ||
+        cfg.contacts_memory != run->contacts_memory)
+        spim_log(SPIM_LOG_WARN, "reload: listen, advertise, next_hop, db, workers, "
+                                "metrics_listen, rate_entries, contacts and contacts_memory "
+                                "change only on restart");
+    spim_log_set_level(cfg.log_level);
+    spim_log(SPIM_LOG_INFO, "reloaded: rules %s, mode %s, tag at %.2f, block at %.2f",
+             cfg.rules[0] ? cfg.rules : "(none)", cfg.mode_tag ? "tag" : "block", cfg.th.tag_score,
+             cfg.th.block_score);
 }
 
 /*
@@ -407,7 +427,7 @@ int spim_cmd_serve(int argc, char **argv)
                 continue;
             }
             if (sig == SIGHUP) {
-                reload(&e, &fl, &cfg);
+                reload(&e, f, &fl, &cfg);
                 if (spim_engine_snapshot_load(&e, 0, err, sizeof(err)) < 0)
                     spim_log(SPIM_LOG_ERR, "snapshot refused, the running model stays: %s", err);
                 continue;

@@ -174,6 +174,7 @@ int spim_cmd_train(int argc, char **argv)
             if (label < 0) {
                 fprintf(stderr, "spimfilter train: '%s': give --spam or --ham before paths\n",
                         argv[optind]);
+                rc = 2;
                 goto out;
             }
             paths[npath] = argv[optind++];
@@ -202,11 +203,13 @@ int spim_cmd_train(int argc, char **argv)
             goto out;
         default:
             usage(stderr);
+            rc = 2; /* a usage error, as every command says it */
             goto out;
         }
     }
     if (db == NULL || (ntsv == 0 && npath == 0)) {
         usage(stderr);
+        rc = 2;
         goto out;
     }
     /* Every line of a file is checked before anything is written. stdin, a

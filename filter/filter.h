@@ -350,6 +350,14 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
                     void *ud, struct spim_filter **out, char *err, size_t errcap);
 /* Starts the worker threads and returns; the caller's thread stays free for signals. */
 int spim_filter_start(struct spim_filter *f);
+/*
+ * Applies a reloaded config's trusted networks, block answer (code, reason,
+ * Call-Info), on_error, max_message_size, udp_max and tcp_idle_timeout to
+ * the running filter: each request after it sees all of them, none sees a
+ * mix. The sockets, the next hop, our Via and the workers stay as started.
+ * Call it from one thread at a time; 0 or SPIM_ENOMEM (the old ones stay).
+ */
+int spim_filter_reconfigure(struct spim_filter *f, const struct spim_filter_config *cfg);
 /* Waits until the workers have stopped (after spim_filter_stop) and frees them. */
 void spim_filter_wait(struct spim_filter *f);
 /* Async-signal-safe: asks the workers to finish what they hold and stop. */

@@ -81,8 +81,18 @@ struct conn {
     uint64_t last_ns;
 };
 
-struct spim_filter {
+/* A set of settings spim_filter_reconfigure made; all are kept until the filter is freed. */
+struct cfg_gen {
     struct spim_filter_config cfg;
+    struct cfg_gen *older;
+};
+
+struct spim_filter {
+    struct spim_filter_config cfg; /* as started: the sockets, the next hop, our Via, workers */
+    /* What a reload can change (who is trusted, the answers, the sizes and
+     * timeouts), read once per request or sweep: &cfg, or the newest of cfgs. */
+    _Atomic(const struct spim_filter_config *) live;
+    struct cfg_gen *cfgs;
     const struct spim_filter_ops *ops;
     void *ud;
     struct sockaddr_storage next;
@@ -233,6 +243,50 @@ static void spread_datagrams(struct spim_filter *f)
         spim_log(SPIM_LOG_INFO, "udp: cannot spread datagrams over workers: %s", strerror(errno));
 }
 
+/* The defaults of what a config leaves at 0 or empty. */
+static void cfg_defaults(struct spim_filter_config *c)
+{
+    if (c->block_code != 608)
+        c->block_code = 403;
+    if (c->block_reason[0] == '\0')
+        snprintf(c->block_reason, sizeof(c->block_reason), "Forbidden");
+    if (c->ntrusted == 0) {
+        spim_cidr_parse("127.0.0.0/8", &c->trusted[0]);
+        spim_cidr_parse("::1/128", &c->trusted[1]);
+        c->ntrusted = 2;
+    }
+    if (c->max_message_size == 0 || c->max_message_size > SPIM_SIP_MAX)
+        c->max_message_size = SPIM_SIP_MAX;
+    if (c->tcp_idle_s == 0)
+        c->tcp_idle_s = 300;
+    if (c->tcp_max_conns == 0)
+        c->tcp_max_conns = 1024;
+}
+
+int spim_filter_reconfigure(struct spim_filter *f, const struct spim_filter_config *cfg)
+{
+    struct cfg_gen *g = malloc(sizeof(*g));
+
+    if (g == NULL)
+        return SPIM_ENOMEM;
+    /* the fixed part as started, the rest from cfg */
+    g->cfg = f->cfg;
+    memcpy(g->cfg.trusted, cfg->trusted, sizeof(g->cfg.trusted));
+    g->cfg.ntrusted = cfg->ntrusted;
+    memcpy(g->cfg.block_reason, cfg->block_reason, sizeof(g->cfg.block_reason));
+    g->cfg.block_code = cfg->block_code;
+    memcpy(g->cfg.block_call_info, cfg->block_call_info, sizeof(g->cfg.block_call_info));
+    g->cfg.on_error_deliver = cfg->on_error_deliver;
+    g->cfg.max_message_size = cfg->max_message_size;
+    g->cfg.udp_max = cfg->udp_max;
+    g->cfg.tcp_idle_s = cfg->tcp_idle_s;
+    cfg_defaults(&g->cfg);
+    g->older = f->cfgs;
+    f->cfgs = g;
+    atomic_store_explicit(&f->live, &g->cfg, memory_order_release);
+    return 0;
+}
+
 int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filter_ops *ops,
                     void *ud, struct spim_filter **out, char *err, size_t errcap)
 {
@@ -264,21 +318,8 @@ int spim_filter_new(const struct spim_filter_config *cfg, const struct spim_filt
         snprintf(f->cfg.self.host, sizeof(f->cfg.self.host), "%s", cfg->listen_host);
         f->cfg.self.port = cfg->listen_port;
     }
-    if (f->cfg.block_code != 608)
-        f->cfg.block_code = 403;
-    if (f->cfg.block_reason[0] == '\0')
-        snprintf(f->cfg.block_reason, sizeof(f->cfg.block_reason), "Forbidden");
-    if (f->cfg.ntrusted == 0) {
-        spim_cidr_parse("127.0.0.0/8", &f->cfg.trusted[0]);
-        spim_cidr_parse("::1/128", &f->cfg.trusted[1]);
-        f->cfg.ntrusted = 2;
-    }
-    if (f->cfg.max_message_size == 0 || f->cfg.max_message_size > SPIM_SIP_MAX)
-        f->cfg.max_message_size = SPIM_SIP_MAX;
-    if (f->cfg.tcp_idle_s == 0)
-        f->cfg.tcp_idle_s = 300;
-    if (f->cfg.tcp_max_conns == 0)
-        f->cfg.tcp_max_conns = 1024;
+    cfg_defaults(&f->cfg);
+    atomic_store(&f->live, &f->cfg);
     f->nworkers = cfg->workers;
     if (f->nworkers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -355,6 +396,12 @@ void spim_filter_free(struct spim_filter *f)
     free(f->socks);
     free(f->listens);
     free(f->sent);
+    while (f->cfgs != NULL) {
+        struct cfg_gen *g = f->cfgs;
+
+        f->cfgs = g->older;
+        free(g);
+    }
     pthread_mutex_destroy(&f->conns_lock);
     for (unsigned i = 0; i < SENT_LOCKS; i++)
         pthread_mutex_destroy(&f->sent_locks[i]);
@@ -734,6 +781,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
                         struct spim_filter_out *out)
 {
     struct spim_filter *f = w->f;
+    const struct spim_filter_config *c = atomic_load_explicit(&f->live, memory_order_acquire);
     struct spim_sip_msg m;
     struct spim_filter_result r;
     struct spim_proxy_header h[4];
@@ -748,7 +796,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
     if (len == 0 || only_whitespace(buf, len))
         return; /* keep-alives and empty datagrams */
     rc = spim_sip_parse(buf, len, &m, err, sizeof(err));
-    if (rc == 0 && m.is_request && !spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src)) {
+    if (rc == 0 && m.is_request && !spim_cidr_match(c->trusted, c->ntrusted, src)) {
         /* neither an open relay nor a reflector: refused, not forwarded, not stored */
         char s[64];
 
@@ -767,18 +815,18 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         spim_log(SPIM_LOG_DEBUG, "unparsable %s from %s: %s", m.is_request ? "request" : "message",
                  s, err);
         if (m.is_request && spim_sip_can_answer(&m) &&
-            spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src))
+            spim_cidr_match(c->trusted, c->ntrusted, src))
             answer(&m, 400, "Bad Request", NULL, src, in_conn, out);
         goto done;
     }
     if (!m.is_request) {
         /* responses come from the next hop (or a trusted proxy); others are not relayed */
-        if (!spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src) && !same_ip(src, &f->next))
+        if (!spim_cidr_match(c->trusted, c->ntrusted, src) && !same_ip(src, &f->next))
             goto done;
         spim_metrics_response(m.status);
         if (m.status == 607 && f->sent != NULL && m.cseq.len > 7 &&
             spim__slice_ieq(m.cseq.p + m.cseq.len - 7, 7, "MESSAGE") &&
-            spim_cidr_match(f->cfg.trusted, f->cfg.ntrusted, src))
+            spim_cidr_match(c->trusted, c->ntrusted, src))
             sent_report(w, &m, src);
         if (spim_proxy_forward_response(&m, &f->cfg.self, &out->buf, &out->dst, &out->dstlen,
                                         &out->conn) != 0) {
@@ -791,7 +839,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         goto done;
     }
     spim_metrics_request(m.method.p, m.method.len);
-    if (m.msg_len > f->cfg.max_message_size) {
+    if (m.msg_len > c->max_message_size) {
         answer(&m, 513, "Message Too Large", NULL, src, in_conn, out);
         goto done;
     }
@@ -819,14 +867,14 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         action = judge_request(w, &m, SPIM_FMSG_INVITE, src, in_conn, fwd_branch, &r);
     judged_text = w->text_len > 0;
     if (action < 0) {
-        if (!f->cfg.on_error_deliver) {
+        if (!c->on_error_deliver) {
             answer(&m, 503, "Service Unavailable", "Retry-After: 5\r\n", src, in_conn, out);
             goto done;
         }
         action = 0; /* on_error = deliver: unscored */
     }
     if (action == 2) {
-        int code = r.code >= 400 && r.code <= 699 ? r.code : f->cfg.block_code;
+        int code = r.code >= 400 && r.code <= 699 ? r.code : c->block_code;
         char callinfo[300];
 
         if (r.code == 200) {
@@ -835,12 +883,12 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
         } else if (code == 608) {
             /* RFC 8688: an intermediary rejects on the recipient's behalf, with redress */
             callinfo[0] = '\0';
-            if (f->cfg.block_call_info[0] != '\0')
+            if (c->block_call_info[0] != '\0')
                 snprintf(callinfo, sizeof(callinfo), "Call-Info: <%s>;purpose=jwscard\r\n",
-                         f->cfg.block_call_info);
+                         c->block_call_info);
             answer(&m, 608, "Rejected", callinfo[0] ? callinfo : NULL, src, in_conn, out);
         } else {
-            answer(&m, code, code == 403 ? f->cfg.block_reason : "Not Acceptable Here", NULL, src,
+            answer(&m, code, code == 403 ? c->block_reason : "Not Acceptable Here", NULL, src,
                    in_conn, out);
         }
         out->pending = r.deferred;
@@ -863,7 +911,7 @@ void spim_filter_handle(struct spim_filter_worker *w, const char *buf, size_t le
      */
     how.tcp = 0;
     rc = spim_proxy_forward_request(&m, &f->cfg.self, src, &how, &out->buf);
-    if (rc == 0 && f->cfg.udp_max > 0 && out->buf.len > f->cfg.udp_max && next_tcp_usable(w)) {
+    if (rc == 0 && c->udp_max > 0 && out->buf.len > c->udp_max && next_tcp_usable(w)) {
         how.tcp = 1;
         rc = spim_proxy_forward_request(&m, &f->cfg.self, src, &how, &out->buf);
     }
@@ -1303,7 +1351,10 @@ static void accept_all(struct spim_filter_worker *w)
 
         if (fd < 0)
             return;
-        if (!spim_cidr_match(w->f->cfg.trusted, w->f->cfg.ntrusted, &peer)) {
+        const struct spim_filter_config *c =
+            atomic_load_explicit(&w->f->live, memory_order_acquire);
+
+        if (!spim_cidr_match(c->trusted, c->ntrusted, &peer)) {
             close(fd); /* untrusted: no connection at all */
             continue;
         }
@@ -1318,7 +1369,8 @@ static void accept_all(struct spim_filter_worker *w)
 static void sweep_idle(struct spim_filter_worker *w)
 {
     struct spim_filter *f = w->f;
-    uint64_t now = spim_mono_ns(), idle = (uint64_t)f->cfg.tcp_idle_s * 1000000000ull;
+    const struct spim_filter_config *live = atomic_load_explicit(&f->live, memory_order_acquire);
+    uint64_t now = spim_mono_ns(), idle = (uint64_t)live->tcp_idle_s * 1000000000ull;
 
     for (unsigned i = 1; i < MAX_CONNS; i++) {
         struct conn *c;

@@ -114,6 +114,12 @@ for c in $cmds; do
     rc=$?
     check "'$c --help' exits 0 (rc $rc)" ok '[ "$rc" = 0 ]'
     check "'$c --help' prints its usage" grep -q "^usage: spimfilter $c" "$tmp/help-$c.txt"
+    # av-check's first argument may be a path; the others take no bare word first
+    if [ "$c" != av-check ]; then
+        "$bin" "$c" --no-such-option >/dev/null 2>&1
+        rc=$?
+        check "'$c --no-such-option' is a usage error, exit 2 (rc $rc)" ok '[ "$rc" = 2 ]'
+    fi
 done
 "$bin" no-such-command >/dev/null 2>&1
 rc=$?

@@ -173,6 +173,45 @@ check "release to a hop answering 486 with escapes: exit 1, the phrase without t
 check "... nor in quarantine log" [ "$(Q log --db "$db" | grep -c $'\x1b')" = 0 ]
 it_stop "$rude_pid"
 nspam=$((nspam + 1)) # that one is held too: the counts below include it
+
+# SIGHUP applies the filter's own keys too: trusted_sources and block_code.
+cat >"$IT_TMP/send.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(5)
+body = sys.argv[3].encode()
+msg = ("MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0\r\n"
+       f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};branch=z9hG4bK{sys.argv[2]}\r\n"
+       "Max-Forwards: 70\r\nFrom: <sip:hup@127.0.0.1>;tag=h1\r\nTo: <sip:bob@127.0.0.1:16080>\r\n"
+       f"Call-ID: {sys.argv[2]}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
+       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+s.sendto(msg, ("127.0.0.1", int(sys.argv[1])))
+try:
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("no answer")
+PY
+SPAM_TEXT="WINNER!! You have won a guaranteed 1000 cash prize, call 09061701461 now to claim"
+hup_wait() { # N: SIGHUP serve, then wait for its Nth "reloaded:" line
+    kill -HUP "$serve_pid"
+    wait_until 20 eval '[ "$(grep -c "reloaded:" "$IT_TMP/serve.log")" -ge '"$1"' ]'
+}
+nhup=$(grep -c "reloaded:" "$IT_TMP/serve.log")
+cp "$conf" "$IT_TMP/conf.before-hup"
+printf 'trusted_sources = 10.0.0.0/8\nblock_code = 608\n' >>"$conf"
+check "SIGHUP with trusted_sources = 10.0.0.0/8: reloaded" hup_wait $((nhup + 1))
+got=$(python3 "$IT_TMP/send.py" 16070 hup1 "$SPAM_TEXT")
+check "... a MESSAGE from 127.0.0.1 is refused at once ($got)" [ "$got" = "SIP/2.0 403 Source Not Trusted" ]
+sed -i 's|^trusted_sources = 10.0.0.0/8$|trusted_sources = 127.0.0.0/8|' "$conf"
+check "SIGHUP with trusted_sources = 127.0.0.0/8: reloaded" hup_wait $((nhup + 2))
+got=$(python3 "$IT_TMP/send.py" 16070 hup2 "$SPAM_TEXT")
+check "... spam is answered with the reloaded block_code 608 ($got)" [ "$got" = "SIP/2.0 608 Rejected" ]
+cp "$IT_TMP/conf.before-hup" "$conf"
+check "SIGHUP back to the first config: reloaded" hup_wait $((nhup + 3))
+got=$(python3 "$IT_TMP/send.py" 16070 hup3 "$SPAM_TEXT")
+check "... spam is answered 403 again ($got)" [ "$got" = "SIP/2.0 403 Forbidden" ]
+nspam=$((nspam + 2)) # the 608 and the 403 are held too
 Q show --db "$db" 999999 >/dev/null 2>"$IT_TMP/err.txt"
 check "show of an unknown ID: exit 1, said" [ $? = 1 -a "$(grep -c 'no such record' "$IT_TMP/err.txt")" = 1 ]
 Q list --db "$IT_TMP/nowhere" >/dev/null 2>"$IT_TMP/err.txt"

@@ -1262,6 +1262,29 @@ static long frame_content_length(const char *p, size_t n)
  * buffer (framed by Content-Length; keep-alive CRLFs skipped, a double
  * CRLF ping answered with CRLF, RFC 5626). Returns -1 to close it.
  */
+/*
+ * A request whose headers are in c->buf[0..hdr) declares a body that makes
+ * it larger than a connection takes: answers 513 when the headers say where
+ * to (RFC 3261 21.5.14), before the caller closes the connection (the rest
+ * of the stream cannot be framed without reading the body through).
+ */
+static void too_large(struct spim_filter_worker *w, struct conn *c, size_t hdr, size_t total)
+{
+    struct spim_sip_msg m;
+    char err[128];
+
+    /* the body is not there: the parse fails, but the headers are read */
+    (void)spim_sip_parse(c->buf, hdr, &m, err, sizeof(err));
+    spim_log(SPIM_LOG_INFO, "tcp: a message of %zu bytes, more than the %d taken: %s", total,
+             SPIM_SIP_MAX, m.is_request && spim_sip_can_answer(&m) ? "513, closing" : "closing");
+    if (m.is_request && spim_sip_can_answer(&m) && !c->outbound) {
+        w->out.buf.len = 0;
+        answer(&m, 513, "Message Too Large", NULL, &c->peer, c->id, &w->out);
+        send_out(w, &w->out);
+    }
+    spim_sip_msg_free(&m);
+}
+
 /* Handles every complete message in the connection's buffer; -1 to close it. */
 static int conn_frame(struct spim_filter_worker *w, struct conn *c)
 {
@@ -1288,8 +1311,10 @@ static int conn_frame(struct spim_filter_worker *w, struct conn *c)
             return -1;
         }
         total = (size_t)(end - c->buf) + 4 + (size_t)cl;
-        if (total > CONN_BUF_MAX)
+        if (total > CONN_BUF_MAX || total > SPIM_SIP_MAX) {
+            too_large(w, c, (size_t)(end - c->buf) + 4, total);
             return -1;
+        }
         if (c->len < total)
             return 0;
         w->out.buf.len = 0;

@@ -212,6 +212,25 @@ check "SIGHUP back to the first config: reloaded" hup_wait $((nhup + 3))
 got=$(python3 "$IT_TMP/send.py" 16070 hup3 "$SPAM_TEXT")
 check "... spam is answered 403 again ($got)" [ "$got" = "SIP/2.0 403 Forbidden" ]
 nspam=$((nspam + 2)) # the 608 and the 403 are held too
+
+# A request over TCP larger than any SIP message taken (64 KiB): 513, then the connection closes.
+got=$(python3 - 16070 <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+port = s.getsockname()[1]
+body = b"x" * 70000
+s.sendall(("MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0\r\n"
+           f"Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKbig1\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:big@127.0.0.1>;tag=b1\r\nTo: <sip:bob@127.0.0.1:16080>\r\n"
+           "Call-ID: big1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:1000])
+try:
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("no answer")
+PY
+)
+check "a 70 KB MESSAGE over TCP: 513 ($got)" [ "$got" = "SIP/2.0 513 Message Too Large" ]
 Q show --db "$db" 999999 >/dev/null 2>"$IT_TMP/err.txt"
 check "show of an unknown ID: exit 1, said" [ $? = 1 -a "$(grep -c 'no such record' "$IT_TMP/err.txt")" = 1 ]
 Q list --db "$IT_TMP/nowhere" >/dev/null 2>"$IT_TMP/err.txt"

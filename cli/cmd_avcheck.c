@@ -202,7 +202,7 @@ static int check_item(const struct clamconf *c, const struct item *it, const cha
             why = whybuf;
         }
     for (unsigned i = 0; i < c->noa_uid && why == NULL; i++)
-        if (c->oa_uid[i] == (long)uid) {
+        if (uid != (uid_t)-1 && c->oa_uid[i] == (long)uid) {
             snprintf(whybuf, sizeof(whybuf), "OnAccessExcludeUID %ld", c->oa_uid[i]);
             why = whybuf;
         }
@@ -293,9 +293,10 @@ int spim_cmd_avcheck(int argc, char **argv)
     if (db == NULL)
         db = cfg.db;
     if (user != NULL) {
+        /* A user this host does not know now (a DynamicUser= service has its
+         * user only while it runs) has no uid to match: only its name counts. */
         pw = getpwnam(user);
-        if (pw != NULL)
-            uid = pw->pw_uid;
+        uid = pw != NULL ? pw->pw_uid : (uid_t)-1;
     } else {
         pw = getpwuid(uid);
         user = pw != NULL ? pw->pw_name : "?";
@@ -322,7 +323,12 @@ int spim_cmd_avcheck(int argc, char **argv)
         snprintf(items[3].path, sizeof(items[3].path), "%s", self);
     if (clamconf_load(clamd_conf, &cc) != 0)
         return 2;
-    printf("ClamAV config %s, serve running as %s (uid %ld)\n", clamd_conf, user, (long)uid);
+    if (uid == (uid_t)-1)
+        printf("ClamAV config %s, serve running as %s (no such user on this host now: its "
+               "uid is not known, only OnAccessExcludeUname can match it)\n",
+               clamd_conf, user);
+    else
+        printf("ClamAV config %s, serve running as %s (uid %ld)\n", clamd_conf, user, (long)uid);
     if (cc.example_line)
         printf("note: %s:%u has 'Example': clamd does not start with this file as it is\n",
                clamd_conf, cc.example_line);

@@ -63,6 +63,12 @@ echo "OnAccessExcludeRootUID yes" >>"$IT_TMP/root.conf"
 "$bin" av-check --clamd-conf "$IT_TMP/root.conf" --db /var/lib/spimfilter \
     --binary /usr/local/bin/spimfilter --user root >"$IT_TMP/root.out" 2>&1
 check "av-check: OnAccessExcludeRootUID covers a filter run as root (rc $?)" grep -q 'OnAccessExcludeRootUID' "$IT_TMP/root.out"
+"$bin" av-check --clamd-conf "$IT_TMP/root.conf" --db /var/lib/spimfilter \
+    --binary /usr/local/bin/spimfilter --user no-such-user-spim >"$IT_TMP/nouser.out" 2>&1
+check "av-check: a user unknown here has no uid (not the caller's), said" \
+    grep -q 'serve running as no-such-user-spim (no such user on this host now' "$IT_TMP/nouser.out"
+check "... and OnAccessExcludeRootUID does not cover it" \
+    grep -qx 'OnAccessExcludeUname no-such-user-spim' "$IT_TMP/nouser.out"
 "$bin" av-check --clamd-conf "$IT_TMP/missing.conf" >/dev/null 2>&1
 check "av-check: unreadable clamd.conf exits 2" [ $? = 2 ]
 [ "${1:-}" = avcheck ] && finish

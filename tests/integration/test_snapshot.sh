@@ -174,6 +174,9 @@ check "both instances are still running" kill -0 "$serve_a" "$serve_b"
 rm -f "$dbb/snapshot.mdb"
 it_stop "$serve_b"
 check "model.1 is kept at shutdown" test -s "$dbb/model.1/data.mdb"
+"$bin" serve --config "$IT_TMP/b.conf" --check-config >"$IT_TMP/check-b.txt" 2>&1
+check "serve --check-config says B will classify with model.1, not its store" \
+    grep -q "^model: $dbb/model.1 from an earlier run: serve will classify with its counts" "$IT_TMP/check-b.txt"
 it_spawn "$IT_TMP/serve-b2.log" "$bin" serve --config "$IT_TMP/b.conf"
 serve_b=$IT_LAST_PID
 wait_port $FILTER_B udp 10 "$serve_b" || { it_fail "serve B did not restart" "$IT_TMP/serve-b2.log"; exit 1; }

@@ -55,11 +55,13 @@ static int cmd_stats(const char *db, int jsonl)
     }
     if (jsonl) {
         printf("{\"tokens\":%llu,\"spam_msgs\":%llu,\"ham_msgs\":%llu,\"learned\":%llu,"
-               "\"file_bytes\":%llu,\"disk_bytes\":%llu,\"used_bytes\":%llu,\"map_size\":%llu}\n",
+               "\"file_bytes\":%llu,\"disk_bytes\":%llu,\"used_bytes\":%llu,\"free_bytes\":%llu,"
+               "\"map_size\":%llu}\n",
                (unsigned long long)s.tokens, (unsigned long long)s.spam_msgs,
                (unsigned long long)s.ham_msgs, (unsigned long long)s.learned,
                (unsigned long long)s.file_bytes, (unsigned long long)s.disk_bytes,
-               (unsigned long long)s.used_bytes, (unsigned long long)s.map_size);
+               (unsigned long long)s.used_bytes, (unsigned long long)s.free_bytes,
+               (unsigned long long)s.map_size);
         return 0;
     }
     printf("store:            %s\n", db);
@@ -67,9 +69,10 @@ static int cmd_stats(const char *db, int jsonl)
     printf("messages trained: %llu spam, %llu ham\n", (unsigned long long)s.spam_msgs,
            (unsigned long long)s.ham_msgs);
     printf("learned cache:    %llu messages\n", (unsigned long long)s.learned);
-    printf("size on disk:     %.1f MiB (file %.1f MiB, pages in use %.1f MiB)\n",
+    printf("size on disk:     %.1f MiB (file %.1f MiB, pages in use %.1f MiB, free for reuse "
+           "%.1f MiB)\n",
            (double)s.disk_bytes / 1048576.0, (double)s.file_bytes / 1048576.0,
-           (double)s.used_bytes / 1048576.0);
+           (double)s.used_bytes / 1048576.0, (double)s.free_bytes / 1048576.0);
     printf("map size:         %.1f MiB\n", (double)s.map_size / 1048576.0);
     return 0;
 }
@@ -107,7 +110,8 @@ static int cmd_prune(const char *db, uint32_t min_count, uint32_t max_age, int d
     int rc;
 
     if (min_count == 0 && max_age == 0) {
-        fprintf(stderr, "spimfilter db prune: give --min-count N and/or --max-age-days D\n");
+        fprintf(stderr, "spimfilter db prune: nothing to prune by: give --min-count N (N >= 1) "
+                        "and/or --max-age-days D (D >= 1)\n");
         return 2;
     }
     rc = spim_store_open(db, 0, 0, &st);

@@ -1944,6 +1944,33 @@ static int count_entries(MDB_txn *txn, MDB_dbi dbi, uint64_t *out)
     return rc;
 }
 
+/*
+ * Pages on LMDB's free list (FREE_DBI, database 0: each record an array of
+ * page numbers whose first element is their count), what `mdb_stat -f`
+ * counts: pages a prune or an update freed, reused before the file grows.
+ */
+static int count_free_pages(MDB_txn *txn, uint64_t *out)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t n = 0;
+    int rc = mdb_cursor_open(txn, 0, &cur);
+
+    if (rc != 0)
+        return rc;
+    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+        size_t count;
+
+        if (v.mv_size < sizeof(count))
+            continue;
+        memcpy(&count, v.mv_data, sizeof(count));
+        n += count;
+    }
+    mdb_cursor_close(cur);
+    *out = n;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int spim_store_stats(struct spim_store *st, struct spim_store_stats *out)
 {
     struct spim_store_stats s;
@@ -1954,6 +1981,7 @@ int spim_store_stats(struct spim_store *st, struct spim_store_stats *out)
     char path[PATH_MAX];
     struct stat sb;
     MDB_txn *txn;
+    uint64_t free_pages = 0;
     int rc;
 
     if (st == NULL || out == NULL)
@@ -1965,10 +1993,14 @@ int spim_store_stats(struct spim_store *st, struct spim_store_stats *out)
     if ((rc = count_entries(txn, st->tokens, &s.tokens)) == 0 &&
         (!st->has_learned || (rc = count_entries(txn, st->learned, &s.learned)) == 0) &&
         (rc = read_totals(st, txn, &t)) == 0 && (rc = mdb_env_info(st->env, &info)) == 0 &&
-        (rc = mdb_env_stat(st->env, &es)) == 0) {
+        (rc = mdb_env_stat(st->env, &es)) == 0 && (rc = count_free_pages(txn, &free_pages)) == 0) {
+        uint64_t pages = (uint64_t)info.me_last_pgno + 1;
+
         s.ham_msgs = t.ham_msgs;
         s.spam_msgs = t.spam_msgs;
-        s.used_bytes = ((uint64_t)info.me_last_pgno + 1) * es.ms_psize;
+        free_pages = free_pages < pages ? free_pages : pages;
+        s.used_bytes = (pages - free_pages) * es.ms_psize;
+        s.free_bytes = free_pages * es.ms_psize;
         s.map_size = info.me_mapsize;
     }
     spim__read_end(st, txn);

@@ -251,7 +251,8 @@ struct spim_store_stats {
     uint64_t learned;    /* messages in the learned-message cache */
     uint64_t file_bytes; /* size of data.mdb */
     uint64_t disk_bytes; /* blocks data.mdb takes on disk */
-    uint64_t used_bytes; /* pages in use (last page number * page size) */
+    uint64_t used_bytes; /* pages holding data: up to the last page used, less the free ones */
+    uint64_t free_bytes; /* pages on LMDB's free list, reused before the file grows */
     uint64_t map_size;
 };
 

@@ -79,8 +79,8 @@ static int list_cb(const struct spim_report *r, void *ud)
         printf("}\n");
         return 0;
     }
-    printf("%016llx  %9u  %-7s  %-20s  ", (unsigned long long)r->msg_key, (unsigned)r->reporters,
-           r->learned ? "yes" : "no", last);
+    printf("%016llx  %9u  %-7s  %-20s  %-20s  ", (unsigned long long)r->msg_key,
+           (unsigned)r->reporters, r->learned ? "yes" : "no", first, last);
     spim_print_excerpt(stdout, r->sender.p, r->sender.len, 32);
     printf("  ");
     spim_print_excerpt(stdout, r->text.p, r->text.len, 60);
@@ -96,8 +96,8 @@ static int cmd_list(const char *db, int jsonl, unsigned min)
 
     if (rc == 0) {
         if (!jsonl)
-            printf("%-16s  %9s  %-7s  %-20s  %-32s  %s\n", "KEY", "REPORTERS", "LEARNED",
-                   "LAST REPORT", "SENDER", "TEXT");
+            printf("%-16s  %9s  %-7s  %-20s  %-20s  %-32s  %s\n", "KEY", "REPORTERS", "LEARNED",
+                   "FIRST REPORT", "LAST REPORT", "SENDER", "TEXT");
         rc = spim_report_foreach(st, list_cb, &c);
     }
     spim_store_close(st);
@@ -242,17 +242,27 @@ static int cmd_learn(const struct learn_opts *o, const struct spim_config *cfg)
         if (allow != NULL &&
             spim_policy_lookup(allow, &who, entry, sizeof(entry)) == SPIM_POLICY_ALLOW) {
             excluded++;
-            printf("skipped %016llx: sender %s is excluded (%s)\n", (unsigned long long)c.p[i].key,
-                   c.p[i].sender, entry);
+            printf("skipped %016llx: sender ", (unsigned long long)c.p[i].key);
+            spim_print_text(stdout, c.p[i].sender, c.p[i].sender_len, SIZE_MAX, 0);
+            printf(" is excluded (%s)\n", entry);
             continue;
         }
         train[i] = 1;
     }
     if (o->dry_run) {
-        for (size_t i = 0; i < c.n; i++)
-            if (train[i])
-                printf("would learn %016llx as spam: %s\n", (unsigned long long)c.p[i].key,
-                       c.p[i].text);
+        unsigned long would = 0;
+
+        for (size_t i = 0; i < c.n; i++) {
+            if (!train[i])
+                continue;
+            printf("would learn %016llx as spam: ", (unsigned long long)c.p[i].key);
+            spim_print_text(stdout, c.p[i].text, c.p[i].text_len, SIZE_MAX, 0);
+            fputc('\n', stdout);
+            would++;
+        }
+        printf("dry run: would learn %lu reports as spam, %lu skipped (excluded sender), %lu "
+               "below %u reporters, %lu learned before\n",
+               would, excluded, c.below, o->min, c.done_before);
         ret = 0;
         goto out;
     }
@@ -292,8 +302,11 @@ static int cmd_learn(const struct learn_opts *o, const struct spim_config *cfg)
     for (size_t i = 0; i < c.n; i++) {
         if (train[i] && (rc = spim_report_set_learned(st, c.p[i].key, 1)) != 0)
             goto fail_store;
-        if (train[i])
-            printf("learned %016llx as spam: %s\n", (unsigned long long)c.p[i].key, c.p[i].text);
+        if (train[i]) {
+            printf("learned %016llx as spam: ", (unsigned long long)c.p[i].key);
+            spim_print_text(stdout, c.p[i].text, c.p[i].text_len, SIZE_MAX, 0);
+            fputc('\n', stdout);
+        }
     }
     printf("learned %lu reports as spam (%lu already in the counts), %lu skipped (excluded "
            "sender), %lu below %u reporters, %lu learned before\n",

@@ -107,6 +107,7 @@ check "reports list (text) shows the three" [ "$(($(wc -l <"$IT_TMP/reports.txt"
 spam0=$(spam_msgs)
 "$bin" reports learn --db "$db" --min-reporters 1 --dry-run >"$IT_TMP/dry.txt"
 check "learn --dry-run --min-reporters 1 would learn 3" [ "$(grep -c '^would learn ' "$IT_TMP/dry.txt")" = 3 ]
+check "... and says so in its last line" grep -q '^dry run: would learn 3 reports as spam' "$IT_TMP/dry.txt"
 check "--dry-run trained nothing" [ "$(spam_msgs)" = "$spam0" ]
 
 # Default threshold 3 (report_min_reporters), via the serve config (its allow list too).

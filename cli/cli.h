@@ -325,6 +325,13 @@ int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char 
  * can be read once only, and may wait on its writer. */
 int spim_path_is_stream(const char *path);
 
+/*
+ * The counts serve classifies with when they are not the store's own
+ * (docs/scaling.md): a snapshot dropped as DB/snapshot.mdb, else the newest
+ * DB/model.N an earlier run moved there. 1 with its path in buf, or 0.
+ */
+int spim_model_file(const char *db, char *buf, size_t cap);
+
 /* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
 int spim_read_file(const char *path, char **buf, size_t *len);
 

@@ -655,6 +655,16 @@ static int run_action(struct spim_store *st, struct qopts *o, char **ids, int ni
         fprintf(stderr, "%s %s: give IDs or filters, not both\n", PROG, o->sub);
         return 2;
     }
+    if ((conf || (rel && o->learn)) && !o->dry_run) {
+        char model[PATH_MAX + 32];
+
+        if (spim_model_file(o->db, model, sizeof(model)) == 1)
+            fprintf(stderr,
+                    "%s %s: note: serve classifies with %s, a trainer's snapshot: what is "
+                    "learned here goes into %s's own counts, which it does not use; learn on "
+                    "the trainer's store (docs/scaling.md)\n",
+                    PROG, o->sub, model, o->db);
+    }
     if (nids == 0 && !o->f.any) {
         fprintf(stderr, "%s %s: give IDs, or filters (--all for every held record)\n", PROG,
                 o->sub);

@@ -8,7 +8,6 @@
 #include "store.h"
 #include "filter.h"
 
-#include <dirent.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -195,43 +194,6 @@ static int load_config(const struct flags *fl, struct spim_config *cfg, char *er
             return SPIM_EINVAL;
         }
     return 0;
-}
-
-/*
- * --check-config: a snapshot dropped in the store's directory, or a model
- * an earlier run moved there, is what serve classifies with, not the
- * store's own counts (docs/scaling.md): says which, without moving it.
- */
-static void check_model_files(const char *db)
-{
-    char path[PATH_MAX + 32];
-    unsigned long newest = 0;
-    struct dirent *d;
-    DIR *dir;
-
-    snprintf(path, sizeof(path), "%s/snapshot.mdb", db);
-    if (access(path, F_OK) == 0) {
-        printf("model: %s is waiting: serve will classify with its counts, not the store's\n",
-               path);
-        return;
-    }
-    if ((dir = opendir(db)) == NULL)
-        return;
-    while ((d = readdir(dir)) != NULL) {
-        char *end;
-        unsigned long n;
-
-        if (strncmp(d->d_name, "model.", 6) != 0 || d->d_name[6] < '0' || d->d_name[6] > '9')
-            continue;
-        n = strtoul(d->d_name + 6, &end, 10);
-        if (*end == '\0' && n > newest)
-            newest = n;
-    }
-    closedir(dir);
-    if (newest > 0)
-        printf("model: %s/model.%lu from an earlier run: serve will classify with its counts, "
-               "not the store's\n",
-               db, newest);
 }
 
 static int filter_config(const struct spim_config *cfg, struct spim_filter_config *fc)
@@ -421,7 +383,12 @@ int spim_cmd_serve(int argc, char **argv)
                (unsigned long long)tot.ham_msgs,
                e.conf->rules ? spim_rules_count(e.conf->rules) : 0, cfg.mode_tag ? "tag" : "block",
                cfg.th.tag_score, cfg.th.block_score);
-        check_model_files(cfg.db);
+        {
+            char model[PATH_MAX + 32];
+
+            if (spim_model_file(cfg.db, model, sizeof(model)) == 1)
+                printf("model: %s: serve will classify with its counts, not the store's\n", model);
+        }
         spim_engine_close(&e);
         return 0;
     }

@@ -176,13 +176,18 @@ it_stop "$serve_b"
 check "model.1 is kept at shutdown" test -s "$dbb/model.1/data.mdb"
 "$bin" serve --config "$IT_TMP/b.conf" --check-config >"$IT_TMP/check-b.txt" 2>&1
 check "serve --check-config says B will classify with model.1, not its store" \
-    grep -q "^model: $dbb/model.1 from an earlier run: serve will classify with its counts" "$IT_TMP/check-b.txt"
+    grep -q "^model: $dbb/model.1: serve will classify with its counts" "$IT_TMP/check-b.txt"
 it_spawn "$IT_TMP/serve-b2.log" "$bin" serve --config "$IT_TMP/b.conf"
 serve_b=$IT_LAST_PID
 wait_port $FILTER_B udp 10 "$serve_b" || { it_fail "serve B did not restart" "$IT_TMP/serve-b2.log"; exit 1; }
 check "B restarted on model.1" grep -q 'model: generation 2 is .*/model.1' "$IT_TMP/serve-b2.log"
 verdicts b3 "$dbb" $UAS_B $UAC_B "$UAS_LOG_B"
 check "after the restart B still judges as A" cmp "$IT_TMP/a1.held" "$IT_TMP/b3.held"
+# Learning on B itself goes into counts B does not classify with: said.
+qid=$("$bin" quarantine list --db "$dbb" --format jsonl --limit 1 | sed -n 's/.*"id":"\([0-9]*\)".*/\1/p')
+"$bin" quarantine confirm --db "$dbb" "${qid:-0}" >"$IT_TMP/confirm-b.out" 2>&1
+check "quarantine confirm on B (record ${qid:-none}) notes that B classifies with model.1" \
+    grep -q "note: serve classifies with $dbb/model.1, a trainer's snapshot" "$IT_TMP/confirm-b.out"
 
 if [ "$fails" != 0 ]; then
     echo "---- serve B log ----" >&2

@@ -215,6 +215,13 @@ int spim_engine_model_sync(struct spim_engine_worker *w);
  * file is put back as DIR/snapshot.mdb for the next SIGHUP).
  */
 int spim_engine_snapshot_load(struct spim_engine *e, int startup, char *err, size_t errcap);
+/*
+ * The counts serve classifies with when they are not the store's own: a
+ * snapshot dropped as DB/snapshot.mdb, else the newest DB/model.N an earlier
+ * run moved there (what spim_engine_snapshot_load would take, found the
+ * same way, moving nothing). 1 with its path in buf, or 0.
+ */
+int spim_model_file(const char *db, char *buf, size_t cap);
 
 /* --- The serve judge (judge.c): struct spim_filter_ops of filter.h. --- */
 struct spim_filter_msg;
@@ -324,13 +331,6 @@ int spim_tsv_each(const char *path, int (*fn)(void *ud, int is_spam, const char 
 /* Whether path is "-" (stdin) or a pipe, FIFO, socket or device: input that
  * can be read once only, and may wait on its writer. */
 int spim_path_is_stream(const char *path);
-
-/*
- * The counts serve classifies with when they are not the store's own
- * (docs/scaling.md): a snapshot dropped as DB/snapshot.mdb, else the newest
- * DB/model.N an earlier run moved there. 1 with its path in buf, or 0.
- */
-int spim_model_file(const char *db, char *buf, size_t cap);
 
 /* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
 int spim_read_file(const char *path, char **buf, size_t *len);

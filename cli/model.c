@@ -226,6 +226,22 @@ static void swap_model(struct spim_engine *e, struct spim_engine_model *m)
              (unsigned long long)m->generation, m->dir);
 }
 
+int spim_model_file(const char *db, char *buf, size_t cap)
+{
+    struct stat sb;
+    unsigned long n;
+
+    snprintf(buf, cap, "%s/snapshot.mdb", db);
+    if (stat(buf, &sb) == 0)
+        return 1;
+    if ((n = newest_model(db)) == 0) {
+        buf[0] = '\0';
+        return 0;
+    }
+    snprintf(buf, cap, "%s/" MODEL_PREFIX "%lu", db, n);
+    return 1;
+}
+
 int spim_engine_snapshot_load(struct spim_engine *e, int startup, char *err, size_t errcap)
 {
     char snap[PATH_MAX + 32], dir[PATH_MAX + 32], data[PATH_MAX + 48];

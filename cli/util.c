@@ -3,11 +3,9 @@
 
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 int spim_read_file(const char *path, char **buf, size_t *len)
 {
@@ -270,33 +268,4 @@ int spim_tsv_next(struct spim_tsv *t, int *is_spam, const char **text, size_t *l
         return 1;
     }
     return 0;
-}
-
-int spim_model_file(const char *db, char *buf, size_t cap)
-{
-    unsigned long newest = 0;
-    struct dirent *d;
-    DIR *dir;
-
-    snprintf(buf, cap, "%s/snapshot.mdb", db);
-    if (access(buf, F_OK) == 0)
-        return 1;
-    buf[0] = '\0';
-    if ((dir = opendir(db)) == NULL)
-        return 0;
-    while ((d = readdir(dir)) != NULL) {
-        char *end;
-        unsigned long n;
-
-        if (strncmp(d->d_name, "model.", 6) != 0 || d->d_name[6] < '0' || d->d_name[6] > '9')
-            continue;
-        n = strtoul(d->d_name + 6, &end, 10);
-        if (*end == '\0' && n > newest)
-            newest = n;
-    }
-    closedir(dir);
-    if (newest == 0)
-        return 0;
-    snprintf(buf, cap, "%s/model.%lu", db, newest);
-    return 1;
 }

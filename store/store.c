@@ -659,6 +659,35 @@ static size_t full_index(uint64_t key, unsigned bits)
     return (size_t)(store_order(key) >> (64 - bits));
 }
 
+/* Decodes a token value (8 bytes from earlier builds, or 12). */
+static int token_value(const MDB_val *v, uint32_t *ham, uint32_t *spam)
+{
+    if (v->mv_size != 8 && v->mv_size != 12)
+        return SPIM_ESTORE;
+    *ham = spim_get_le32(v->mv_data);
+    *spam = spim_get_le32((const unsigned char *)v->mv_data + 4);
+    return 0;
+}
+
+/*
+ * The slot of key in tab (mask + 1 == 1 << bits slots), or 0 (an empty
+ * slot's answer: 0 and 0) when it is not there. A quarter of the slots at
+ * least is empty, so a probe meets one; the bound holds for a table whose
+ * header lied about that. Every lookup from the whole table is this.
+ */
+static inline tab_slot tab_find(const tab_slot *tab, size_t mask, unsigned bits, uint64_t key)
+{
+    uint32_t tag = tab_tag(key);
+    size_t s = full_index(key, bits), p = 0;
+    tab_slot w = tab[s];
+
+    while (w != 0 && (uint32_t)w != tag && p++ < mask) {
+        s = (s + 1) & mask;
+        w = tab[s];
+    }
+    return (uint32_t)w == tag ? w : 0;
+}
+
 /* Puts key's counts into tab (three quarters full at most) at the first free slot from its home. */
 static void tab_put(tab_slot *tab, unsigned bits, uint64_t key, uint32_t ham, uint32_t spam)
 {
@@ -684,62 +713,65 @@ static int index_write(struct spim_store *st, MDB_txn *txn, uint64_t gen)
     MDB_cursor *c;
     MDB_stat ms;
     unsigned char *p;
-    size_t nslots, mask, n = 0;
+    tab_slot *tab;
+    size_t nslots, n = 0;
     unsigned bits;
     int rc, op = MDB_FIRST;
 
     if ((rc = mdb_stat(txn, st->tokens, &ms)) != 0)
         return rc;
-    if (ms.ms_entries > FULL_MAX_TOKENS) {
-        rc = mdb_del(txn, st->meta, &k, NULL);
-        return rc == MDB_NOTFOUND ? 0 : rc;
-    }
     bits = index_bits(ms.ms_entries);
     nslots = (size_t)1 << bits;
-    mask = nslots - 1;
-    v.mv_size = INDEX_HDR + nslots * INDEX_SLOT;
-    v.mv_data = NULL;
-    if ((rc = mdb_put(txn, st->meta, &k, &v, MDB_RESERVE)) != 0)
+    /* The table as a reader holds it (tab_put, as full_load fills it), then
+     * written out little-endian as index_load reads it back. */
+    tab = ms.ms_entries > FULL_MAX_TOKENS ? NULL : calloc(nslots, sizeof(*tab));
+    if (tab == NULL)
+        goto no_index; /* too many tokens to load whole, or no memory for it now */
+    if ((rc = mdb_cursor_open(txn, st->tokens, &c)) != 0) {
+        free(tab);
         return rc;
-    p = v.mv_data;
-    memset(p, 0, v.mv_size);
-    if ((rc = mdb_cursor_open(txn, st->tokens, &c)) != 0)
-        return rc;
+    }
     while ((rc = mdb_cursor_get(c, &tk, &tv, op)) == 0) {
-        unsigned char *slot;
-        uint64_t key;
         uint32_t ham, spam;
-        size_t s;
 
         op = MDB_NEXT;
         if (tk.mv_size != 8)
             continue; /* not a token key: no lookup asks for it */
-        if ((tv.mv_size != 8 && tv.mv_size != 12) || ++n > nslots - nslots / 4)
+        if (token_value(&tv, &ham, &spam) != 0 || ++n > nslots - nslots / 4)
             break; /* rc 0: no index */
-        key = spim_get_le64(tk.mv_data);
-        ham = spim_get_le32(tv.mv_data);
-        spam = spim_get_le32((const unsigned char *)tv.mv_data + 4);
-        if (ham == 0 && spam == 0)
-            continue; /* answered as by an empty slot (see tab_slot) */
-        for (s = full_index(key, bits);; s = (s + 1) & mask) {
-            slot = p + INDEX_HDR + s * INDEX_SLOT;
-            if (spim_get_le64(slot) == 0)
-                break; /* there is one: the table is at most three quarters full */
-        }
-        spim_put_le64(slot, tab_make(key, ham, spam));
+        tab_put(tab, bits, spim_get_le64(tk.mv_data), ham, spam);
     }
     mdb_cursor_close(c);
-    if (rc == 0) {
-        rc = mdb_del(txn, st->meta, &k, NULL);
-        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc != MDB_NOTFOUND) {
+        free(tab);
+        if (rc != 0)
+            return rc;
+        goto no_index;
     }
-    if (rc != MDB_NOTFOUND)
+    v.mv_size = INDEX_HDR + nslots * INDEX_SLOT;
+    v.mv_data = NULL;
+    if ((rc = mdb_put(txn, st->meta, &k, &v, MDB_RESERVE)) != 0) {
+        free(tab);
         return rc;
+    }
+    p = v.mv_data;
+    memset(p, 0, INDEX_HDR);
     spim_put_le32(p, INDEX_MAGIC);
     spim_put_le32(p + 4, bits);
     spim_put_le64(p + 8, gen);
     spim_put_le64(p + 16, n);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p + INDEX_HDR, tab, nslots * INDEX_SLOT);
+#else
+    for (size_t i = 0; i < nslots; i++)
+        spim_put_le64(p + INDEX_HDR + i * INDEX_SLOT, tab[i]);
+#endif
+    free(tab);
     return 0;
+
+no_index:
+    rc = mdb_del(txn, st->meta, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 struct batch_ent {
@@ -978,16 +1010,6 @@ static int apply_learned(struct spim_store *st, MDB_txn *txn, const struct spim_
     if (cur != NULL)
         mdb_cursor_close(cur);
     return rc;
-}
-
-/* Decodes a token value (8 bytes from earlier builds, or 12). */
-static int token_value(const MDB_val *v, uint32_t *ham, uint32_t *spam)
-{
-    if (v->mv_size != 8 && v->mv_size != 12)
-        return SPIM_ESTORE;
-    *ham = spim_get_le32(v->mv_data);
-    *spam = spim_get_le32((const unsigned char *)v->mv_data + 4);
-    return 0;
 }
 
 /*
@@ -1356,24 +1378,12 @@ static int mem_get(const struct spim_store_reader *r, struct spim_token *t)
     const struct rcache_slot *c;
 
     if (r->full != NULL) {
-        uint32_t tag = tab_tag(t->key);
+        tab_slot w = tab_find(r->full, r->full_mask, r->full_bits, t->key);
 
-        /* A quarter of the slots at least is empty, so a probe meets one. */
-        for (size_t s = full_index(t->key, r->full_bits), p = 0; p <= r->full_mask; p++) {
-            tab_slot e = r->full[s];
-
-            if (e == 0)
-                break;
-            if ((uint32_t)e == tag) {
-                if (tab_ham(e) == TAB_ESC)
-                    return 0; /* a count too large for the table: LMDB has it */
-                t->ham = tab_ham(e);
-                t->spam = tab_spam(e);
-                return 1;
-            }
-            s = (s + 1) & r->full_mask;
-        }
-        t->ham = t->spam = 0;
+        if (tab_ham(w) == TAB_ESC)
+            return 0; /* a count too large for the table: LMDB has it */
+        t->ham = tab_ham(w);
+        t->spam = tab_spam(w);
         return 1;
     }
     if (r->cache == NULL)
@@ -1676,31 +1686,19 @@ static int lookup_rest(struct spim_store_reader *r, struct spim_token *toks, siz
 }
 
 /*
- * Fills toks from the whole table: each token is one probe sequence, inline
- * (mem_get's, without its cases); the tokens whose counts the table could
- * not hold are then read from LMDB (r->txn is live). A quarter of the slots
- * at least is empty, so each probe ends; the bound holds for a table whose
- * header lied about that. 0 or an LMDB code.
+ * Fills toks from the whole table, a probe sequence each (tab_find); the
+ * tokens whose counts the table could not hold are then read from LMDB
+ * (r->txn is live). 0 or an LMDB code.
  */
 static int table_lookup(struct spim_store_reader *r, struct spim_token *toks, size_t n)
 {
-    const tab_slot *tab = r->full;
-    size_t mask = r->full_mask;
-    unsigned sh = 64 - r->full_bits, esc = 0;
+    unsigned esc = 0;
     int rc = 0;
 
     prefetch_slots(r, toks, n);
     for (size_t j = 0; j < n; j++) {
-        uint64_t key = toks[j].key;
-        uint32_t tag = tab_tag(key);
-        size_t s = (size_t)(store_order(key) >> sh), p = 0;
-        tab_slot w = tab[s];
+        tab_slot w = tab_find(r->full, r->full_mask, r->full_bits, toks[j].key);
 
-        while (w != 0 && (uint32_t)w != tag && p++ < mask) {
-            s = (s + 1) & mask;
-            w = tab[s];
-        }
-        w = (uint32_t)w == tag ? w : 0; /* the empty slot, or a table that lied */
         toks[j].ham = tab_ham(w);
         toks[j].spam = tab_spam(w);
         esc |= tab_ham(w) == TAB_ESC;

@@ -141,14 +141,19 @@ static int by_dev_desc(const void *a, const void *b)
  * token (no count) gets x, from d = 1, not 0/0. Clamped into
  * [F_MIN, 1 - F_MIN]. token_f and the usual case of spim_bayes_prob share it.
  */
-static inline double f_both(double ham, double spam, double hm, double sm, double s, double sx)
+/* v clamped into [F_MIN, 1 - F_MIN] (the SSE2 lanes: min and max of the same bounds). */
+static inline double f_clamp(double v)
 {
-    double cnt = ham + spam, sh = spam * hm, d = ham * sm + sh, v;
-
-    d = cnt != 0.0 ? d : 1.0;
-    v = (sx * d + cnt * sh) / ((s + cnt) * d);
     v = v < F_MIN ? F_MIN : v;
     return v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
+}
+
+static inline double f_both(double ham, double spam, double hm, double sm, double s, double sx)
+{
+    double cnt = ham + spam, sh = spam * hm, d = ham * sm + sh;
+
+    d = cnt != 0.0 ? d : 1.0;
+    return f_clamp((sx * d + cnt * sh) / ((s + cnt) * d));
 }
 
 /*
@@ -175,9 +180,7 @@ static inline int token_f(const struct spim_token *t, const struct spim_totals *
         if (hr + sr <= 0.0)
             return -1;
         pw = sr / (hr + sr);
-        v = (p->s * p->x + cnt * pw) / (p->s + cnt);
-        v = v < F_MIN ? F_MIN : v;
-        v = v > 1.0 - F_MIN ? 1.0 - F_MIN : v;
+        v = f_clamp((p->s * p->x + cnt * pw) / (p->s + cnt));
     }
     if (fabs(v - 0.5) < p->min_dev)
         return -1;

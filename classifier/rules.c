@@ -65,6 +65,12 @@
 #define CACHE_HASHED ((size_t)4096)
 #define CACHE_SEED 0x72756c6573696d32ull /* "rulesim2"; "rulesim1" named SPIMHSI1 files */
 
+/* The hash the header holds for an image of len bytes. */
+static uint64_t image_hash(const void *img, size_t len)
+{
+    return spim_hash64(img, len < CACHE_HASHED ? len : CACHE_HASHED, CACHE_SEED);
+}
+
 enum { DB_HS = 0, DB_COPY = 1, DB_MAPPED = 2 };
 
 /*
@@ -444,9 +450,7 @@ static hs_database_t *cache_load(const char *path, uint64_t key, unsigned flags,
     m = map;
     len = (size_t)sb.st_size - CACHE_HDR;
     if (memcmp(m, CACHE_MAGIC, 8) != 0 || spim_get_le64(m + 8) != len ||
-        spim_get_le64(m + 24) != key ||
-        spim_get_le64(m + 16) !=
-            spim_hash64(m + CACHE_HDR, len < CACHE_HASHED ? len : CACHE_HASHED, CACHE_SEED)) {
+        spim_get_le64(m + 24) != key || spim_get_le64(m + 16) != image_hash(m + CACHE_HDR, len)) {
         munmap(map, (size_t)sb.st_size);
         return NULL;
     }
@@ -523,8 +527,7 @@ static void cache_save(const char *path, uint64_t key, const hs_database_t *db)
     memset(hdr, 0, sizeof(hdr));
     memcpy(hdr, CACHE_MAGIC, 8);
     spim_put_le64(hdr + 8, dbsize);
-    spim_put_le64(hdr + 16,
-                  spim_hash64(img, dbsize < CACHE_HASHED ? dbsize : CACHE_HASHED, CACHE_SEED));
+    spim_put_le64(hdr + 16, image_hash(img, dbsize));
     spim_put_le64(hdr + 24, key);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= sizeof(tmp))
         goto out;

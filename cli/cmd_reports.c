@@ -204,6 +204,14 @@ struct learn_opts {
     int dry_run;
 };
 
+/* "VERB KEY as spam: TEXT", the text as spim_print_text shows it (a sender wrote it). */
+static void say_learned(const char *verb, const struct pending *r)
+{
+    printf("%s %016llx as spam: ", verb, (unsigned long long)r->key);
+    spim_print_text(stdout, r->text, r->text_len, SIZE_MAX, 0);
+    fputc('\n', stdout);
+}
+
 static int cmd_learn(const struct learn_opts *o, const struct spim_config *cfg)
 {
     struct spim_store *st = NULL, *target = NULL;
@@ -255,9 +263,7 @@ static int cmd_learn(const struct learn_opts *o, const struct spim_config *cfg)
         for (size_t i = 0; i < c.n; i++) {
             if (!train[i])
                 continue;
-            printf("would learn %016llx as spam: ", (unsigned long long)c.p[i].key);
-            spim_print_text(stdout, c.p[i].text, c.p[i].text_len, SIZE_MAX, 0);
-            fputc('\n', stdout);
+            say_learned("would learn", &c.p[i]);
             would++;
         }
         printf("dry run: would learn %lu reports as spam, %lu skipped (excluded sender), %lu "
@@ -302,11 +308,8 @@ static int cmd_learn(const struct learn_opts *o, const struct spim_config *cfg)
     for (size_t i = 0; i < c.n; i++) {
         if (train[i] && (rc = spim_report_set_learned(st, c.p[i].key, 1)) != 0)
             goto fail_store;
-        if (train[i]) {
-            printf("learned %016llx as spam: ", (unsigned long long)c.p[i].key);
-            spim_print_text(stdout, c.p[i].text, c.p[i].text_len, SIZE_MAX, 0);
-            fputc('\n', stdout);
-        }
+        if (train[i])
+            say_learned("learned", &c.p[i]);
     }
     printf("learned %lu reports as spam (%lu already in the counts), %lu skipped (excluded "
            "sender), %lu below %u reporters, %lu learned before\n",

@@ -20,10 +20,11 @@
 # included), pooled over the folds. Starting each command through taskset
 # instead (PIN=each, as this script did before) also times taskset's own
 # start, about 0.85 ms here: a seventh of a spimfilter fold (6 ms), a
-# fiftieth of a bogofilter one (40 ms), which is the harness, not a filter. Each timed step runs RUNS times (default 7) for both
-# filters alike, each training into a fresh store, the two filters taking
-# turns, and the median time counts: the machine may be shared, and one slow
-# run (or a slow few seconds) should not decide.
+# fiftieth of a bogofilter one (40 ms), which is the harness, not a filter.
+# Each timed step runs RUNS times (default 7) for both filters alike, each
+# training into a fresh store, the two filters taking turns, and the median
+# time counts: the machine may be shared, and one slow run (or a slow few
+# seconds) should not decide.
 # bogofilter is installed with apt-get when missing (Debian package
 # bogofilter).
 #

@@ -118,26 +118,33 @@ check "show --raw: $size bytes, byte for byte, Kamailio's Via on top" \
     [ "$(wc -c <"$IT_TMP/raw.sip")" = "$size" -a "$(head -c 40 "$IT_TMP/raw.sip")" = "MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0"$'\r' ]
 check "show --raw: Kamailio's Via on top" grep -q $'^Via: SIP/2.0/UDP 127.0.0.1:16060;branch=' <(sed -n 2p "$IT_TMP/raw.sip")
 check "show --raw: CRLF line ends kept" grep -q $'^Max-Forwards: [0-9]*\r$' "$IT_TMP/raw.sip"
-# A sender's terminal escapes (ESC, the C1 CSI) in From and text: `show` writes
-# them as spaces, --raw keeps every byte.
-python3 - 16070 <<'PY' || it_fail "could not send the MESSAGE with escapes"
+# send.py PORT CALL-ID TEXT [FROM]: one MESSAGE over UDP straight to serve (its
+# Via this socket); prints the status line of the answer.
+cat >"$IT_TMP/send.py" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 s.settimeout(5)
-port = s.getsockname()[1]
-body = ("WINNER!! You have won a guaranteed \u00a31000 cash prize, call 09061701461 now"
-        " \x1b[2J\x1b]0;owned\x07 \u009b31m").encode()
+body = sys.argv[3].encode()
+frm = sys.argv[4] if len(sys.argv) > 4 else "<sip:hup@127.0.0.1>;tag=h1"
 msg = ("MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0\r\n"
-       f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKesc1\r\n"
-       "Max-Forwards: 70\r\n"
-       "From: \"\x1b[31mboss\" <sip:esc@127.0.0.1>;tag=e1\r\n"
-       "To: <sip:bob@127.0.0.1:16080>\r\nCall-ID: esc-1@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"
+       f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};branch=z9hG4bK{sys.argv[2]}\r\n"
+       f"Max-Forwards: 70\r\nFrom: {frm}\r\nTo: <sip:bob@127.0.0.1:16080>\r\n"
+       f"Call-ID: {sys.argv[2]}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\n"
        "Content-Type: text/plain;charset=utf-8\r\n"
        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 s.sendto(msg, ("127.0.0.1", int(sys.argv[1])))
-print(s.recv(4096).split(b"\r\n")[0].decode())
+try:
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("no answer")
 PY
+# A sender's terminal escapes (ESC, the C1 CSI) in From and text: `show` writes
+# them as spaces, --raw keeps every byte.
+got=$(python3 "$IT_TMP/send.py" 16070 esc-1 \
+    $'WINNER!! You have won a guaranteed \xc2\xa31000 cash prize, call 09061701461 now \x1b[2J\x1b]0;owned\x07 \xc2\x9b31m' \
+    $'"\x1b[31mboss" <sip:esc@127.0.0.1>;tag=e1')
+check "the MESSAGE with escapes is blocked ($got)" [ "$got" = "SIP/2.0 403 Forbidden" ]
 esc_id=$(Q list --db "$db" --format jsonl --from esc@ | field id)
 Q show --db "$db" "$esc_id" >"$IT_TMP/show-esc.txt"
 check "show: a sender's escapes are not written to the terminal (record ${esc_id:-none})" \
@@ -175,23 +182,6 @@ it_stop "$rude_pid"
 nspam=$((nspam + 1)) # that one is held too: the counts below include it
 
 # SIGHUP applies the filter's own keys too: trusted_sources and block_code.
-cat >"$IT_TMP/send.py" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-s.settimeout(5)
-body = sys.argv[3].encode()
-msg = ("MESSAGE sip:bob@127.0.0.1:16080 SIP/2.0\r\n"
-       f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};branch=z9hG4bK{sys.argv[2]}\r\n"
-       "Max-Forwards: 70\r\nFrom: <sip:hup@127.0.0.1>;tag=h1\r\nTo: <sip:bob@127.0.0.1:16080>\r\n"
-       f"Call-ID: {sys.argv[2]}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
-       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-s.sendto(msg, ("127.0.0.1", int(sys.argv[1])))
-try:
-    print(s.recv(4096).split(b"\r\n")[0].decode())
-except socket.timeout:
-    print("no answer")
-PY
 SPAM_TEXT="WINNER!! You have won a guaranteed 1000 cash prize, call 09061701461 now to claim"
 hup_wait() { # N: SIGHUP serve, then wait for its Nth "reloaded:" line
     kill -HUP "$serve_pid"
